@@ -1,0 +1,198 @@
+"""``file:///path`` repositories: objects are files under a root directory (local disk, NFS).
+
+Writes go to a temporary file under ``<root>/.incomplete/`` and are renamed into place after an
+fsync, so a killed process never leaves a partial object under a real key.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import unquote, urlparse
+
+from dr.errors import ObjectNotFound, RepositoryError
+from dr.repository.store import ObjectInfo, check_key
+
+INCOMPLETE_DIR = ".incomplete"
+
+
+class FileStore:
+    """A :class:`dr.repository.store.Store` on a local or mounted file system."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.url = "file://" + str(root)
+
+    @classmethod
+    def from_url(cls, url: str) -> FileStore:
+        parsed = urlparse(url)
+        if parsed.scheme != "file" or parsed.netloc not in ("", "localhost"):
+            raise ValueError(f"not a file:// URL: {url!r}")
+        return cls(Path(unquote(parsed.path)))
+
+    def _path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    def _tmp(self) -> Path:
+        tmpdir = self.root / INCOMPLETE_DIR
+        try:
+            tmpdir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RepositoryError(f"cannot write to repository {self.url}: {e.strerror}") from e
+        return tmpdir / f"{uuid.uuid4().hex}.part"
+
+    def put(self, key: str, data: bytes) -> None:
+        w = self.open_writer(key)
+        try:
+            w.write(data)
+            w.commit()
+        except BaseException:
+            w.abort()
+            raise
+
+    def open_writer(self, key: str) -> _FileWriter:
+        return _FileWriter(self._path(key), self._tmp())
+
+    def get(self, key: str) -> bytes:
+        with self.open_reader(key) as f:
+            return f.read()
+
+    def open_reader(self, key: str) -> BinaryIO:
+        path = self._path(key)
+        try:
+            return open(path, "rb")
+        except FileNotFoundError as e:
+            raise ObjectNotFound(f"no object {key!r} in {self.url}") from e
+        except OSError as e:
+            raise RepositoryError(f"cannot read {key!r} from {self.url}: {e.strerror}") from e
+
+    def stat(self, key: str) -> ObjectInfo:
+        try:
+            st = self._path(key).stat()
+        except FileNotFoundError as e:
+            raise ObjectNotFound(f"no object {key!r} in {self.url}") from e
+        return ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        if not self.root.is_dir():
+            if self.root.exists():
+                raise RepositoryError(f"repository {self.url} is not a directory")
+            return
+        # Walk only the directory that can hold the prefix, not the whole repository.
+        base_dir = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        start = self.root / base_dir if base_dir else self.root
+        if not start.is_dir():
+            return
+        found: list[ObjectInfo] = []
+        for dirpath, dirnames, filenames in os.walk(start):
+            rel_dir = os.path.relpath(dirpath, self.root)
+            if rel_dir == ".":
+                dirnames[:] = [d for d in dirnames if d != INCOMPLETE_DIR]
+                rel_dir = ""
+            for name in filenames:
+                key = f"{rel_dir}/{name}" if rel_dir else name
+                if key.startswith(prefix):
+                    try:
+                        st = os.stat(os.path.join(dirpath, name))
+                    except FileNotFoundError:
+                        continue  # deleted while listing
+                    found.append(ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC)))
+        found.sort(key=lambda o: o.key)
+        yield from found
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            raise RepositoryError(f"cannot delete {key!r} from {self.url}: {e.strerror}") from e
+        # Remove directories left empty, up to the root.
+        parent = path.parent
+        while parent != self.root:
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+            parent = parent.parent
+
+    def cleanup_incomplete(self, older_than: datetime) -> int:
+        tmpdir = self.root / INCOMPLETE_DIR
+        if not tmpdir.is_dir():
+            return 0
+        removed = 0
+        for p in tmpdir.iterdir():
+            try:
+                if datetime.fromtimestamp(p.stat().st_mtime, UTC) < older_than:
+                    p.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        return removed
+
+    def close(self) -> None:
+        return None
+
+
+class _FileWriter:
+    def __init__(self, final: Path, tmp: Path) -> None:
+        self._final = final
+        self._tmp = tmp
+        try:
+            self._f: BinaryIO | None = open(tmp, "xb")
+        except OSError as e:
+            raise RepositoryError(f"cannot write {tmp}: {e.strerror}") from e
+
+    def write(self, data: bytes) -> int:
+        assert self._f is not None, "write after commit or abort"
+        try:
+            return self._f.write(data)
+        except OSError as e:
+            raise _os_error(e, self._final) from e
+
+    def commit(self) -> None:
+        assert self._f is not None, "commit after commit or abort"
+        try:
+            self._f.flush()
+            os.fsync(self._f.fileno())
+            self._f.close()
+            self._f = None
+            self._final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self._tmp, self._final)
+            _fsync_dir(self._final.parent)
+        except OSError as e:
+            self.abort()
+            raise _os_error(e, self._final) from e
+
+    def abort(self) -> None:
+        if self._f is not None:
+            try:
+                self._f.close()
+            except OSError:
+                pass
+            self._f = None
+        try:
+            self._tmp.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _os_error(e: OSError, path: Path) -> RepositoryError:
+    if e.errno == errno.ENOSPC:
+        return RepositoryError(f"no space left on the repository's device writing {path}",
+                               hint="free space on the repository's file system, then run again")
+    return RepositoryError(f"cannot write {path}: {e.strerror}")

@@ -1,0 +1,87 @@
+"""The storage port: a flat namespace of immutable objects addressed by ``/``-separated keys.
+
+Every repository backend (``file``, ``s3``) implements :class:`Store`; the same contract suite
+(tests/contract/test_store_contract.py) runs against each of them. Backends translate their SDK's
+errors into :mod:`dr.errors` (``ObjectNotFound``, ``TransientStorageError``, ``RepositoryError``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import BinaryIO, Protocol
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    modified: datetime | None = None
+
+
+class ObjectWriter(Protocol):
+    """A streaming upload. Nothing is visible under the key until :meth:`commit` returns."""
+
+    def write(self, data: bytes) -> int:
+        """Append bytes; memory use stays bounded whatever the total size. Returns len(data)."""
+        ...
+
+    def commit(self) -> None:
+        """Make the object visible under its key, atomically, with exactly the bytes written."""
+        ...
+
+    def abort(self) -> None:
+        """Discard everything written. Safe to call after a failed write or commit, and twice."""
+        ...
+
+
+class Store(Protocol):
+    """A place to keep objects. Keys are relative, ``/``-separated, without ``..`` or a leading ``/``."""
+
+    url: str
+
+    def put(self, key: str, data: bytes) -> None:
+        """Write a whole (small) object atomically, replacing any object under the key."""
+        ...
+
+    def open_writer(self, key: str) -> ObjectWriter:
+        """Start a streaming upload to ``key`` (see :class:`ObjectWriter`)."""
+        ...
+
+    def get(self, key: str) -> bytes:
+        """Read a whole object. Raises ObjectNotFound if there is no object under ``key``."""
+        ...
+
+    def open_reader(self, key: str) -> BinaryIO:
+        """Open an object for streaming reads. Raises ObjectNotFound if there is none."""
+        ...
+
+    def stat(self, key: str) -> ObjectInfo:
+        """Size (and time, where known) of an object. Raises ObjectNotFound if there is none."""
+        ...
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        """Every committed object whose key starts with ``prefix``, in key order; paginates."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove an object. Deleting a missing object is not an error."""
+        ...
+
+    def cleanup_incomplete(self, older_than: datetime) -> int:
+        """Discard uploads started before ``older_than`` and never committed; returns how many."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+def check_key(key: str) -> str:
+    """Return ``key`` if it is a valid store key, else raise ValueError naming it."""
+    if not key or key.startswith("/") or "\\" in key or "\0" in key:
+        raise ValueError(f"invalid repository key: {key!r}")
+    if any(part in ("", ".", "..") for part in key.split("/")):
+        raise ValueError(f"invalid repository key: {key!r}")
+    return key
