@@ -1,0 +1,501 @@
+"""``s3://bucket/prefix`` repositories on any S3-compatible endpoint (AWS, SeaweedFS, MinIO, Ceph …).
+
+boto3's own configuration chain decides endpoint (``AWS_ENDPOINT_URL``, ``AWS_ENDPOINT_URL_S3``, config
+files), region and credentials; an explicit ``endpoint_url`` overrides it. Requests are retried by botocore
+(``standard`` mode); whatever still fails is translated into :mod:`dr.errors`.
+
+Streaming writes are multipart uploads that buffer one part at a time; an object smaller than one part is
+sent with a single ``PutObject`` at commit. Nothing is visible under the key before commit, and an upload
+abandoned by a killed process is found and aborted by :meth:`S3Store.cleanup_incomplete`.
+"""
+
+from __future__ import annotations
+
+import builtins
+import http.client
+import io
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn, cast
+from urllib.parse import urlparse
+
+import boto3
+import urllib3.exceptions
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    HTTPClientError,
+    IncompleteReadError,
+    NoCredentialsError,
+    PartialCredentialsError,
+    ResponseStreamingError,
+)
+from botocore.exceptions import ConnectionError as BotoConnectionError
+
+from dr.errors import ObjectNotFound, RepositoryError, TransientStorageError
+from dr.repository.store import ObjectInfo, check_key
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3.client import S3Client
+
+log = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+#: First part size of a multipart upload; S3's minimum for every part but the last is 5 MiB.
+DEFAULT_PART_SIZE = 8 * MiB
+MIN_PART_SIZE = 5 * MiB
+#: The part size doubles every this many parts, so that an object of up to 5 TiB needs fewer than
+#: S3's 10,000 parts (8 MiB x 1000 x (1 + 2 + … + 512) ≈ 8 TiB) while small objects keep small parts.
+PARTS_PER_SIZE_STEP = 1000
+MAX_PARTS = 10_000
+MAX_PART_SIZE = 5 * 1024 * MiB
+
+#: How many times a streaming read resumes (Range GET from the current offset) without progress.
+READ_RESUMES = 5
+
+_NOT_FOUND = {"NoSuchKey", "NotFound", "404"}
+_BAD_CREDENTIALS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken",
+                    "InvalidClientTokenId", "AuthorizationHeaderMalformed"}
+_DENIED = {"AccessDenied", "403", "AllAccessDisabled", "AccountProblem"}
+_TRANSIENT = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
+              "InternalError", "ServiceUnavailable", "503", "500", "502", "504"}
+# Errors raised while a response body streams in: the connection broke or stalled mid-read.
+_STREAM_ERRORS: tuple[type[BaseException], ...] = (
+    ResponseStreamingError, IncompleteReadError, HTTPClientError, BotoConnectionError,
+    urllib3.exceptions.HTTPError, http.client.HTTPException, OSError,
+)
+
+
+class S3Store:
+    """A :class:`dr.repository.store.Store` in an S3 bucket, under an optional key prefix."""
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        max_attempts: int = 5,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 60.0,
+        part_size: int = DEFAULT_PART_SIZE,
+    ) -> None:
+        """Connect lazily (no request is made here) to ``bucket``; keys are stored under ``prefix/``.
+
+        ``endpoint_url``, ``region`` and the keys override boto3's configuration chain; leave them unset
+        to use ``AWS_ENDPOINT_URL``/``AWS_ENDPOINT_URL_S3``, ``AWS_*`` credentials, profiles, IMDS …
+        ``max_attempts`` counts the first try (botocore standard retry mode).
+        """
+        if not bucket:
+            raise ValueError("an S3 repository needs a bucket name")
+        if part_size < MIN_PART_SIZE or part_size > MAX_PART_SIZE:
+            raise ValueError(f"part size must be between 5 MiB and 5 GiB, not {part_size}")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
+        self.part_size = part_size
+        session = boto3.session.Session(
+            aws_access_key_id=access_key, aws_secret_access_key=secret_key, region_name=region
+        )
+
+        def make_client(path_style: bool) -> S3Client:
+            config = Config(
+                retries={"mode": "standard", "max_attempts": max_attempts},
+                connect_timeout=connect_timeout,
+                read_timeout=read_timeout,
+                s3={"addressing_style": "path"} if path_style else None,
+            )
+            return session.client("s3", endpoint_url=endpoint_url, config=config)
+
+        client = make_client(path_style=False)
+        self.endpoint = client.meta.endpoint_url
+        # Endpoints other than AWS (SeaweedFS, MinIO, Ceph) rarely resolve bucket.host names: use
+        # path-style addressing for them. boto3 resolves the endpoint itself (arguments, environment,
+        # config files), so look at what it chose rather than repeating its rules.
+        host = urlparse(self.endpoint).hostname or ""
+        if not (host.endswith(".amazonaws.com") or host.endswith(".amazonaws.com.cn")):
+            client = make_client(path_style=True)
+        self.client = client
+        self._bucket_checked = False
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> S3Store:
+        """``s3://bucket[/prefix]`` → S3Store; keyword arguments go to the constructor."""
+        parsed = urlparse(url)
+        if parsed.scheme != "s3" or not parsed.netloc:
+            raise ValueError(f"not an s3://bucket/prefix URL: {url!r}")
+        if parsed.query or parsed.fragment:
+            raise ValueError(f"an s3:// repository URL takes no query or fragment: {url!r}")
+        return cls(parsed.netloc, parsed.path, **kwargs)
+
+    # -- keys ---------------------------------------------------------------------------------------
+
+    def _key(self, key: str) -> str:
+        check_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _base(self) -> str:
+        return f"{self.prefix}/" if self.prefix else ""
+
+    # -- errors -------------------------------------------------------------------------------------
+
+    @contextmanager
+    def _errors(self, action: str, key: str | None = None) -> Iterator[None]:
+        """Translate botocore errors raised inside the block into dr.errors (``raise … from e``)."""
+        try:
+            yield
+        except ClientError as e:
+            self._raise_client_error(e, action, key)
+        except (NoCredentialsError, PartialCredentialsError) as e:
+            raise RepositoryError(
+                f"no usable S3 credentials to {action} {self.url}: {e}",
+                hint="set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or an instance/pod role",
+            ) from e
+        except (BotoConnectionError, HTTPClientError) as e:
+            # EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, ConnectionClosedError …
+            # botocore has already retried these.
+            raise TransientStorageError(
+                f"cannot reach S3 endpoint {self.endpoint} to {action} {self._what(key)}: {e}",
+                hint="check the endpoint URL (AWS_ENDPOINT_URL) and the network, then run again",
+            ) from e
+        except BotoCoreError as e:
+            raise RepositoryError(f"cannot {action} {self._what(key)}: {e}") from e
+
+    def _what(self, key: str | None) -> str:
+        return f"{key!r} in {self.url}" if key is not None else self.url
+
+    def _raise_client_error(self, e: ClientError, action: str, key: str | None) -> NoReturn:
+        err = e.response.get("Error", {})
+        code = str(err.get("Code", ""))
+        message = err.get("Message") or code
+        status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        what = self._what(key)
+        if code == "NoSuchBucket" or (code in _NOT_FOUND and not self._bucket_exists()):
+            raise RepositoryError(
+                f"S3 bucket {self.bucket!r} does not exist at {self.endpoint}",
+                hint=f"create the bucket {self.bucket!r} or fix the repository URL {self.url}",
+            ) from e
+        if code in _NOT_FOUND and key is not None:
+            raise ObjectNotFound(f"no object {key!r} in {self.url}") from e
+        if code in _BAD_CREDENTIALS:
+            raise RepositoryError(
+                f"S3 rejected the credentials to {action} {what} ({code}: {message})",
+                hint="check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or the profile) for this endpoint",
+            ) from e
+        if code in _DENIED:
+            raise RepositoryError(
+                f"S3 denied access to {action} {what} ({code}: {message})",
+                hint=f"grant the credentials s3:GetObject/PutObject/ListBucket/DeleteObject and "
+                f"multipart permissions on bucket {self.bucket!r}",
+            ) from e
+        if code in _TRANSIENT or status >= 500 or status == 429:
+            raise TransientStorageError(
+                f"S3 failed to {action} {what} after retries ({code or status}: {message})",
+                hint="the storage service is unavailable or throttling; run again later",
+            ) from e
+        raise RepositoryError(f"S3 failed to {action} {what} ({code or status}: {message})") from e
+
+    def _bucket_exists(self) -> bool:
+        """Whether the bucket exists; a HEAD answers 404 for a missing bucket and a missing key alike."""
+        if self._bucket_checked:
+            return True
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError as e:
+            code = str(e.response.get("Error", {}).get("Code", ""))
+            # Denied or failing is no proof that the bucket is missing.
+            return code not in ("NoSuchBucket", "404", "NotFound")
+        except BotoCoreError:
+            return True
+        self._bucket_checked = True
+        return True
+
+    # -- the Store port -----------------------------------------------------------------------------
+
+    def put(self, key: str, data: bytes) -> None:
+        k = self._key(key)
+        with self._errors("write", key):
+            self.client.put_object(Bucket=self.bucket, Key=k, Body=data)
+
+    def open_writer(self, key: str) -> S3Writer:
+        return S3Writer(self, key, self._key(key))
+
+    def get(self, key: str) -> bytes:
+        with self.open_reader(key) as f:
+            return f.read()
+
+    def open_reader(self, key: str) -> BinaryIO:
+        raw = S3Reader(self, key, self._key(key))
+        return io.BufferedReader(raw, buffer_size=1 * MiB)
+
+    def stat(self, key: str) -> ObjectInfo:
+        k = self._key(key)
+        with self._errors("stat", key):
+            head = self.client.head_object(Bucket=self.bucket, Key=k)
+        return ObjectInfo(key, int(head["ContentLength"]), head.get("LastModified"))
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        if prefix.startswith("/"):
+            raise ValueError(f"invalid repository key prefix: {prefix!r}")
+        base = self._base()
+        found: list[ObjectInfo] = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        with self._errors("list", prefix):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=base + prefix):
+                for obj in page.get("Contents", []):
+                    key = obj["Key"][len(base):]
+                    found.append(ObjectInfo(key, int(obj["Size"]), obj.get("LastModified")))
+        # S3 promises UTF-8 binary key order, but SeaweedFS (4.x) lists directory by directory ("a/b"
+        # before "a-b"). Sort (code point order equals UTF-8 byte order) rather than trust the server.
+        found.sort(key=lambda o: o.key)
+        yield from found
+
+    def delete(self, key: str) -> None:
+        k = self._key(key)
+        with self._errors("delete", key):
+            # S3 answers 204 for a missing key too: deleting is idempotent.
+            self.client.delete_object(Bucket=self.bucket, Key=k)
+
+    def cleanup_incomplete(self, older_than: datetime) -> int:
+        aborted = 0
+        paginator = self.client.get_paginator("list_multipart_uploads")
+        with self._errors("list incomplete uploads in"):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self._base()):
+                for upload in page.get("Uploads", []):
+                    if upload["Initiated"] < older_than:
+                        self._abort_upload(upload["Key"], upload["UploadId"])
+                        aborted += 1
+        return aborted
+
+    def incomplete_uploads(self) -> builtins.list[tuple[str, str]]:
+        """(key, upload id) of every multipart upload under the prefix not yet completed or aborted."""
+        found: builtins.list[tuple[str, str]] = []
+        paginator = self.client.get_paginator("list_multipart_uploads")
+        with self._errors("list incomplete uploads in"):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self._base()):
+                found.extend((u["Key"][len(self._base()):], u["UploadId"]) for u in page.get("Uploads", []))
+        return found
+
+    def _abort_upload(self, s3_key: str, upload_id: str) -> None:
+        try:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=s3_key, UploadId=upload_id)
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") == "NoSuchUpload":
+                return  # already completed or aborted
+            raise
+
+    def create_bucket_if_missing(self) -> None:
+        """Create the bucket unless it exists. For tests and the demo: jdr never creates buckets itself."""
+        with self._errors("create bucket for"):
+            try:
+                self.client.head_bucket(Bucket=self.bucket)
+                return
+            except ClientError as e:
+                if str(e.response.get("Error", {}).get("Code")) not in ("404", "NoSuchBucket", "NotFound"):
+                    raise
+            region = self.client.meta.region_name
+            if region and region != "us-east-1":
+                self.client.create_bucket(
+                    Bucket=self.bucket,
+                    CreateBucketConfiguration={"LocationConstraint": region},  # type: ignore[typeddict-item]
+                )
+            else:
+                self.client.create_bucket(Bucket=self.bucket)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class S3Writer:
+    """A streaming upload (:class:`dr.repository.store.ObjectWriter`) holding at most one part in memory."""
+
+    def __init__(self, store: S3Store, key: str, s3_key: str) -> None:
+        self._store = store
+        self._key = key
+        self._s3_key = s3_key
+        self._buf = bytearray()
+        self._part_size = store.part_size
+        self._parts: list[dict[str, Any]] = []
+        self._upload_id: str | None = None
+        self._written = 0
+        self._closed = False
+
+    @property
+    def upload_id(self) -> str | None:
+        """The multipart upload's id once the first part has been sent (None for a small object)."""
+        return self._upload_id
+
+    def write(self, data: bytes) -> int:
+        if self._closed:
+            raise ValueError("write after commit or abort")
+        view = memoryview(data)
+        n = len(view)
+        while view:
+            room = self._part_size - len(self._buf)
+            self._buf += view[:room]
+            view = view[room:]
+            if len(self._buf) >= self._part_size:
+                self._send_part()
+        self._written += n
+        return n
+
+    def _send_part(self) -> None:
+        store = self._store
+        try:
+            with store._errors("upload", self._key):
+                if self._upload_id is None:
+                    resp = store.client.create_multipart_upload(Bucket=store.bucket, Key=self._s3_key)
+                    self._upload_id = resp["UploadId"]
+                number = len(self._parts) + 1
+                if number > MAX_PARTS:
+                    raise RepositoryError(f"object {self._key!r} needs more than {MAX_PARTS} parts")
+                part = store.client.upload_part(
+                    Bucket=store.bucket, Key=self._s3_key, UploadId=self._upload_id,
+                    PartNumber=number, Body=_body(self._buf),
+                )
+            self._parts.append({"PartNumber": number, "ETag": part["ETag"]})
+        except BaseException:
+            self.abort()
+            raise
+        # A fresh buffer, not clear(): the old one may still be referenced by botocore's request.
+        self._buf = bytearray()
+        if len(self._parts) % PARTS_PER_SIZE_STEP == 0:
+            self._part_size = min(self._part_size * 2, MAX_PART_SIZE)
+
+    def commit(self) -> None:
+        if self._closed:
+            raise ValueError("commit after commit or abort")
+        store = self._store
+        try:
+            if self._upload_id is None:
+                with store._errors("write", self._key):
+                    store.client.put_object(Bucket=store.bucket, Key=self._s3_key, Body=_body(self._buf))
+            else:
+                if self._buf:
+                    self._send_part()
+                with store._errors("complete the upload of", self._key):
+                    store.client.complete_multipart_upload(
+                        Bucket=store.bucket, Key=self._s3_key, UploadId=self._upload_id,
+                        MultipartUpload={"Parts": self._parts},  # type: ignore[typeddict-item]
+                    )
+                self._upload_id = None
+                with store._errors("check the upload of", self._key):
+                    size = store.client.head_object(Bucket=store.bucket, Key=self._s3_key)["ContentLength"]
+                if size != self._written:
+                    raise RepositoryError(
+                        f"S3 stored {size} bytes for {self._key!r} in {store.url}, "
+                        f"but {self._written} were written"
+                    )
+        except BaseException:
+            self.abort()
+            raise
+        self._closed = True
+        self._buf = bytearray()
+
+    def abort(self) -> None:
+        self._closed = True
+        self._buf = bytearray()
+        upload_id, self._upload_id = self._upload_id, None
+        if upload_id is not None:
+            store = self._store
+            with store._errors("abort the upload of", self._key):
+                store._abort_upload(self._s3_key, upload_id)
+
+
+class S3Reader(io.RawIOBase):
+    """A streaming read of one object; a connection broken mid-body resumes with a Range GET."""
+
+    def __init__(self, store: S3Store, key: str, s3_key: str,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        super().__init__()
+        self._store = store
+        self._key = key
+        self._s3_key = s3_key
+        self._sleep = sleep
+        self._offset = 0
+        self._body: Any = None
+        self._etag: str | None = None
+        self._size: int | None = None
+        self._open()  # raises ObjectNotFound now rather than at the first read
+
+    def _open(self) -> None:
+        store = self._store
+        kwargs: dict[str, Any] = {"Bucket": store.bucket, "Key": self._s3_key}
+        if self._offset:
+            kwargs["Range"] = f"bytes={self._offset}-"
+        if self._etag:
+            kwargs["IfMatch"] = self._etag  # the object must not change between resumed reads
+        try:
+            with store._errors("read", self._key):
+                resp = store.client.get_object(**kwargs)
+        except RepositoryError as e:
+            cause = e.__cause__
+            if isinstance(cause, ClientError) and cause.response.get("Error", {}).get("Code") in (
+                "PreconditionFailed", "412"
+            ):
+                raise RepositoryError(f"{self._key!r} in {store.url} changed while it was read") from cause
+            raise
+        self._body = resp["Body"]
+        if self._etag is None:
+            self._etag = resp.get("ETag")
+            self._size = int(resp["ContentLength"])
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        if self.closed:
+            raise ValueError("read from a closed S3 reader")
+        view = memoryview(b).cast("B")
+        if not len(view) or self._offset == self._size:
+            return 0
+        failures = 0
+        while True:
+            try:
+                if self._body is None:
+                    self._open()
+                chunk: bytes = self._body.read(len(view))
+                if not chunk:
+                    raise IncompleteReadError(actual_bytes=self._offset, expected_bytes=self._size or 0)
+            except _STREAM_ERRORS as e:
+                failures += 1
+                self._close_body()
+                if failures > READ_RESUMES:
+                    raise TransientStorageError(
+                        f"reading {self._key!r} from {self._store.url} failed at byte {self._offset} "
+                        f"after {READ_RESUMES} resumed attempts: {e}",
+                        hint="the connection to the storage keeps breaking; run again later",
+                    ) from e
+                log.warning("read of %s broke at byte %d (%s); resuming", self._key, self._offset, e)
+                self._sleep(min(0.2 * 2 ** (failures - 1), 5.0))
+                continue
+            n = len(chunk)
+            view[:n] = chunk
+            self._offset += n
+            return n
+
+    def _close_body(self) -> None:
+        body, self._body = self._body, None
+        if body is not None:
+            try:
+                body.close()
+            except Exception:  # noqa: S110 - the connection is being thrown away anyway
+                pass
+
+    def close(self) -> None:
+        if not self.closed:
+            self._close_body()
+        super().close()
+
+
+def _body(buf: bytearray) -> bytes:
+    """The part buffer as a request body, without a copy: botocore sends any bytes-like object, and
+    copying a part would double the writer's memory (the stubs only name ``bytes``)."""
+    return cast(bytes, buf)
