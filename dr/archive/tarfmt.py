@@ -1,0 +1,108 @@
+"""The tar dialect of volume archives: POSIX pax headers written by hand, read back exactly.
+
+Headers come from :meth:`tarfile.TarInfo.tobuf` (pax format, names as UTF-8 with ``surrogateescape``, so a
+name that is not UTF-8 gets ``hdrcharset=BINARY`` and keeps its exact bytes). User and group names are
+left empty so that every restore uses the numeric ids. Sub-second mtimes go in a pax ``mtime`` record with
+nanosecond digits; :func:`member_mtime_ns` reads that record back without the float rounding of tarfile.
+"""
+
+from __future__ import annotations
+
+import os
+import tarfile
+
+from dr.model import EntryType, IndexEntry
+
+BLOCK = 512
+RECORD = 20 * BLOCK  # GNU tar's default record; the archive's length is a multiple of it
+ENCODING = "utf-8"
+ERRORS = "surrogateescape"  # undecodable name bytes survive the str round trip
+
+_NS = 1_000_000_000
+
+
+def mtime_text(ns: int) -> str:
+    """A pax ``mtime`` value: decimal seconds with up to nine fractional digits (``-1.5`` is 1.5 s before)."""
+    sign = "-" if ns < 0 else ""
+    sec, frac = divmod(abs(ns), _NS)
+    return f"{sign}{sec}.{frac:09d}".rstrip("0").rstrip(".")
+
+
+def parse_mtime_ns(text: str) -> int:
+    """Inverse of :func:`mtime_text`; accepts any number of fractional digits. Raises ValueError."""
+    neg = text.startswith("-")
+    whole, _, frac = text.lstrip("+-").partition(".")
+    if not whole.isdigit() or (frac and not frac.isdigit()):
+        raise ValueError(f"bad pax mtime {text!r}")
+    ns = int(whole) * _NS + int((frac + "000000000")[:9])
+    return -ns if neg else ns
+
+
+def ns_to_float(ns: int) -> float:
+    """The index's ``mtime``: seconds as a float, computed the same way on both sides of a round trip."""
+    return ns / _NS
+
+
+def header(rel: bytes, kind: bytes, *, mode: int, uid: int, gid: int, mtime_ns: int, size: int = 0,
+           linkname: bytes = b"") -> bytes:
+    """The header block(s) of one member: a pax extended header when needed, then a ustar header."""
+    info = tarfile.TarInfo(os.fsdecode(rel))
+    info.type = kind
+    info.mode = mode
+    info.uid, info.gid = uid, gid
+    info.uname = info.gname = ""
+    info.size = size
+    info.linkname = os.fsdecode(linkname)
+    sec = mtime_ns // _NS
+    info.mtime = max(sec, 0)
+    if mtime_ns % _NS or mtime_ns < 0:
+        # tarfile writes the integer part in the ustar field and lets this record take priority.
+        info.pax_headers = {"mtime": mtime_text(mtime_ns)}
+    return info.tobuf(tarfile.PAX_FORMAT, ENCODING, ERRORS)
+
+
+def member_name(member: tarfile.TarInfo) -> bytes:
+    return member.name.encode(ENCODING, ERRORS)
+
+
+def member_link(member: tarfile.TarInfo) -> bytes:
+    return member.linkname.encode(ENCODING, ERRORS)
+
+
+def member_mtime_ns(member: tarfile.TarInfo) -> int:
+    """The member's mtime in nanoseconds, from the raw pax record when there is one."""
+    raw = member.pax_headers.get("mtime")
+    if raw is not None:
+        try:
+            return parse_mtime_ns(raw)
+        except ValueError:
+            pass
+    return round(member.mtime * _NS)
+
+
+def member_kind(member: tarfile.TarInfo) -> EntryType | None:
+    """The index type of a member, or None for any type an archive of a volume may not hold."""
+    if member.type in (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.GNUTYPE_SPARSE):
+        return "file"
+    if member.type == tarfile.DIRTYPE:
+        return "dir"
+    if member.type == tarfile.SYMTYPE:
+        return "symlink"
+    if member.type == tarfile.LNKTYPE:
+        return "hardlink"
+    return None
+
+
+def member_entry(member: tarfile.TarInfo, path: bytes, link: bytes = b"") -> IndexEntry:
+    """What the archive says about a member, as an index entry (no content hash: that needs the data).
+
+    ``path`` and ``link`` are the member's name and link target after normalisation by the caller.
+    """
+    kind = member_kind(member)
+    if kind is None:
+        raise ValueError(f"unsupported member type {member.type!r}")
+    return IndexEntry(
+        path=path, type=kind, size=member.size if kind == "file" else 0, mode=member.mode & 0o7777,
+        uid=member.uid, gid=member.gid, mtime=ns_to_float(member_mtime_ns(member)),
+        link=link if kind in ("symlink", "hardlink") else b"",
+    )

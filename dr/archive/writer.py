@@ -1,0 +1,271 @@
+"""Writing a volume archive: walk a tree once, stream a pax tar through zstd, and the index beside it.
+
+Nothing is staged: headers and file content go straight into the compressor, and memory holds one 1 MiB
+buffer, one directory listing per level of the current path, and the map of hard-linked inodes. Files
+that change, shrink, grow, vanish or cannot be read while the walk passes are warnings, not failures: the
+archive stays valid, and the index records exactly the bytes that were archived.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import os
+import stat
+import tarfile
+import time
+from collections.abc import Callable, Sequence
+from contextlib import closing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, cast
+
+import zstandard
+
+from dr.archive import Writable
+from dr.archive.index import IndexWriter
+from dr.archive.tarfmt import BLOCK, RECORD, header, ns_to_float
+from dr.archive.walk import WalkEntry, walk
+from dr.model import EntryType, IndexEntry
+from dr.util.timefmt import utcnow
+
+CHUNK = 1 << 20
+_PROGRESS_EVERY = 0.25  # seconds between progress callbacks
+
+# Test hook: called with the relative path of a regular file after its header is written and before its
+# content is read, so tests can change a real file at exactly that moment (tests/unit/test_archive_*.py).
+_after_header_hook: Callable[[bytes], None] | None = None
+
+
+@dataclass
+class ArchiveStats:
+    """What :func:`write_archive` wrote."""
+
+    files: int = 0  # regular files archived (hard links to an archived file not counted)
+    entries: int = 0  # all entries, the root directory included
+    bytes: int = 0  # bytes of file content read
+    warnings: list[str] = field(default_factory=list)  # one per skipped or changed entry, naming the path
+
+
+def fingerprint(root: Path, excludes: Sequence[str] = ()) -> tuple[str, int, int]:
+    """Hex SHA-256 of the listing of the tree at ``root``, plus (regular file count, total file bytes).
+
+    The listing holds, for every entry :func:`write_archive` would archive and in the same order: path,
+    type, size, mode, uid, gid, mtime in nanoseconds, and symlink target. File contents are not read. The
+    same tree gives the same fingerprint; a change of any listed attribute gives another one. Sockets,
+    FIFOs and devices are left out, as from the archive. Raises OSError if ``root`` cannot be opened.
+    """
+    digest = hashlib.sha256(b"jdr-fingerprint-1\n")
+    files = total = 0
+    with closing(walk(root, excludes, lambda _msg: None)) as entries:
+        for e in entries:
+            kind = _kind(e.st.st_mode)
+            if kind is None:
+                continue
+            link = b""
+            if kind == "symlink":
+                try:
+                    link = e.readlink()
+                except OSError:
+                    continue
+            size = e.st.st_size if kind == "file" else 0
+            if kind == "file":
+                files += 1
+                total += size
+            st = e.st
+            fields = f"{kind}\0{size}\0{stat.S_IMODE(st.st_mode)}\0{st.st_uid}\0{st.st_gid}\0{st.st_mtime_ns}"
+            digest.update(e.rel + b"\0" + fields.encode() + b"\0" + link + b"\n")
+    return digest.hexdigest(), files, total
+
+
+def write_archive(root: Path, sink: Writable, index_sink: Writable, *, excludes: Sequence[str] = (),
+                  level: int = 3, threads: int = 0,
+                  progress: Callable[[int, int], None] | None = None) -> ArchiveStats:
+    """Archive the tree at ``root``: a zstd-compressed pax tar to ``sink``, its index to ``index_sink``.
+
+    The walk never follows a symlink and does not descend into other file systems (see
+    :func:`dr.archive.walk.walk`); ``excludes`` are globs as in :func:`dr.archive.walk.exclude_matcher`.
+    Members appear in walk order: the root as ``./``, then relative paths. Regular files, directories,
+    symlinks (as links) and hard links (later names as links to the first) are kept, with numeric uid/gid,
+    permission bits and nanosecond mtimes. Sockets, FIFOs and devices are skipped with a warning, and are
+    never opened. A regular file is archived with the size it had when opened: if it then yields fewer
+    bytes, the rest is zeros; if more, the excess is left out; either way, and if it vanished or could not
+    be read, ``warnings`` says so. Both sinks receive only ``write`` calls and stay open. ``level`` and
+    ``threads`` go to zstd (0 threads: compress in this thread; -1: one per CPU). ``progress(files, bytes)``
+    is called every quarter second or so, and once at the end.
+
+    Raises OSError if ``root`` cannot be opened, and whatever the sinks raise.
+    """
+    stats = ArchiveStats()
+    cctx = zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True)
+    # zstandard only ever calls write() on its sink; its stub asks for a whole IO[bytes].
+    out = _TarOut(cctx.stream_writer(cast(IO[bytes], sink), closefd=False))
+    index = IndexWriter(index_sink, root=os.fsdecode(root), created=utcnow(), level=level)
+    links: dict[tuple[int, int], IndexEntry] = {}  # (st_dev, st_ino) -> first archived name
+    buf = memoryview(bytearray(CHUNK))
+    last_report = time.monotonic()
+    with closing(walk(root, excludes, stats.warnings.append)) as entries:
+        for e in entries:
+            entry = _archive_one(e, out, links, buf, stats)
+            if entry is None:
+                continue
+            index.add(entry)
+            stats.entries += 1
+            if progress is not None and time.monotonic() - last_report >= _PROGRESS_EVERY:
+                progress(stats.files, stats.bytes)
+                last_report = time.monotonic()
+    out.finish()
+    index.close()
+    if progress is not None:
+        progress(stats.files, stats.bytes)
+    return stats
+
+
+def _kind(mode: int) -> EntryType | None:
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISDIR(mode):
+        return "dir"
+    if stat.S_ISLNK(mode):
+        return "symlink"
+    return None
+
+
+def _header(rel: bytes, kind: bytes, st: os.stat_result, *, size: int = 0, linkname: bytes = b"") -> bytes:
+    return header(rel, kind, mode=stat.S_IMODE(st.st_mode), uid=st.st_uid, gid=st.st_gid,
+                  mtime_ns=st.st_mtime_ns, size=size, linkname=linkname)
+
+
+def _entry(rel: bytes, kind: EntryType, st: os.stat_result, *, size: int = 0, sha256: str = "",
+           link: bytes = b"") -> IndexEntry:
+    return IndexEntry(path=rel, type=kind, size=size, mode=stat.S_IMODE(st.st_mode), uid=st.st_uid,
+                      gid=st.st_gid, mtime=ns_to_float(st.st_mtime_ns), sha256=sha256, link=link)
+
+
+def _archive_one(e: WalkEntry, out: _TarOut, links: dict[tuple[int, int], IndexEntry], buf: memoryview,
+                 stats: ArchiveStats) -> IndexEntry | None:
+    """Write one walked entry; return its index entry, or None if it was skipped (with a warning)."""
+    st, rel, shown = e.st, e.rel, os.fsdecode(e.rel)
+    kind = _kind(st.st_mode)
+    if kind == "dir":
+        out.write(_header(rel, tarfile.DIRTYPE, st))
+        return _entry(rel, "dir", st)
+    if kind == "symlink":
+        try:
+            target = e.readlink()
+        except OSError as err:
+            stats.warnings.append(f"{shown}: symlink vanished or unreadable ({err.strerror}); skipped")
+            return None
+        out.write(_header(rel, tarfile.SYMTYPE, st, linkname=target))
+        return _entry(rel, "symlink", st, link=target)
+    if kind is None:
+        what = "socket" if stat.S_ISSOCK(st.st_mode) else "FIFO" if stat.S_ISFIFO(st.st_mode) else "device"
+        stats.warnings.append(f"{shown}: {what} skipped (only files, directories and links are archived)")
+        return None
+    first = links.get((st.st_dev, st.st_ino)) if st.st_nlink > 1 else None
+    if first is not None:
+        out.write(_header(rel, tarfile.LNKTYPE, st, linkname=first.path))
+        return _entry(rel, "hardlink", st, link=first.path, size=first.size, sha256=first.sha256)
+    entry = _archive_file(e, out, buf, stats)
+    if entry is not None and st.st_nlink > 1:
+        links[(st.st_dev, st.st_ino)] = entry
+    return entry
+
+
+def _open_file(e: WalkEntry) -> int:
+    # O_NONBLOCK: should the file have been swapped for a FIFO since the lstat, open must not hang.
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        # O_NOATIME keeps a backup from touching every atime; only the owner (or root) may ask for it.
+        return os.open(e.name, flags | os.O_NOATIME, dir_fd=e.dir_fd)
+    except PermissionError:
+        return os.open(e.name, flags, dir_fd=e.dir_fd)
+
+
+def _archive_file(e: WalkEntry, out: _TarOut, buf: memoryview, stats: ArchiveStats) -> IndexEntry | None:
+    shown = os.fsdecode(e.rel)
+    try:
+        fd = _open_file(e)
+    except FileNotFoundError:
+        stats.warnings.append(f"{shown}: vanished before it was read; skipped")
+        return None
+    except OSError as err:
+        reason = "replaced by a symlink" if err.errno == errno.ELOOP else err.strerror
+        stats.warnings.append(f"{shown}: cannot open ({reason}); skipped")
+        return None
+    with open(fd, "rb", buffering=0, closefd=True) as f:
+        st = os.fstat(fd)  # the file we hold, which is what gets archived
+        if not stat.S_ISREG(st.st_mode):
+            stats.warnings.append(f"{shown}: replaced by a non-regular file while read; skipped")
+            return None
+        size = st.st_size
+        out.write(_header(e.rel, tarfile.REGTYPE, st, size=size))
+        if _after_header_hook is not None:
+            _after_header_hook(e.rel)
+        digest = hashlib.sha256()
+        remaining, failure = size, ""
+        while remaining:
+            try:
+                n = f.readinto(buf[:min(CHUNK, remaining)])
+            except OSError as err:
+                failure = f"read error ({err.strerror})"
+                break
+            if not n:
+                break
+            out.write(buf[:n])
+            digest.update(buf[:n])
+            remaining -= n
+            stats.bytes += n
+        if remaining:
+            zeros = bytes(min(CHUNK, remaining))
+            while remaining:
+                piece = zeros[:min(CHUNK, remaining)]
+                out.write(piece)
+                digest.update(piece)
+                remaining -= len(piece)
+            failure = failure or "shrank"
+            stats.warnings.append(f"{shown}: {failure} while read; archived with {size} bytes, "
+                                  "the missing part as zeros")
+        else:
+            grew = _grew(f)
+            after = os.fstat(fd)
+            if grew:
+                stats.warnings.append(f"{shown}: grew while read; archived its first {size} bytes")
+            elif (after.st_mtime_ns, after.st_size) != (st.st_mtime_ns, st.st_size):
+                stats.warnings.append(f"{shown}: changed while read; the archived copy may be inconsistent")
+        out.pad()
+    stats.files += 1
+    return _entry(e.rel, "file", st, size=size, sha256=digest.hexdigest())
+
+
+def _grew(f: io.FileIO) -> bool:
+    try:
+        return bool(f.read(1))
+    except OSError:
+        return False
+
+
+class _TarOut:
+    """The tar byte stream: counts what is written so members and the archive end on block boundaries."""
+
+    def __init__(self, writer: zstandard.ZstdCompressionWriter) -> None:
+        self._w = writer
+        self._offset = 0
+
+    def write(self, data: bytes | memoryview) -> None:
+        self._w.write(data)
+        self._offset += len(data)
+
+    def pad(self) -> None:
+        """Fill the current member's data with zeros up to the next 512-byte block."""
+        rest = -self._offset % BLOCK
+        if rest:
+            self.write(bytes(rest))
+
+    def finish(self) -> None:
+        """Write the end-of-archive marker (two zero blocks), fill the last record, end the zstd frame."""
+        self.pad()
+        self.write(bytes(2 * BLOCK))
+        self.write(bytes(-self._offset % RECORD))
+        self._w.flush(zstandard.FLUSH_FRAME)
