@@ -742,8 +742,9 @@ class NodeAgent:
         logs = rt.scratch / "logs"
         logs.mkdir(exist_ok=True)
         c.log_path = logs / f"{c.name}-{c.restart_count}.log"
-        if not spec.command:
-            self._fail_start(c, "NoCommand", "the test node cannot run images: the container needs a command")
+        if not argv:
+            self._fail_start(c, "NoCommand",
+                             "the test node cannot run images: the container needs a command or args")
             return
         uid, gid, groups = self._ids(rt, spec)
         try:
