@@ -1,0 +1,1 @@
+"""Client-side encryption of artifacts in the standard age format (age-encryption.org/v1)."""
