@@ -273,6 +273,10 @@ class AgeWriter:
     Buffers at most one 64 KiB chunk. ``close()`` seals the last chunk and must be called for the output
     to be valid; it does not close ``sink``. Leaving the ``with`` block on an exception does not seal it,
     so an aborted stream never looks complete (its reader reports truncation).
+
+    Not an ``io`` class on purpose: IOBase's finaliser would call ``close()`` and seal an abandoned stream.
+    Under a zstd ``stream_writer``, pass ``closefd=False`` and close this writer only on success; for
+    typing, ``cast(IO[bytes], writer)`` — zstd only calls ``write`` and ``flush``.
     """
 
     def __init__(self, sink: _Sink, recipients: Sequence[Recipient]) -> None:
@@ -445,6 +449,11 @@ def encrypt_bytes(data: bytes, recipients: Sequence[Recipient]) -> bytes:
     writer.write(data)
     writer.close()
     return sink.getvalue()
+
+
+def open_decrypting(src: _Source, identities: Sequence[Identity]) -> io.BufferedReader:
+    """A buffered, typed ``BinaryIO`` view of AgeReader (e.g. for ``ZstdDecompressor().stream_reader``)."""
+    return io.BufferedReader(AgeReader(src, identities), buffer_size=CHUNK_SIZE)
 
 
 def decrypt_bytes(data: bytes, identities: Sequence[Identity]) -> bytes:

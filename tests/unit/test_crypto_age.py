@@ -7,8 +7,9 @@ import os
 import shutil
 import stat
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO, cast
 
 import pytest
 import zstandard
@@ -30,6 +31,7 @@ from dr.crypto.age import (
     decrypt_bytes,
     encrypt_bytes,
     generate_identity,
+    open_decrypting,
 )
 from dr.crypto.keys import load_identity, write_key_file
 from dr.errors import ConfigError, IntegrityError
@@ -160,19 +162,21 @@ def test_zstd_compress_encrypt_then_stream_reader(identity: Identity) -> None:
     data = payload(1024 * 1024) + b"compressible " * 200_000
     sink = io.BytesIO()
     writer = AgeWriter(sink, [identity.recipient])
-    with zstandard.ZstdCompressor().stream_writer(writer, closefd=False) as zw:
+    with zstandard.ZstdCompressor().stream_writer(cast(IO[bytes], writer), closefd=False) as zw:
         for piece in odd_pieces(data):
             zw.write(piece)
     writer.close()
     ct = sink.getvalue()
 
-    with zstandard.ZstdDecompressor().stream_reader(AgeReader(io.BytesIO(ct), [identity])) as zr:
+    with zstandard.ZstdDecompressor().stream_reader(
+        cast(IO[bytes], AgeReader(io.BytesIO(ct), [identity]))
+    ) as zr:
         got = bytearray()
         while chunk := zr.read(77_777):
             got += chunk
     assert bytes(got) == data
 
-    buffered = io.BufferedReader(AgeReader(io.BytesIO(ct), [identity]))
+    buffered = open_decrypting(io.BytesIO(ct), [identity])
     assert zstandard.ZstdDecompressor().stream_reader(buffered).read() == data
 
 
@@ -180,7 +184,9 @@ def test_zstd_compress_encrypt_then_stream_reader(identity: Identity) -> None:
 def test_zstd_encrypted_by_age_cli_read_by_jdr(identity: Identity) -> None:
     data = b"row,value\n" * 300_000
     ct = run_age("-r", identity.recipient.text(), stdin=zstandard.ZstdCompressor().compress(data))
-    with zstandard.ZstdDecompressor().stream_reader(AgeReader(io.BytesIO(ct), [identity])) as zr:
+    with zstandard.ZstdDecompressor().stream_reader(
+        cast(IO[bytes], AgeReader(io.BytesIO(ct), [identity]))
+    ) as zr:
         assert zr.read() == data
 
 
@@ -441,7 +447,12 @@ def test_error_messages_never_contain_the_key(mangle: str, tmp_path: Path) -> No
     }[mangle]
     path = tmp_path / "bad.txt"
     path.write_text(text)
-    for call in (lambda: load_identity(text=text), lambda: load_identity(path), lambda: Identity.parse(text)):
+    calls: list[Callable[[], Identity]] = [
+        lambda: load_identity(text=text),
+        lambda: load_identity(path),
+        lambda: Identity.parse(text),
+    ]
+    for call in calls:
         with pytest.raises(ConfigError) as e:
             call()
         shown = f"{e.value} {e.value.hint} {e.value!r}".upper()
