@@ -44,7 +44,7 @@ class Rule:
     status: int = 503  # for "status"
     code: str = "ServiceUnavailable"  # S3 error code in the XML body, for "status"
     delay: float = 0.0  # for "delay" (seconds before forwarding)
-    drop_after: int = 0  # for "drop_body": bytes of the body sent before the connection is cut
+    drop_after: int = 0  # for "drop_body": bytes of the body sent before the connection is closed
     nth: int = 1
     times: int | None = 1
     matched: int = 0
@@ -181,6 +181,16 @@ def _make_handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             self.close_connection = True
             self.connection.close()
 
+        def _cut(self) -> None:
+            # A clean FIN after part of the body: the client gets exactly the bytes sent, then EOF short
+            # of Content-Length. (An RST could make the client's kernel discard bytes not yet read.)
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+            self.connection.close()
+
         def _forward(self, method: str, body: bytes, drop_after: int | None) -> None:
             conn = http.client.HTTPConnection(proxy._up_host, proxy._up_port, timeout=60)
             try:
@@ -207,7 +217,7 @@ def _make_handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                     if drop_after is not None and sent + len(chunk) > drop_after:
                         self.wfile.write(chunk[: drop_after - sent])
                         self.wfile.flush()
-                        self._reset()
+                        self._cut()
                         return
                     self.wfile.write(chunk)
                     sent += len(chunk)

@@ -54,8 +54,10 @@ PARTS_PER_SIZE_STEP = 1000
 MAX_PARTS = 10_000
 MAX_PART_SIZE = 5 * 1024 * MiB
 
-#: How many times a streaming read resumes (Range GET from the current offset) without progress.
+#: How many times a streaming read resumes (Range GET from the current offset) without progress,
+#: and the first pause before resuming (doubling each time, at most 5 s).
 READ_RESUMES = 5
+READ_RESUME_BACKOFF = 0.2
 
 _NOT_FOUND = {"NoSuchKey", "NotFound", "404"}
 _BAD_CREDENTIALS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken",
@@ -68,6 +70,7 @@ _STREAM_ERRORS: tuple[type[BaseException], ...] = (
     ResponseStreamingError, IncompleteReadError, HTTPClientError, BotoConnectionError,
     urllib3.exceptions.HTTPError, http.client.HTTPException, OSError,
 )
+_RESUMABLE: tuple[type[BaseException], ...] = (*_STREAM_ERRORS, TransientStorageError)
 
 
 class S3Store:
@@ -107,7 +110,8 @@ class S3Store:
 
         def make_client(path_style: bool) -> S3Client:
             config = Config(
-                retries={"mode": "standard", "max_attempts": max_attempts},
+                # "total_max_attempts" counts the first try; botocore's "max_attempts" key counts retries.
+                retries={"mode": "standard", "total_max_attempts": max_attempts},
                 connect_timeout=connect_timeout,
                 read_timeout=read_timeout,
                 s3={"addressing_style": "path"} if path_style else None,
@@ -464,7 +468,9 @@ class S3Reader(io.RawIOBase):
                 chunk: bytes = self._body.read(len(view))
                 if not chunk:
                     raise IncompleteReadError(actual_bytes=self._offset, expected_bytes=self._size or 0)
-            except _STREAM_ERRORS as e:
+            except _RESUMABLE as e:
+                # TransientStorageError: reopening failed even after botocore's retries. Count it as
+                # one more failed resume rather than give up at once.
                 failures += 1
                 self._close_body()
                 if failures > READ_RESUMES:
@@ -474,7 +480,7 @@ class S3Reader(io.RawIOBase):
                         hint="the connection to the storage keeps breaking; run again later",
                     ) from e
                 log.warning("read of %s broke at byte %d (%s); resuming", self._key, self._offset, e)
-                self._sleep(min(0.2 * 2 ** (failures - 1), 5.0))
+                self._sleep(min(READ_RESUME_BACKOFF * 2 ** (failures - 1), 5.0))
                 continue
             n = len(chunk)
             view[:n] = chunk
