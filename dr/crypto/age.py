@@ -364,6 +364,7 @@ class AgeReader(io.RawIOBase):
         self._plain = b""
         self._offset = 0
         self._done = False
+        self._failed: IntegrityError | None = None
 
     def _read_header_lines(self) -> list[bytes]:
         lines: list[bytes] = []
@@ -428,11 +429,17 @@ class AgeReader(io.RawIOBase):
     def readinto(self, buffer: WriteableBuffer) -> int:
         if self.closed:
             raise ValueError("read from a closed AgeReader")
+        if self._failed is not None:
+            raise self._failed  # once broken, stays broken: never resynchronise on later chunks
         out = memoryview(buffer).cast("B")
         while self._offset == len(self._plain):
             if self._done:
                 return 0
-            self._next_chunk()
+            try:
+                self._next_chunk()
+            except IntegrityError as e:
+                self._failed = e
+                raise
         n = min(len(out), len(self._plain) - self._offset)
         out[:n] = self._plain[self._offset : self._offset + n]
         self._offset += n

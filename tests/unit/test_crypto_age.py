@@ -268,6 +268,8 @@ def test_middle_chunk_tamper_returns_only_earlier_chunks(
     assert bytes(got) == data[: 5 * CHUNK_SIZE]
     with pytest.raises(IntegrityError, match="authentication failed"):
         reader.read(1)
+    with pytest.raises(IntegrityError, match="authentication failed"):
+        reader.read(1)  # later chunks are intact, but the stream stays failed
 
 
 def test_header_mac_failure_message(identity: Identity) -> None:
