@@ -180,7 +180,7 @@ class RetentionPolicy:
             if key not in known:
                 raise ConfigError(f"{where}.{key}: unknown key (known: {', '.join(sorted(known))})")
             if key == "keep_within":
-                if value is None:
+                if value is None or value == "":  # unset ("" is how dr.settings spells it)
                     continue
                 try:
                     kwargs[key] = parse_duration(str(value))

@@ -142,6 +142,7 @@ def test_duration_before_on_wall_clock() -> None:
 def test_policy_from_dict_names_bad_keys() -> None:
     assert RetentionPolicy.from_dict({"keep_last": 7, "keep_within": "2w"}) == RetentionPolicy(
         keep_last=7, keep_within=Duration(days=14))
+    assert RetentionPolicy.from_dict({"keep_daily": 3, "keep_within": ""}) == RetentionPolicy(keep_daily=3)
     with pytest.raises(ConfigError, match=r"retention\.keep_dialy: unknown key"):
         RetentionPolicy.from_dict({"keep_dialy": 7})
     with pytest.raises(ConfigError, match=r"retention\.keep_daily: must be an integer"):
