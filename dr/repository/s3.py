@@ -73,6 +73,11 @@ _STREAM_ERRORS: tuple[type[BaseException], ...] = (
 _RESUMABLE: tuple[type[BaseException], ...] = (*_STREAM_ERRORS, TransientStorageError)
 
 
+def part_size(first: int, parts_done: int) -> int:
+    """Size of the part after ``parts_done`` parts: ``first``, doubled every PARTS_PER_SIZE_STEP parts."""
+    return min(first << (parts_done // PARTS_PER_SIZE_STEP), MAX_PART_SIZE)
+
+
 class S3Store:
     """A :class:`dr.repository.store.Store` in an S3 bucket, under an optional key prefix."""
 
@@ -214,8 +219,11 @@ class S3Store:
             self.client.head_bucket(Bucket=self.bucket)
         except ClientError as e:
             code = str(e.response.get("Error", {}).get("Code", ""))
-            # Denied or failing is no proof that the bucket is missing.
-            return code not in ("NoSuchBucket", "404", "NotFound")
+            if code in ("NoSuchBucket", "404", "NotFound"):
+                return False
+            # Denied (no s3:ListBucket) is no proof that the bucket is missing; do not ask again.
+            self._bucket_checked = code in _DENIED
+            return True
         except BotoCoreError:
             return True
         self._bucket_checked = True
@@ -325,7 +333,7 @@ class S3Writer:
         self._key = key
         self._s3_key = s3_key
         self._buf = bytearray()
-        self._part_size = store.part_size
+        self._part_size = part_size(store.part_size, 0)
         self._parts: list[dict[str, Any]] = []
         self._upload_id: str | None = None
         self._written = 0
@@ -370,8 +378,7 @@ class S3Writer:
             raise
         # A fresh buffer, not clear(): the old one may still be referenced by botocore's request.
         self._buf = bytearray()
-        if len(self._parts) % PARTS_PER_SIZE_STEP == 0:
-            self._part_size = min(self._part_size * 2, MAX_PART_SIZE)
+        self._part_size = part_size(store.part_size, len(self._parts))
 
     def commit(self) -> None:
         if self._closed:
@@ -404,13 +411,18 @@ class S3Writer:
         self._buf = bytearray()
 
     def abort(self) -> None:
+        """Discard the upload. Never raises: if S3 cannot be told (it is down, say), the multipart
+        upload stays behind, invisible, until :meth:`S3Store.cleanup_incomplete` removes it."""
         self._closed = True
         self._buf = bytearray()
         upload_id, self._upload_id = self._upload_id, None
         if upload_id is not None:
             store = self._store
-            with store._errors("abort the upload of", self._key):
-                store._abort_upload(self._s3_key, upload_id)
+            try:
+                with store._errors("abort the upload of", self._key):
+                    store._abort_upload(self._s3_key, upload_id)
+            except RepositoryError as e:
+                log.warning("could not abort the upload of %s (left to cleanup_incomplete): %s", self._key, e)
 
 
 class S3Reader(io.RawIOBase):
@@ -453,6 +465,14 @@ class S3Reader(io.RawIOBase):
 
     def readable(self) -> bool:
         return True
+
+    def readall(self) -> bytes:
+        # RawIOBase.readall reads 8 KiB at a time; whole-object reads (Store.get) deserve bigger reads.
+        out = bytearray()
+        buf = bytearray(MiB)
+        while n := self.readinto(buf):
+            out += memoryview(buf)[:n]
+        return bytes(out)
 
     def readinto(self, b: Any) -> int:
         if self.closed:

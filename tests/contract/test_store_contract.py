@@ -17,7 +17,7 @@ import pytest
 
 from dr.errors import ObjectNotFound
 from dr.repository.file import INCOMPLETE_DIR, FileStore
-from dr.repository.s3 import S3Store
+from dr.repository.s3 import MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, S3Store, part_size
 from dr.repository.store import ObjectWriter, Store
 
 MiB = 1024 * 1024
@@ -234,7 +234,7 @@ def test_unicode_and_odd_keys(store: Store, key: str) -> None:
 
 _MEMORY_PROBE = textwrap.dedent("""
     import hashlib, json, os, sys
-    from dr.repository.s3 import S3Store
+    from dr.repository.s3 import MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, S3Store, part_size
 
     def rss_mib():
         # Peak RSS since the last reset (VmHWM), in MiB.
@@ -293,3 +293,13 @@ def test_streaming_200mib_through_s3_keeps_memory_bounded(s3_bucket: str) -> Non
     # One 8 MiB part in the writer plus botocore's request (checksum, send buffers); far below 200 MiB.
     assert m["after_write"] - m["base"] < 64, m
     assert m["after_read"] - m["base_read"] < 64, m
+
+
+def test_s3_part_sizes_fit_5_tib_in_10000_parts() -> None:
+    # Pure arithmetic of the multipart schedule: no need to upload 5 TiB to check it.
+    sizes = [part_size(8 * MiB, n) for n in range(MAX_PARTS)]
+    assert sizes[0] == sizes[999] == 8 * MiB
+    assert sizes[1000] == 16 * MiB
+    assert sum(sizes) >= 5 * 1024 * 1024 * MiB
+    assert all(MIN_PART_SIZE <= s <= MAX_PART_SIZE for s in sizes)
+    assert sizes == sorted(sizes)
