@@ -204,39 +204,72 @@ def _archive_file(e: WalkEntry, out: _TarOut, buf: memoryview, stats: ArchiveSta
         if _after_header_hook is not None:
             _after_header_hook(e.rel)
         digest = hashlib.sha256()
-        remaining, failure = size, ""
-        while remaining:
-            try:
-                n = f.readinto(buf[:min(CHUNK, remaining)])
-            except OSError as err:
-                failure = f"read error ({err.strerror})"
-                break
-            if not n:
-                break
-            out.write(buf[:n])
-            digest.update(buf[:n])
-            remaining -= n
-            stats.bytes += n
-        if remaining:
-            zeros = bytes(min(CHUNK, remaining))
-            while remaining:
-                piece = zeros[:min(CHUNK, remaining)]
-                out.write(piece)
-                digest.update(piece)
-                remaining -= len(piece)
-            failure = failure or "shrank"
-            stats.warnings.append(f"{shown}: {failure} while read; archived with {size} bytes, "
-                                  "the missing part as zeros")
-        else:
-            grew = _grew(f)
-            after = os.fstat(fd)
-            if grew:
-                stats.warnings.append(f"{shown}: grew while read; archived its first {size} bytes")
-            elif (after.st_mtime_ns, after.st_size) != (st.st_mtime_ns, st.st_size):
-                stats.warnings.append(f"{shown}: changed while read; the archived copy may be inconsistent")
+        copied, failure = _copy(fd, f, size, out, digest, buf)
+        stats.bytes += copied
+        after = os.fstat(fd)
+        if copied < size:
+            _feed_zeros(size - copied, out, digest)
+            stats.warnings.append(f"{shown}: {failure or 'shrank'} while read; archived with its size when "
+                                  f"opened ({size} bytes), the missing {size - copied} as zeros")
+        elif after.st_size > size or _grew(f):
+            stats.warnings.append(f"{shown}: grew while read; archived its first {size} bytes")
+        elif (after.st_mtime_ns, after.st_size) != (st.st_mtime_ns, st.st_size):
+            stats.warnings.append(f"{shown}: changed while read; the archived copy may be inconsistent")
         out.pad()
     stats.files += 1
     return _entry(e.rel, "file", st, size=size, sha256=digest.hexdigest())
+
+
+def _copy(fd: int, f: io.FileIO, size: int, out: _TarOut, digest: hashlib._Hash,
+          buf: memoryview) -> tuple[int, str]:
+    """Copy up to ``size`` bytes of the open file into the tar and the hash; return (bytes copied,
+    failure message or ""). Holes (found with SEEK_DATA) are fed as zeros without being read."""
+    pos = 0
+    while pos < size:
+        data = _next_data(fd, pos, size)
+        if data > pos:
+            _feed_zeros(data - pos, out, digest)
+            pos = data
+            continue
+        try:
+            end = min(os.lseek(fd, pos, os.SEEK_HOLE), size)
+            os.lseek(fd, pos, os.SEEK_SET)
+        except OSError:
+            end = size
+        while pos < end:
+            try:
+                n = f.readinto(buf[:min(CHUNK, end - pos)])
+            except OSError as err:
+                return pos, f"read error ({err.strerror})"
+            if not n:
+                return pos, "shrank"
+            out.write(buf[:n])
+            digest.update(buf[:n])
+            pos += n
+    return pos, ""
+
+
+def _next_data(fd: int, pos: int, size: int) -> int:
+    """Where the next data at or after ``pos`` starts (``size`` if only a hole is left)."""
+    try:
+        return min(os.lseek(fd, pos, os.SEEK_DATA), size)
+    except OSError as err:
+        # ENXIO: nothing but a hole up to EOF. The file may also have shrunk below ``pos``; then the
+        # caller's size check after the copy reports it. Any other error: just read.
+        if err.errno == errno.ENXIO:
+            return size if os.fstat(fd).st_size >= size else pos
+        return pos
+
+
+_ZERO_CHUNK = bytes(CHUNK)
+
+
+def _feed_zeros(count: int, out: _TarOut, digest: hashlib._Hash) -> None:
+    while count > 0:
+        piece = _ZERO_CHUNK if count >= CHUNK else _ZERO_CHUNK[:count]
+        out.write(piece)
+        digest.update(piece)
+        count -= len(piece)
 
 
 def _grew(f: io.FileIO) -> bool:

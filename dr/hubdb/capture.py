@@ -50,7 +50,7 @@ def capture_database(
     not a JupyterHub database, IntegrityError when it (and so the copy) is corrupt, and DeploymentError
     when the database stayed locked through every attempt.
     """
-    _require_hub_file(src)
+    _require_sqlite_file(Path(src))
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.partial-{os.getpid()}")
@@ -70,7 +70,7 @@ def capture_database(
 
 def inspect_database(path: Path) -> DbInfo:
     """Describe a hub database file at rest, opened read-only. Raises like capture_database."""
-    _require_hub_file(path)
+    _require_sqlite_file(Path(path))
     return _describe(Path(path), label=path, read_only=True)
 
 
@@ -101,18 +101,6 @@ def _require_sqlite_file(path: Path) -> None:
         head = f.read(len(SQLITE_MAGIC))
     if head != SQLITE_MAGIC:
         raise UsageError(f"{path} is not an SQLite database",
-                         hint="point deployment.hub_db at the hub's jupyterhub.sqlite")
-
-
-def _require_hub_file(path: Path) -> None:
-    _require_sqlite_file(Path(path))
-    try:
-        with _open_ro(Path(path)) as conn:
-            found = tables(conn)
-    except sqlite3.DatabaseError as e:
-        raise IntegrityError(f"hub database {path} cannot be read: {e}") from e
-    if "users" not in found or "spawners" not in found:
-        raise UsageError(f"{path} is an SQLite database but not a JupyterHub database (no users table)",
                          hint="point deployment.hub_db at the hub's jupyterhub.sqlite")
 
 
@@ -185,6 +173,9 @@ def _backup_once(src: Path, dest: Path, *, pages: int, busy_timeout: float, dead
 
 def _translate(path: Path, e: sqlite3.DatabaseError) -> Exception:
     text = str(e)
+    if isinstance(e, sqlite3.OperationalError) and _is_busy(e):
+        return DeploymentError(f"hub database {path} is locked: {text}",
+                               hint="the hub may be stuck in a long transaction; retry later")
     if "not a database" in text:
         return UsageError(f"{path} is not an SQLite database ({text})")
     return IntegrityError(f"hub database {path} is damaged or unreadable: {text}",

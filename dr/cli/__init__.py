@@ -1,0 +1,1 @@
+"""The command line (click). Thin: parse options, make one call into dr.operations, render the result."""

@@ -1,0 +1,117 @@
+"""``jdr``: the command line. Every command parses options, calls one operation, renders the result.
+
+Exit codes (docs/EXIT_CODES.md): 0 success, 1 partial failure, 2 usage/configuration error,
+3 nothing could be done.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from dr import __version__
+from dr.errors import EXIT_FAILED, EXIT_USAGE, JdrError, UsageError
+from dr.settings import Settings, load_settings
+
+log = logging.getLogger("jdr")
+
+
+@dataclass
+class Context:
+    config: Path | None
+    json: bool
+    verbose: int
+    _settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self.config)
+        return self._settings
+
+    def emit(self, doc: Any, text: str | Callable[[], str]) -> None:
+        if self.json:
+            click.echo(json.dumps(doc, indent=1, ensure_ascii=False, default=str))
+        else:
+            click.echo(text() if callable(text) else text)
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+def fail(ctx: Context | None, e: JdrError) -> NoReturn:
+    if ctx is not None and ctx.json:
+        click.echo(json.dumps({"error": e.message, "hint": e.hint, "kind": type(e).__name__,
+                               "exit_code": e.exit_code}))
+    click.echo(f"jdr: error: {e.message}", err=True)
+    if e.hint:
+        click.echo(f"jdr: hint: {e.hint}", err=True)
+    sys.exit(e.exit_code)
+
+
+class JdrGroup(click.Group):
+    """Maps jdr's errors to their exit codes; click's own usage errors exit 2 as usual."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except JdrError as e:
+            obj = ctx.find_object(Context)
+            fail(obj, e)
+        except KeyboardInterrupt:
+            click.echo("jdr: interrupted", err=True)
+            sys.exit(EXIT_FAILED)
+
+
+@click.group(cls=JdrGroup, context_settings={"help_option_names": ["-h", "--help"],
+                                               "max_content_width": 100})
+@click.option("--config", "config", type=click.Path(dir_okay=False, path_type=Path),
+              envvar="JDR_CONFIG", help="Configuration file (YAML). Default: $JDR_CONFIG.")
+@click.option("--json", "as_json", is_flag=True, help="Print one machine-readable JSON document.")
+@click.option("-v", "--verbose", count=True, help="More logging on stderr (-vv for debug).")
+@click.version_option(__version__, prog_name="jdr")
+@click.pass_context
+def cli(ctx: click.Context, config: Path | None, as_json: bool, verbose: int) -> None:
+    """jdr — backup and disaster recovery for JupyterHub."""
+    from dr.cli.logs import setup_logging
+
+    ctx.obj = Context(config=config, json=as_json, verbose=verbose)
+    fmt = os.environ.get("JDR_LOG_FORMAT", "auto")
+    setup_logging(verbose, fmt if fmt in ("auto", "text", "json") else "auto")
+
+
+def main() -> None:
+    cli(prog_name="jdr")
+
+
+def confirm_plan(ctx: Context, yes: bool) -> Callable[[Any], bool]:
+    def confirm(plan: Any) -> bool:
+        if not ctx.json:
+            click.echo("\n".join(plan.lines()))
+        else:
+            click.echo("\n".join(plan.lines()), err=True)
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            raise UsageError("refusing to restore without confirmation", hint="add --yes to proceed")
+        return click.confirm("Proceed?", default=False, err=True)
+
+    return confirm
+
+
+def exit_with(code: int) -> None:
+    if code:
+        sys.exit(code)
+
+
+from dr.cli import commands  # noqa: E402,F401  (registers the commands on ``cli``)
+
+__all__ = ["EXIT_USAGE", "cli", "main"]

@@ -1,0 +1,125 @@
+"""The deployment port: what backup and restore operations need from the place a hub runs.
+
+An adapter finds the hub database and the users' volumes, captures them into a repository, and puts
+them back. Operations (dr.operations) decide what to do; adapters only act. Both adapters run the same
+contract suite (tests/contract/test_deployment_contract.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from dr.hubdb.info import DbInfo
+from dr.model import Manifest, VolumeItem
+from dr.repository.repository import Repository
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Volume:
+    """One volume to back up: a user's home directory, or a PVC."""
+
+    key: str
+    user: str | None
+    server: str = ""
+    source: dict[str, Any] = field(default_factory=dict)
+    running: bool = False  # the user's server is running (per the hub DB or the cluster)
+    last_activity: datetime | None = None
+
+    @property
+    def label(self) -> str:
+        if self.user is None:
+            return f"pvc:{self.source.get('pvc', {}).get('name', self.key)}"
+        return f"{self.user}:{self.server}" if self.server else self.user
+
+
+@dataclass(frozen=True)
+class BackupContext:
+    repo: Repository
+    run: str
+    full: bool = False
+    method: str = "archive"
+    excludes: Sequence[str] = ()
+    level: int = 3
+    threads: int = 0
+    previous: Manifest | None = None  # the newest run to reuse unchanged volumes from
+    progress: Progress | None = None
+
+
+@dataclass(frozen=True)
+class VolumeRestore:
+    """What to restore for one volume: the recorded item, where it goes, and how."""
+
+    item: VolumeItem  # as recorded in the manifest
+    target_user: str | None  # whose volume receives it (``--as``); None for an unmapped PVC
+    target_server: str = ""
+    paths: tuple[str, ...] = ()  # ``--path`` globs; empty means the whole volume
+    into: str | None = None  # ``--into SUBDIR``: restore beside the current files
+    allow_external_links: bool = False
+    keep_previous: bool = True  # keep the replaced contents aside after success
+
+
+@dataclass(frozen=True)
+class VolumeRestoreResult:
+    target: str  # where it was restored (a path or a PVC name)
+    files: int
+    bytes: int
+    previous: str | None  # where the replaced contents were kept, if any
+    warnings: tuple[str, ...] = ()
+
+
+class Deployment(Protocol):
+    kind: str
+
+    def describe(self) -> dict[str, Any]:
+        """What the manifest records about the deployment (kind, namespace, paths …; no secrets)."""
+        ...
+
+    def hub_database(self) -> AbstractContextManager[tuple[Path, DbInfo]]:
+        """A consistent, integrity-checked copy of the live hub DB in a temporary file (removed on exit)."""
+        ...
+
+    def hub_secret(self) -> bytes | None:
+        """The ``hub`` Secret as JSON bytes (Kubernetes), or None where there is none (local)."""
+        ...
+
+    def volumes(self, db: DbInfo) -> list[Volume]:
+        """Every volume to back up: users from the hub DB joined with what exists on disk / in the cluster."""
+        ...
+
+    def backup_volumes(self, volumes: Sequence[Volume], ctx: BackupContext) -> Iterator[VolumeItem]:
+        """Back up each volume; yields one item per volume (failed items carry the error, never raise)."""
+        ...
+
+    def restore_volume(self, req: VolumeRestore, repo: Repository) -> VolumeRestoreResult:
+        """Put one volume back, safely (staged, then swapped; the replaced contents kept)."""
+        ...
+
+    def server_running(self, user: str, server: str = "") -> bool:
+        """Whether the user's server is running (and so mounts the volume)."""
+        ...
+
+    def hub_running(self) -> bool:
+        ...
+
+    def stop_hub(self) -> None:
+        """Stop the hub and wait until it no longer uses its database."""
+        ...
+
+    def start_hub(self) -> None:
+        """Start the hub again and wait until it is ready (where that can be known)."""
+        ...
+
+    def restore_hub_database(self, db_file: Path, info: DbInfo) -> str:
+        """Replace the hub DB with ``db_file`` (hub stopped); returns where the old one was kept."""
+        ...
+
+    def restore_hub_secret(self, data: bytes) -> None:
+        """Replace the ``hub`` Secret (Kubernetes); local deployments have none."""
+        ...

@@ -1,0 +1,252 @@
+"""The ``local`` deployment: a hub on one machine (TLJH and similar), and the embedded default.
+
+The hub DB is a file; homes are directories from a template such as ``/home/jupyter-{username}``; the hub
+is stopped and started with configured commands. Users come from the hub DB's ``users`` table, joined
+with the homes that exist.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from dr.archive.writer import fingerprint, write_archive
+from dr.deployments.base import BackupContext, Volume, VolumeRestore, VolumeRestoreResult
+from dr.deployments.volume_swap import RESTORE_DIR, restore_into
+from dr.errors import DeploymentError, JdrError, UsageError
+from dr.hubdb.capture import capture_database, inspect_database
+from dr.hubdb.info import DbInfo
+from dr.model import VolumeItem, volume_key
+from dr.repository import layout
+from dr.repository.artifacts import drain
+from dr.repository.repository import Repository
+from dr.settings import DeploymentSettings
+from dr.util.timefmt import utcnow
+
+log = logging.getLogger(__name__)
+
+#: Always left out of archives: jdr's own restore bookkeeping inside a home.
+ALWAYS_EXCLUDED = (RESTORE_DIR,)
+
+
+class LocalDeployment:
+    """A :class:`dr.deployments.base.Deployment` for a hub on this machine."""
+
+    kind = "local"
+
+    def __init__(self, settings: DeploymentSettings) -> None:
+        if not settings.hub_db:
+            raise UsageError("deployment.hub_db: required for a local deployment")
+        if "{username}" not in settings.homes:
+            raise UsageError("deployment.homes: must contain {username}, e.g. /home/jupyter-{username}")
+        self.settings = settings
+        self.db_path = Path(settings.hub_db)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "hub_db": str(self.db_path), "homes": self.settings.homes}
+
+    def home_of(self, user: str) -> Path:
+        if "/" in user or user in (".", "..") or "\0" in user:
+            raise UsageError(f"username {user!r} cannot name a home directory")
+        return Path(self.settings.homes.format(username=user))
+
+    # --- the hub ---------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def hub_database(self) -> Iterator[tuple[Path, DbInfo]]:
+        with tempfile.TemporaryDirectory(prefix="jdr-hubdb-") as tmp:
+            copy = Path(tmp) / "jupyterhub.sqlite"
+            info = capture_database(self.db_path, copy)
+            yield copy, info
+
+    def hub_secret(self) -> bytes | None:
+        return None
+
+    def hub_running(self) -> bool:
+        return bool(_processes_using(self.db_path))
+
+    def stop_hub(self) -> None:
+        if self.settings.stop_hub:
+            _run(self.settings.stop_hub, "stop the hub")
+        deadline = time.monotonic() + 60
+        while (users := _processes_using(self.db_path)) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        if users:
+            raise DeploymentError(
+                f"the hub database {self.db_path} is in use by process {', '.join(map(str, users))}",
+                hint="stop the hub first, or set deployment.stop_hub to a command that stops it")
+
+    def start_hub(self) -> None:
+        cmd = self.settings.start_hub or self.settings.restart_hub
+        if cmd:
+            _run(cmd, "start the hub")
+        else:
+            log.warning("no deployment.start_hub or restart_hub configured: start the hub yourself")
+
+    def restore_hub_database(self, db_file: Path, info: DbInfo) -> str:
+        """Swap ``db_file`` in; the old database (with its -wal/-shm) is kept beside it."""
+        target = self.db_path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        stamp = utcnow().strftime("%Y%m%dT%H%M%SZ")
+        staged = target.with_name(f".{target.name}.jdr-restore")
+        shutil.copyfile(db_file, staged)
+        with open(staged, "rb+") as f:
+            os.fsync(f.fileno())
+        old = target.with_name(f"{target.name}.jdr-previous-{stamp}")
+        if target.exists():
+            st = target.stat()
+            with contextlib.suppress(OSError):
+                os.chown(staged, st.st_uid, st.st_gid)
+            os.chmod(staged, st.st_mode & 0o7777)
+            os.rename(target, old)
+            # The old WAL and shared-memory files belong to the old database: applying them to the new
+            # one would corrupt it. They travel with it.
+            for suffix in ("-wal", "-shm", "-journal"):
+                side = target.with_name(target.name + suffix)
+                if side.exists():
+                    os.rename(side, old.with_name(old.name + suffix))
+        os.rename(staged, target)
+        inspect_database(target)  # refuses a file that is not a sound hub DB
+        return str(old) if old.exists() else ""
+
+    def restore_hub_secret(self, data: bytes) -> None:
+        raise UsageError("a local deployment has no hub Secret")
+
+    # --- volumes ---------------------------------------------------------------------------------
+
+    def volumes(self, db: DbInfo) -> list[Volume]:
+        found = []
+        for user in db.users:
+            try:
+                home = self.home_of(user)
+            except UsageError as e:
+                log.warning("skipping user %r: %s", user, e)
+                continue
+            server = db.server(user)
+            found.append(Volume(
+                key=volume_key(user), user=user, source={"path": str(home), "exists": home.is_dir()},
+                running=bool(server and server.running),
+                last_activity=server.last_activity if server else None))
+        return found
+
+    def server_running(self, user: str, server: str = "") -> bool:
+        try:
+            info = inspect_database(self.db_path)
+        except JdrError as e:
+            raise DeploymentError(f"cannot tell whether {user}'s server is running: {e}",
+                                  hint="restore the hub first (`jdr restore --hub`), or pass --force "
+                                       "if the server is stopped") from e
+        s = info.server(user, server)
+        return bool(s and s.running)
+
+    def backup_volumes(self, volumes: Sequence[Volume], ctx: BackupContext) -> Iterator[VolumeItem]:
+        for vol in volumes:
+            yield self._backup_one(vol, ctx)
+
+    def _backup_one(self, vol: Volume, ctx: BackupContext) -> VolumeItem:
+        started = time.monotonic()
+        home = Path(vol.source["path"])
+        base = VolumeItem(key=vol.key, user=vol.user, server=vol.server, method="archive",
+                          source={"path": str(home)})
+        excludes = (*ALWAYS_EXCLUDED, *ctx.excludes)
+        if not home.is_dir():
+            return _replace(base, status="failed", error=f"home directory {home} does not exist")
+        try:
+            fp, files, size = fingerprint(home, excludes)
+            prev = ctx.previous.volume_for(vol.user or "", vol.server) if ctx.previous else None
+            if (not ctx.full and prev is not None and prev.status == "ok" and prev.fingerprint == fp
+                    and prev.archive is not None and ctx.repo.artifact_exists(prev.archive)
+                    and prev.index is not None and ctx.repo.artifact_exists(prev.index)):
+                log.info("%s: unchanged since run %s, referencing its archive", vol.label,
+                         prev.reused_from or ctx.previous.run if ctx.previous else "")
+                return _replace(prev, source={"path": str(home)},
+                                reused_from=prev.reused_from or (ctx.previous.run if ctx.previous else None),
+                                seconds=time.monotonic() - started, warnings=())
+            enc = ctx.repo.encrypted
+            with ctx.repo.artifact_writer(layout.volume_archive_key(ctx.run, vol.key, enc), ctx.run) as aw, \
+                    ctx.repo.artifact_writer(layout.volume_index_key(ctx.run, vol.key, enc), ctx.run) as iw:
+                stats = write_archive(home, aw, iw, excludes=excludes, level=ctx.level, threads=ctx.threads,
+                                      progress=ctx.progress)
+            return _replace(base, archive=aw.artifact, index=iw.artifact, fingerprint=fp,
+                            files=stats.files, bytes=stats.bytes, warnings=tuple(stats.warnings),
+                            seconds=time.monotonic() - started)
+        except JdrError as e:
+            log.error("%s: backup failed: %s", vol.label, e)
+            return _replace(base, status="failed", error=str(e), seconds=time.monotonic() - started)
+        except OSError as e:
+            log.error("%s: backup failed: %s", vol.label, e)
+            return _replace(base, status="failed", error=f"{e.strerror or e}: {e.filename or home}",
+                            seconds=time.monotonic() - started)
+
+    def restore_volume(self, req: VolumeRestore, repo: Repository) -> VolumeRestoreResult:
+        from dr.archive.index import load_index
+
+        item = req.item
+        if item.archive is None or item.index is None:
+            raise DeploymentError(f"{item.label}: the run holds no archive of this volume")
+        if req.target_user is None:
+            raise UsageError("a local deployment restores only users' homes")
+        home = self.home_of(req.target_user)
+        if not home.is_dir():
+            parent_ok = home.parent.is_dir()
+            if not parent_ok:
+                raise DeploymentError(f"cannot create {home}: {home.parent} does not exist")
+            home.mkdir(mode=0o755)
+        with repo.open_artifact(item.index) as raw_index:
+            index = load_index(raw_index)
+            drain(raw_index)
+        with repo.open_artifact(item.archive) as archive:
+            result = restore_into(home, archive, run=item.archive.run or "run", index=index,
+                                  paths=req.paths, into=req.into,
+                                  allow_external_links=req.allow_external_links,
+                                  keep_previous=req.keep_previous, drain=drain)
+        return VolumeRestoreResult(target=str(home), files=result.files, bytes=result.bytes,
+                                   previous=result.previous)
+
+
+def _replace(item: VolumeItem, **changes: Any) -> VolumeItem:
+    from dataclasses import replace
+
+    return replace(item, **changes)
+
+
+def _run(cmd: list[str], what: str) -> None:
+    log.info("running %s to %s", cmd[0], what)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise DeploymentError(f"could not {what} with {cmd[0]}: {e}") from e
+    if proc.returncode != 0:
+        raise DeploymentError(f"could not {what}: {cmd[0]} exited with {proc.returncode}: "
+                              f"{proc.stderr.strip()[-500:]}")
+
+
+def _processes_using(path: Path) -> list[int]:
+    """Pids of processes that have ``path`` open (read from /proc; empty where /proc is absent)."""
+    try:
+        target = os.path.realpath(path)
+    except OSError:
+        return []
+    me = os.getpid()
+    found = []
+    for pid_dir in Path("/proc").glob("[0-9]*"):
+        pid = int(pid_dir.name)
+        if pid == me:
+            continue
+        try:
+            for fd in (pid_dir / "fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd) == target:
+                        found.append(pid)
+                        break
+        except OSError:
+            continue
+    return found

@@ -1,0 +1,229 @@
+"""Restores: one user's volume, the hub, or everything (disaster recovery). Plan first, then act.
+
+Safety rules carried out here, whatever the deployment: a user's running server is stopped (through
+the Hub API) before their volume is touched, or the restore is refused; the hub database is checked
+(integrity, schema revision) before the hub is stopped; every replaced thing is kept aside.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from dr.deployments.base import Deployment, VolumeRestore
+from dr.errors import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, DeploymentError, JdrError, SchemaError, UsageError
+from dr.hubapi import HubApi
+from dr.hubdb import schema
+from dr.hubdb.capture import inspect_database
+from dr.hubdb.info import DbInfo
+from dr.model import Manifest
+from dr.policy.restore_plan import (
+    RestorePlan,
+    VolumeStep,
+    plan_full_restore,
+    plan_hub_restore,
+    plan_user_restore,
+)
+from dr.repository.artifacts import drain
+from dr.repository.repository import Repository
+
+log = logging.getLogger(__name__)
+
+Confirm = Callable[[RestorePlan], bool]
+
+
+@dataclass(frozen=True)
+class RestoreOptions:
+    run: str | None = None
+    at: datetime | None = None
+    paths: tuple[str, ...] = ()
+    into: str | None = None
+    as_user: str | None = None
+    server: str = ""
+    dry_run: bool = False
+    force: bool = False  # restore although the server seems to run and no Hub API is configured
+    allow_external_links: bool = False
+    keep_previous: bool = True
+    include_secret: bool = True
+    concurrency: int = 4
+
+
+@dataclass
+class ItemOutcome:
+    label: str
+    status: str  # ok, failed, skipped
+    target: str = ""
+    files: int = 0
+    bytes: int = 0
+    previous: str | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class RestoreResult:
+    plan: RestorePlan
+    status: str  # done, partial, failed, dry-run, cancelled
+    items: list[ItemOutcome] = field(default_factory=list)
+    hub: ItemOutcome | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return {"done": EXIT_OK, "dry-run": EXIT_OK, "partial": EXIT_PARTIAL,
+                "cancelled": EXIT_FAILED}.get(self.status, EXIT_FAILED)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"status": self.status, "plan": self.plan.to_dict(),
+                "hub": self.hub.to_dict() if self.hub else None,
+                "items": [i.to_dict() for i in self.items], "warnings": self.warnings}
+
+
+def _manifest(repo: Repository, opts: RestoreOptions, user: str | None = None) -> Manifest:
+    run = repo.resolve_run(opts.run, opts.at)
+    manifest = repo.load_manifest(run)
+    if user is not None and opts.run in (None, "latest") and opts.at is None \
+            and manifest.volume_for(user, opts.server) is None:
+        # `latest` for one user means the newest run that holds that user.
+        for other in repo.run_ids():
+            m = repo.load_manifest(other)
+            item = m.volume_for(user, opts.server)
+            if item is not None and item.status == "ok":
+                return m
+    return manifest
+
+
+def restore_user(repo: Repository, deployment: Deployment, user: str, opts: RestoreOptions,
+                 confirm: Confirm, hub_api: HubApi | None) -> RestoreResult:
+    manifest = _manifest(repo, opts, user)
+    plan = plan_user_restore(manifest, user, server=opts.server, as_user=opts.as_user, paths=opts.paths,
+                             into=opts.into)
+    if opts.dry_run:
+        return RestoreResult(plan=plan, status="dry-run")
+    if not confirm(plan):
+        return RestoreResult(plan=plan, status="cancelled")
+    step = plan.volumes[0]
+    with repo.lock("restore", exclusive=False):
+        _stop_server(deployment, hub_api, step.target_user or user, step.target_server, opts.force)
+        outcome = _restore_step(repo, deployment, step, opts)
+    return RestoreResult(plan=plan, status="done" if outcome.status == "ok" else "failed", items=[outcome])
+
+
+def restore_hub(repo: Repository, deployment: Deployment, opts: RestoreOptions,
+                confirm: Confirm) -> RestoreResult:
+    manifest = _manifest(repo, opts)
+    plan = plan_hub_restore(manifest, include_secret=opts.include_secret and deployment.kind != "local")
+    if opts.dry_run:
+        return RestoreResult(plan=plan, status="dry-run")
+    if not confirm(plan):
+        return RestoreResult(plan=plan, status="cancelled")
+    with repo.lock("restore", exclusive=False):
+        hub = _restore_hub(repo, deployment, manifest, plan)
+    return RestoreResult(plan=plan, status="done", hub=hub)
+
+
+def restore_all(repo: Repository, deployment: Deployment, opts: RestoreOptions, confirm: Confirm,
+                hub_api: HubApi | None) -> RestoreResult:
+    """Disaster recovery: the hub first (stopped while volumes are restored), then every volume."""
+    manifest = _manifest(repo, opts)
+    plan = plan_full_restore(manifest, include_secret=opts.include_secret and deployment.kind != "local")
+    if opts.dry_run:
+        return RestoreResult(plan=plan, status="dry-run", warnings=list(plan.warnings))
+    if not confirm(plan):
+        return RestoreResult(plan=plan, status="cancelled")
+    items: list[ItemOutcome] = []
+    with repo.lock("restore", exclusive=False):
+        hub = _restore_hub(repo, deployment, manifest, plan, start=False)
+        # With the hub stopped no server can be started; running ones are stopped by the deployment.
+        for step in plan.volumes:
+            items.append(_restore_step(repo, deployment, step, opts))
+        deployment.start_hub()
+    failed = [i for i in items if i.status != "ok"]
+    status = "done" if not failed else ("partial" if len(failed) < len(items) else "failed")
+    return RestoreResult(plan=plan, status=status, hub=hub, items=items, warnings=list(plan.warnings))
+
+
+def _stop_server(deployment: Deployment, hub_api: HubApi | None, user: str, server: str,
+                 force: bool) -> None:
+    if hub_api is not None:
+        log.info("stopping the server of %s through the Hub API", user)
+        hub_api.stop_server(user, server)
+        return
+    if deployment.server_running(user, server):
+        if force:
+            log.warning("%s's server seems to be running; restoring anyway (--force)", user)
+            return
+        raise DeploymentError(
+            f"the hub says {user}'s server is running, and no hub_api is configured to stop it",
+            hint="stop the server (or configure hub_api), or pass --force if it is really stopped")
+
+
+def _restore_step(repo: Repository, deployment: Deployment, step: VolumeStep,
+                  opts: RestoreOptions) -> ItemOutcome:
+    req = VolumeRestore(item=step.item, target_user=step.target_user, target_server=step.target_server,
+                        paths=step.paths, into=step.into, allow_external_links=opts.allow_external_links,
+                        keep_previous=opts.keep_previous)
+    try:
+        res = deployment.restore_volume(req, repo)
+    except JdrError as e:
+        log.error("%s: restore failed: %s", step.item.label, e)
+        if isinstance(e, UsageError):
+            raise
+        return ItemOutcome(label=step.item.label, status="failed", error=str(e))
+    log.info("%s: restored %d files into %s", step.item.label, res.files, res.target)
+    return ItemOutcome(label=step.item.label, status="ok", target=res.target, files=res.files,
+                       bytes=res.bytes, previous=res.previous)
+
+
+def fetch_hub_db(repo: Repository, manifest: Manifest, dest: Path) -> DbInfo:
+    """Download and decompress the run's hub DB to ``dest``; check integrity. Raises on any mismatch."""
+    import zstandard
+
+    assert manifest.hub is not None and manifest.hub.db is not None
+    with repo.open_artifact(manifest.hub.db) as src, open(dest, "wb") as out:
+        reader = zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True, closefd=False)
+        while chunk := reader.read(1 << 20):
+            out.write(chunk)
+        drain(src)
+    return inspect_database(dest)
+
+
+def check_schema(info: DbInfo) -> list[str]:
+    """Refuse a DB the configured hub cannot run (where that can be known); else return warnings."""
+    verdict = schema.check_revision(info.revision, schema.known_revisions(), schema.head_revision())
+    if verdict.kind == "refuse":
+        raise SchemaError(verdict.message, hint="restore with a JupyterHub at least as new as the one "
+                                                "that wrote this database")
+    return [] if verdict.kind == "ok" else [verdict.message]
+
+
+def _restore_hub(repo: Repository, deployment: Deployment, manifest: Manifest, plan: RestorePlan,
+                 start: bool = True) -> ItemOutcome:
+    with tempfile.TemporaryDirectory(prefix="jdr-hub-restore-") as tmp:
+        db_file = Path(tmp) / "jupyterhub.sqlite"
+        info = fetch_hub_db(repo, manifest, db_file)
+        for w in check_schema(info):
+            log.warning("%s", w)
+        secret: bytes | None = None
+        if plan.hub_secret and manifest.hub is not None and manifest.hub.secret is not None:
+            with repo.open_artifact(manifest.hub.secret) as s:
+                secret = s.read()
+                drain(s)
+        deployment.stop_hub()
+        try:
+            if secret is not None:
+                deployment.restore_hub_secret(secret)
+            previous = deployment.restore_hub_database(db_file, info)
+        finally:
+            if start:
+                deployment.start_hub()
+    log.info("hub database restored from run %s (previous kept at %s)", manifest.run, previous or "-")
+    return ItemOutcome(label="hub", status="ok", target="hub database", bytes=info.size,
+                       previous=previous or None)

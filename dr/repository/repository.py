@@ -1,0 +1,224 @@
+"""A repository: runs, manifests and artifacts laid out on a store (docs/FORMAT.md).
+
+The repository alone is enough to restore: ``config.json`` says what it is (and whether it is
+encrypted), ``runs/<run>.json`` are the manifests, ``data/<run>/…`` the artifacts they name. A run without
+a manifest does not exist; its leftovers are removed by the next backup (``sweep_dead_runs``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any, BinaryIO
+
+from dr.errors import IntegrityError, NotFoundError, ObjectNotFound, RepositoryError, UsageError
+from dr.model import Artifact, Manifest, is_run_id
+from dr.repository import layout
+from dr.repository.artifacts import ArtifactWriter, Encryptor, VerifiedReader, check_encodings, is_encrypted
+from dr.repository.lock import RepositoryLock
+from dr.repository.store import Store
+from dr.util.timefmt import iso, utcnow
+
+log = logging.getLogger(__name__)
+
+REPO_FORMAT = "jdr-repository"
+REPO_VERSION = 1
+
+
+class Repository:
+    """Typed access to one repository. Create with :meth:`open` (or :meth:`init`)."""
+
+    def __init__(self, store: Store, config: dict[str, Any], encryptor: Encryptor | None = None,
+                 stale_after: float = 900.0) -> None:
+        self.store = store
+        self.config = config
+        self.encryptor = encryptor
+        self.stale_after = stale_after
+
+    # --- opening ---------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, store: Store, encryptor: Encryptor | None = None, *, create: bool = False,
+             stale_after: float = 900.0) -> Repository:
+        """Open the repository at ``store``; with ``create``, initialise an empty one.
+
+        Raises NotFoundError when there is no repository and ``create`` is false, RepositoryError when
+        the store holds something else, and UsageError when encryption settings do not match.
+        """
+        try:
+            config = json.loads(store.get(layout.CONFIG))
+        except ObjectNotFound:
+            if not create:
+                raise NotFoundError(f"no jdr repository at {store.url}",
+                                    hint="run `jdr backup` once to create it, or check `repository`")
+                # unreachable
+            config = {"format": REPO_FORMAT, "version": REPO_VERSION, "id": uuid.uuid4().hex,
+                      "created": iso(utcnow()), "encrypted": encryptor is not None}
+            store.put(layout.CONFIG, json.dumps(config, indent=2).encode())
+            log.info("created repository %s", store.url)
+        except ValueError as e:
+            raise RepositoryError(f"{store.url}/{layout.CONFIG} is not valid JSON") from e
+        if config.get("format") != REPO_FORMAT:
+            raise RepositoryError(f"{store.url} is not a jdr repository")
+        if int(config.get("version", 0)) > REPO_VERSION:
+            raise RepositoryError(f"repository format {config.get('version')} is newer than this jdr; "
+                                  "upgrade jdr")
+        if config.get("encrypted") and encryptor is None:
+            # Listing and reading manifests still works; artifacts cannot be decrypted.
+            log.debug("repository %s is encrypted and no key is configured", store.url)
+        if not config.get("encrypted") and encryptor is not None:
+            raise UsageError(f"repository {store.url} was created without encryption, but an encryption "
+                             "key is configured", hint="use a new repository URL for encrypted backups")
+        return cls(store, config, encryptor, stale_after)
+
+    @property
+    def id(self) -> str:
+        return str(self.config.get("id", ""))
+
+    @property
+    def encrypted(self) -> bool:
+        return bool(self.config.get("encrypted"))
+
+    @property
+    def url(self) -> str:
+        return self.store.url
+
+    # --- runs ------------------------------------------------------------------------------------
+
+    def run_ids(self) -> list[str]:
+        """Ids of every committed run, newest first."""
+        ids = [r for o in self.store.list(layout.RUNS) if (r := layout.run_of_manifest_key(o.key))]
+        return sorted((r for r in ids if is_run_id(r)), reverse=True)
+
+    def load_manifest(self, run: str) -> Manifest:
+        try:
+            data = self.store.get(layout.manifest_key(run))
+        except ObjectNotFound as e:
+            raise NotFoundError(f"no run {run!r} in {self.url}", hint="`jdr list` shows the runs") from e
+        try:
+            return Manifest.from_dict(json.loads(data))
+        except (ValueError, KeyError, TypeError) as e:
+            raise IntegrityError(f"manifest of run {run} is unreadable: {e}") from e
+
+    def manifests(self) -> Iterator[Manifest]:
+        for run in self.run_ids():
+            yield self.load_manifest(run)
+
+    def resolve_run(self, ref: str | None = None, at: datetime | None = None) -> str:
+        """A run id from ``latest``, a full id, a unique id prefix, or the newest at or before ``at``."""
+        ids = self.run_ids()
+        if not ids:
+            raise NotFoundError(f"the repository {self.url} holds no runs yet")
+        if at is not None:
+            if ref not in (None, "latest"):
+                raise UsageError("--run and --at cannot be used together")
+            for run in ids:  # newest first
+                if self.load_manifest(run).started <= at:
+                    return run
+            raise NotFoundError(f"no run at or before {iso(at)} (oldest is {ids[-1]})")
+        if ref in (None, "", "latest"):
+            return ids[0]
+        assert ref is not None
+        if ref in ids:
+            return ref
+        matches = [r for r in ids if r.startswith(ref)]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise UsageError(f"run {ref!r} is ambiguous: {', '.join(matches[:5])}")
+        raise NotFoundError(f"no run {ref!r} in {self.url}", hint="`jdr list` shows the runs")
+
+    def commit_manifest(self, manifest: Manifest) -> None:
+        """Write the manifest last: only after checking every artifact it names exists at its size."""
+        for art in manifest.artifacts():
+            try:
+                info = self.store.stat(art.key)
+            except ObjectNotFound as e:
+                raise IntegrityError(f"refusing to commit run {manifest.run}: artifact {art.key} is "
+                                     "missing") from e
+            if info.size != art.size:
+                raise IntegrityError(f"refusing to commit run {manifest.run}: artifact {art.key} has "
+                                     f"{info.size} bytes, expected {art.size}")
+        check_encodings([a.encoding for a in manifest.artifacts()])
+        body = json.dumps(manifest.to_dict(), indent=1, ensure_ascii=False).encode("utf-8")
+        self.store.put(layout.manifest_key(manifest.run), body)
+
+    def delete_manifest(self, run: str) -> None:
+        self.store.delete(layout.manifest_key(run))
+
+    # --- artifacts -------------------------------------------------------------------------------
+
+    def artifact_writer(self, key: str, run: str, base_encoding: str = "zstd",
+                        encrypt: bool | None = None) -> ArtifactWriter:
+        """Start writing a new artifact; encrypted when the repository is."""
+        enc = self.encrypted if encrypt is None else encrypt
+        if enc and self.encryptor is None:
+            raise UsageError("this repository is encrypted: configure `encryption.key_file` or "
+                             "`encryption.key_env` to write to it")
+        encoding = (f"{base_encoding}+age" if base_encoding != "identity" else "age") if enc else base_encoding
+        return ArtifactWriter(self.store, key, run, encoding, self.encryptor if enc else None)
+
+    def open_artifact(self, artifact: Artifact) -> BinaryIO:
+        """Stream an artifact's content (decrypted, still zstd-compressed when its encoding says so).
+
+        The stream raises IntegrityError at EOF if the stored bytes are not the recorded ones (and
+        earlier, on authentication failure, for encrypted artifacts). Read it to the end.
+        """
+        check_encodings([artifact.encoding])
+        raw = VerifiedReader(self.store.open_reader(artifact.key), artifact)
+        if is_encrypted(artifact.encoding):
+            if self.encryptor is None:
+                raw.close()
+                raise UsageError(f"artifact {artifact.key} is encrypted; configure the repository's "
+                                 "key (`encryption.key_file` or `encryption.key_env`)")
+            return self.encryptor.reader(raw)  # type: ignore[arg-type]
+        return raw  # type: ignore[return-value]
+
+    def verify_artifact(self, artifact: Artifact) -> None:
+        """Read the stored bytes and check size and SHA-256 (without decrypting)."""
+        with VerifiedReader(self.store.open_reader(artifact.key), artifact) as r:
+            while r.read(1 << 20):
+                pass
+
+    def artifact_exists(self, artifact: Artifact) -> bool:
+        try:
+            return self.store.stat(artifact.key).size == artifact.size
+        except ObjectNotFound:
+            return False
+
+    # --- locks and clean-up ----------------------------------------------------------------------
+
+    def lock(self, operation: str, run: str = "", exclusive: bool = True) -> RepositoryLock:
+        return RepositoryLock(self.store, "exclusive" if exclusive else "shared", operation, run,
+                              stale_after=self.stale_after)
+
+    def sweep_dead_runs(self, current_run: str) -> list[str]:
+        """Delete artifacts of runs that never committed a manifest. Call only under an exclusive lock.
+
+        Also discards uploads that were never completed. Returns the dead run ids cleaned up.
+        """
+        committed = set(self.run_ids())
+        dead: dict[str, list[str]] = {}
+        for obj in self.store.list(layout.DATA):
+            run = layout.run_of_data_key(obj.key)
+            if run and run != current_run and run not in committed:
+                dead.setdefault(run, []).append(obj.key)
+        for run, keys in sorted(dead.items()):
+            log.warning("cleaning up %d artifacts of run %s, which never completed", len(keys), run)
+            for key in keys:
+                self.store.delete(key)
+        removed = self.store.cleanup_incomplete(utcnow())
+        if removed:
+            log.warning("discarded %d incomplete uploads left by an interrupted run", removed)
+        return sorted(dead)
+
+    # --- reports ---------------------------------------------------------------------------------
+
+    def put_report(self, key: str, body: bytes) -> None:
+        self.store.put(key, body)
+
+    def get_report(self, key: str) -> bytes:
+        return self.store.get(key)

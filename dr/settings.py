@@ -1,0 +1,362 @@
+"""Configuration: grouped dataclasses, loaded from YAML and ``JDR_…`` environment variables.
+
+The schema *is* these dataclasses: every field is a configuration key, its docstring comment says what it
+means, and the loader validates types and rejects unknown keys by name (``deployment.hom: unknown key``).
+Every key can also come from the environment: ``retention.keep_daily`` is ``JDR_RETENTION_KEEP_DAILY``;
+values from the environment are parsed as YAML scalars or flow lists (``JDR_DEPLOYMENT_RESTART_HUB='[a, b]'``).
+The environment wins over the file. ``repository`` may be a URL string or a mapping with ``url``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dr.errors import ConfigError
+
+ENV_PREFIX = "JDR_"
+
+
+@dataclass(frozen=True)
+class KubernetesSettings:
+    namespace: str = ""
+    """Namespace of the z2jh release (default: the pod's own namespace, else ``default``)."""
+    release: str = ""
+    """Helm release name, when names carry a ``<release>-`` prefix; discovered when empty."""
+    kubeconfig: str = ""
+    """Path to a kubeconfig; empty means in-cluster config, else ``$KUBECONFIG``/``~/.kube/config``."""
+    hub_selector: str = "component=hub"
+    """Label selector of the hub Deployment."""
+    hub_secret: str = ""
+    """Name of the ``hub`` Secret; discovered from the Deployment when empty."""
+    hub_db_claim: str = ""
+    """Name of the hub DB PVC; discovered from the Deployment's volumes when empty."""
+    hub_db_path: str = "/srv/jupyterhub/jupyterhub.sqlite"
+    """Path of the SQLite file inside the hub pod."""
+    user_selector: str = "component=singleuser-storage"
+    """Label selector of user PVCs."""
+    snapshot_class: str = ""
+    """VolumeSnapshotClass for the ``snapshot`` methods; cluster default when empty."""
+    mover_image: str = ""
+    """Image of mover pods (jdr's own image); default: the image of the running jdr pod."""
+    mover_command: list[str] = field(default_factory=lambda: ["jdr"])
+    """Command that runs jdr inside a mover pod."""
+    mover_service_account: str = ""
+    """ServiceAccount for mover pods (needs no API access)."""
+    mover_timeout: int = 3600
+    """Seconds a mover pod may run before its item fails."""
+    concurrency: int = 4
+    """How many mover pods run at once."""
+    snapshot_timeout: int = 600
+    """Seconds to wait for a VolumeSnapshot to become ready."""
+    hub_ready_timeout: int = 600
+    """Seconds to wait for the hub to become ready after a restore."""
+    storage_class: str = ""
+    """Storage class for recreated PVCs when the manifest records none."""
+    mover_env_from_secret: str = ""
+    """Secret whose keys become environment variables of mover pods (repository credentials)."""
+    pod_labels: dict[str, str] = field(default_factory=dict)
+    """Extra labels for mover pods."""
+
+
+@dataclass(frozen=True)
+class DeploymentSettings:
+    kind: str = "local"
+    """``local`` (a hub on one machine) or ``kubernetes`` (a z2jh release)."""
+    hub_db: str = ""
+    """local: path of the hub's SQLite database."""
+    homes: str = ""
+    """local: template of a user's home directory, with ``{username}``, e.g. ``/home/jupyter-{username}``."""
+    restart_hub: list[str] = field(default_factory=list)
+    """local: command that restarts the hub (run after a hub restore)."""
+    stop_hub: list[str] = field(default_factory=list)
+    """local: command that stops the hub before its database is replaced."""
+    start_hub: list[str] = field(default_factory=list)
+    """local: command that starts the hub again (default: ``restart_hub``)."""
+    kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
+    """kubernetes: where and how to find the z2jh release."""
+
+
+@dataclass(frozen=True)
+class EncryptionSettings:
+    key_file: str = ""
+    """Path of an age identity file (``AGE-SECRET-KEY-1…``); enables encryption of every artifact."""
+    key_env: str = ""
+    """Name of an environment variable holding the age identity instead of a file."""
+    recipients: list[str] = field(default_factory=list)
+    """Extra age recipients (``age1…``) that can also decrypt, e.g. an offline escrow key."""
+    secret_in_clear: bool = False
+    """Store the hub Secret unencrypted when no key is configured (off: the Secret is then not stored)."""
+
+
+@dataclass(frozen=True)
+class RepositorySettings:
+    url: str = ""
+    """``s3://bucket/prefix`` or ``file:///path``."""
+    endpoint_url: str = ""
+    """S3 endpoint override (otherwise boto3's chain: ``AWS_ENDPOINT_URL``, profiles …)."""
+    lock_stale_after: int = 900
+    """Seconds after which a lock whose holder stopped refreshing it is considered stale."""
+
+
+@dataclass(frozen=True)
+class HubApiSettings:
+    url: str = ""
+    """Hub REST API base, e.g. ``http://hub:8081/hub/api``."""
+    token_env: str = "JDR_HUB_TOKEN"
+    """Environment variable holding the API token (never put the token itself in the file)."""
+    stop_timeout: int = 300
+    """Seconds to wait for a user's server to stop."""
+
+
+@dataclass(frozen=True)
+class RetentionSettings:
+    keep_last: int = 0
+    keep_hourly: int = 0
+    keep_daily: int = 0
+    keep_weekly: int = 0
+    keep_monthly: int = 0
+    keep_yearly: int = 0
+    keep_within: str = ""
+    """Keep every run younger than this duration (``7d``, ``36h``, ``2w``)."""
+
+
+@dataclass(frozen=True)
+class ScheduleSettings:
+    backup: str = "0 2 * * *"
+    prune: str = "30 3 * * *"
+    drill: str = "0 5 1 */3 *"
+    timezone: str = "UTC"
+    """IANA time zone of the schedules and of retention periods."""
+
+
+@dataclass(frozen=True)
+class BackupSettings:
+    method: str = "archive"
+    """``archive``, ``snapshot`` or ``snapshot+archive`` (Kubernetes); local always archives."""
+    excludes: list[str] = field(default_factory=list)
+    """Glob patterns left out of volume archives (matched on the relative path and on each name)."""
+    compression_level: int = 3
+    """zstd level (1–19)."""
+    threads: int = 0
+    """zstd worker threads (0: one per core)."""
+
+
+@dataclass(frozen=True)
+class CatalogSettings:
+    url: str = ""
+    """SQLAlchemy URL of the catalog; default: an SQLite file in the user's cache directory."""
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    textfile: str = ""
+    """Write metrics of one-shot runs to this file (node_exporter textfile collector)."""
+    pushgateway: str = ""
+    """Push metrics of one-shot runs to this Pushgateway URL."""
+    port: int = 9090
+    """Port of the worker's /metrics and /healthz endpoint (0: off)."""
+    bind: str = "0.0.0.0"
+    """Address the worker's endpoint listens on."""
+
+
+@dataclass(frozen=True)
+class NotifySettings:
+    webhook: str = ""
+    """URL to POST a JSON (or Slack-shaped) message to."""
+    kind: str = "json"
+    """``json`` or ``slack``."""
+    on: list[str] = field(default_factory=lambda: ["failure"])
+    """Events that notify: ``failure``, ``success``."""
+
+
+@dataclass(frozen=True)
+class DrillSettings:
+    users: int = 0
+    """How many users a drill restores (0: all users of the run)."""
+    scratch: str = ""
+    """local: directory where drills restore (default: a temporary directory)."""
+    start_hub: bool = False
+    """Start a real hub on the restored database to check that it answers, where possible."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    deployment: DeploymentSettings = field(default_factory=DeploymentSettings)
+    repository: RepositorySettings = field(default_factory=RepositorySettings)
+    encryption: EncryptionSettings = field(default_factory=EncryptionSettings)
+    hub_api: HubApiSettings = field(default_factory=HubApiSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
+    schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
+    backup: BackupSettings = field(default_factory=BackupSettings)
+    catalog: CatalogSettings = field(default_factory=CatalogSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    notify: NotifySettings = field(default_factory=NotifySettings)
+    drill: DrillSettings = field(default_factory=DrillSettings)
+    log_format: str = "auto"
+    """``text``, ``json``, or ``auto`` (JSON when not on a terminal inside Kubernetes)."""
+
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "deployment.kind": ("local", "kubernetes"),
+    "backup.method": ("archive", "snapshot", "snapshot+archive"),
+    "notify.kind": ("json", "slack"),
+    "log_format": ("auto", "text", "json"),
+}
+
+
+def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read the YAML file (if any), apply ``JDR_…`` overrides, validate. Raises ConfigError naming the key."""
+    env = os.environ if environ is None else environ
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as e:
+            raise ConfigError(f"cannot read configuration {path}: {e.strerror}") from e
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"configuration {path} is not valid YAML: {e}") from e
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"configuration {path}: the top level must be a mapping")
+        raw = loaded
+    if isinstance(raw.get("repository"), str):
+        raw["repository"] = {"url": raw["repository"]}
+    if isinstance(raw.get("retention"), dict) and isinstance(raw["retention"].get("keep_within"), int):
+        raw["retention"]["keep_within"] = f"{raw['retention']['keep_within']}d"
+    _apply_env(raw, Settings, "", env)
+    settings = _build(Settings, raw, "")
+    _check_choices(settings)
+    return settings
+
+
+def env_name(key_path: str) -> str:
+    """``retention.keep_daily`` -> ``JDR_RETENTION_KEEP_DAILY``."""
+    return ENV_PREFIX + key_path.replace(".", "_").upper()
+
+
+def key_paths(cls: type[Any] = None, prefix: str = "") -> list[str]:  # type: ignore[assignment]
+    """Every configuration key, dotted (used for docs and the environment mapping)."""
+    cls = cls or Settings
+    out: list[str] = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        path = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(hints[f.name]):
+            out += key_paths(hints[f.name], path + ".")
+        else:
+            out.append(path)
+    return out
+
+
+def _apply_env(raw: dict[str, Any], cls: type[Any], prefix: str, env: Mapping[str, str]) -> None:
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        path = f"{prefix}{f.name}"
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            sub = raw.get(f.name)
+            if sub is None:
+                sub = {}
+            if isinstance(sub, dict):
+                _apply_env(sub, tp, path + ".", env)  # type: ignore[arg-type]
+                if sub:
+                    raw[f.name] = sub
+            continue
+        name = env_name(path)
+        if name in env:
+            try:
+                raw[f.name] = yaml.safe_load(env[name]) if env[name] != "" else ""
+            except yaml.YAMLError as e:
+                raise ConfigError(f"{name}: cannot parse {env[name]!r}: {e}") from e
+    # JDR_REPOSITORY is the short form of JDR_REPOSITORY_URL.
+    if cls is Settings and "JDR_REPOSITORY" in env:
+        raw.setdefault("repository", {})
+        if isinstance(raw["repository"], dict):
+            raw["repository"]["url"] = env["JDR_REPOSITORY"]
+
+
+def _build(cls: type[Any], raw: Any, prefix: str) -> Any:
+    where = prefix.rstrip(".") or "configuration"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {_typename(raw)}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in names:
+            raise ConfigError(f"{prefix}{key}: unknown key",
+                              hint=f"known keys here: {', '.join(sorted(names))}")
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in raw:
+            continue
+        path = f"{prefix}{f.name}"
+        values[f.name] = _convert(hints[f.name], raw[f.name], path)
+    return cls(**values)
+
+
+def _convert(tp: Any, value: Any, path: str) -> Any:
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, {} if value is None else value, path + ".")
+    origin = typing.get_origin(tp)
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if isinstance(value, str) and item_tp is str:
+            value = value.split() if value.strip() else []
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: expected a list, got {_typename(value)}")
+        return [_convert(item_tp, v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {_typename(value)}")
+        return {str(k): _convert(str, v, f"{path}.{k}") for k, v in value.items()}
+    if origin in (types.UnionType, typing.Union):
+        raise TypeError(f"unsupported settings type at {path}")  # not used by the schema
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true or false, got {_typename(value)}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an integer, got {_typename(value)}")
+        lowest = -1 if path.startswith("retention.") else 0  # -1: unlimited, as in restic
+        if value < lowest:
+            raise ConfigError(f"{path}: must not be {'below -1' if lowest else 'negative'}")
+        return value
+    if tp is str:
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise ConfigError(f"{path}: expected a string, got {_typename(value)}")
+        return str(value)
+    raise TypeError(f"unsupported settings type {tp!r} at {path}")
+
+
+def _typename(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    return {dict: "a mapping", list: "a list", bool: "a boolean", int: "an integer", float: "a number",
+            str: "a string"}.get(type(value), type(value).__name__)
+
+
+def _check_choices(settings: Settings) -> None:
+    for path, choices in _CHOICES.items():
+        value: Any = settings
+        for part in path.split("."):
+            value = getattr(value, part)
+        if value not in choices:
+            raise ConfigError(f"{path}: {value!r} is not one of {', '.join(choices)}")
+    if not 1 <= settings.backup.compression_level <= 22:
+        raise ConfigError("backup.compression_level: must be between 1 and 22")
+    for event in settings.notify.on:
+        if event not in ("failure", "success"):
+            raise ConfigError(f"notify.on: {event!r} is not one of failure, success")

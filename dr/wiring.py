@@ -1,0 +1,171 @@
+"""Wiring: turn validated settings into the objects operations work with (store, repository,
+deployment, Hub API client, catalog, metrics, webhooks). The only place that knows every adapter."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, BinaryIO
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from dr.catalog import Catalog
+from dr.crypto.age import AgeReader, AgeWriter, Identity, Recipient
+from dr.crypto.keys import load_identity
+from dr.deployments.base import Deployment
+from dr.errors import ConfigError, UsageError
+from dr.hubapi import HubApi
+from dr.metrics import Metrics
+from dr.notify import Webhook
+from dr.policy.retention import RetentionPolicy
+from dr.repository.repository import Repository
+from dr.repository.store import Store
+from dr.settings import Settings
+
+
+def make_store(settings: Settings) -> Store:
+    url = settings.repository.url
+    if not url:
+        raise ConfigError("repository: required (s3://bucket/prefix or file:///path)")
+    try:
+        if url.startswith("s3://"):
+            from dr.repository.s3 import S3Store
+
+            return S3Store.from_url(url, endpoint_url=settings.repository.endpoint_url or None)
+        if url.startswith("file://"):
+            from dr.repository.file import FileStore
+
+            return FileStore.from_url(url)
+    except ValueError as e:
+        raise ConfigError(f"repository: {e}") from e
+    raise ConfigError(f"repository: {url!r} is neither s3://bucket/prefix nor file:///path")
+
+
+class AgeEncryptor:
+    """Encrypts artifacts to the installation key (and any extra recipients) in the age format."""
+
+    def __init__(self, identity: Identity, extra: list[Recipient]) -> None:
+        self._identity = identity
+        self._recipients = [identity.recipient, *extra]
+
+    def writer(self, sink: Any) -> AgeWriter:
+        return AgeWriter(sink, self._recipients)
+
+    def reader(self, src: BinaryIO) -> BinaryIO:
+        return _ClosingAgeReader(src, self._identity)  # type: ignore[return-value]
+
+
+class _ClosingAgeReader(AgeReader):
+    def __init__(self, src: BinaryIO, identity: Identity) -> None:
+        self._raw_src = src
+        try:
+            super().__init__(src, [identity])
+        except BaseException:
+            src.close()
+            raise
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._raw_src.close()
+
+
+def make_encryptor(settings: Settings) -> AgeEncryptor | None:
+    enc = settings.encryption
+    if enc.key_file and enc.key_env:
+        raise ConfigError("encryption: set key_file or key_env, not both")
+    if enc.key_file:
+        identity = load_identity(path=Path(enc.key_file))
+    elif enc.key_env:
+        text = os.environ.get(enc.key_env)
+        if not text:
+            raise ConfigError(f"encryption.key_env: the environment variable {enc.key_env} is not set")
+        identity = load_identity(text=text)
+    else:
+        return None
+    try:
+        extra = [Recipient.parse(r) for r in enc.recipients]
+    except (ValueError, ConfigError) as e:
+        raise ConfigError(f"encryption.recipients: {e}") from e
+    return AgeEncryptor(identity, extra)
+
+
+def open_repository(settings: Settings, *, create: bool = False) -> Repository:
+    return Repository.open(make_store(settings), make_encryptor(settings), create=create,
+                           stale_after=settings.repository.lock_stale_after)
+
+
+def make_deployment(settings: Settings) -> Deployment:
+    kind = settings.deployment.kind
+    if kind == "local":
+        from dr.deployments.local import LocalDeployment
+
+        return LocalDeployment(settings.deployment)
+    if kind == "kubernetes":
+        try:
+            from dr.deployments.kubernetes.deployment import KubernetesDeployment
+        except ImportError as e:  # pragma: no cover - the package ships it
+            raise ConfigError(f"deployment.kind kubernetes is unavailable: {e}") from e
+        return KubernetesDeployment(settings)  # type: ignore[no-any-return]
+    raise ConfigError(f"deployment.kind: {kind!r} is not one of local, kubernetes")
+
+
+def make_hub_api(settings: Settings) -> HubApi | None:
+    api = settings.hub_api
+    if not api.url:
+        return None
+    token = os.environ.get(api.token_env, "")
+    if not token:
+        raise ConfigError(f"hub_api.token_env: the environment variable {api.token_env} is not set",
+                          hint="the token of the jdr service registered in the hub")
+    return HubApi(api.url, token)
+
+
+def default_catalog_url(settings: Settings) -> str:
+    if settings.catalog.url:
+        return settings.catalog.url
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "jdr"
+    import hashlib
+
+    name = hashlib.sha256(settings.repository.url.encode()).hexdigest()[:16]
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return "sqlite://"  # read-only home (a pod): an in-memory catalog, rebuilt each time
+    return f"sqlite:///{cache / f'catalog-{name}.sqlite'}"
+
+
+def open_catalog(settings: Settings, repo: Repository) -> Catalog:
+    return Catalog(default_catalog_url(settings), repository_url=repo.url, repository_id=repo.id)
+
+
+def retention_policy(settings: Settings) -> RetentionPolicy:
+    r = settings.retention
+    data: dict[str, Any] = {k: v for k, v in r.__dict__.items() if k != "keep_within"}
+    if r.keep_within:
+        data["keep_within"] = r.keep_within
+    return RetentionPolicy.from_dict(data)
+
+
+def timezone(settings: Settings) -> ZoneInfo:
+    try:
+        return ZoneInfo(settings.schedule.timezone)
+    except (ZoneInfoNotFoundError, ValueError) as e:
+        raise ConfigError(f"schedule.timezone: unknown time zone {settings.schedule.timezone!r}") from e
+
+
+def make_metrics() -> Metrics:
+    return Metrics()
+
+
+def make_webhooks(settings: Settings) -> list[Webhook]:
+    n = settings.notify
+    if not n.webhook:
+        return []
+    return [Webhook(n.webhook, kind=n.kind, on=tuple(n.on))]  # type: ignore[arg-type]
+
+
+def require_user(name: str) -> str:
+    if not name or name.strip() != name:
+        raise UsageError(f"invalid user name {name!r}")
+    return name
