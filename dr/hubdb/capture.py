@@ -163,7 +163,7 @@ def _backup_once(src: Path, dest: Path, *, pages: int, busy_timeout: float, dead
                 src_conn.backup(dst_conn, pages=pages, progress=progress, sleep=0.05)
             except _DeadlineExceeded:
                 raise sqlite3.OperationalError(
-                    f"database is locked (backup did not finish within {deadline:.0f}s)") from None
+                    f"database is locked (backup did not finish within {deadline:g}s)") from None
             # The copy keeps the source's WAL flag; make it one self-contained file.
             dst_conn.execute("PRAGMA journal_mode=DELETE").fetchone()
             dst_conn.commit()

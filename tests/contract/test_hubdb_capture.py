@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -12,7 +14,7 @@ import pytest
 from jupyterhub import orm
 
 from dr.errors import DeploymentError, IntegrityError, UsageError
-from dr.hubdb import capture_database, check_integrity, head_revision, inspect_database
+from dr.hubdb import DbInfo, capture_database, check_integrity, head_revision, inspect_database
 from tests.fixtures.hub import HubWriter
 
 MakeDb = Callable[..., Path]
@@ -45,7 +47,7 @@ def test_capture_while_the_hub_writes(make_hub_db: MakeDb, hub_writer: Callable[
     expected_users = _orm_users(src)
     writer = hub_writer(src)
     start = writer.wait_for_commits(10)
-    copies = []
+    copies: list[tuple[Path, DbInfo]] = []
     # Capture back to back until the hub has committed plenty meanwhile, so captures overlap writes.
     while writer.commits < start + 60 and len(copies) < 500:
         dest = tmp_path / f"copy-{len(copies)}.sqlite"
@@ -187,3 +189,36 @@ def test_capture_replaces_an_existing_copy(make_hub_db: MakeDb, tmp_path: Path) 
     dest.write_bytes(b"an older copy")
     info = capture_database(make_hub_db(), dest)
     assert info.size == dest.stat().st_size and check_integrity(dest) == "ok"
+
+
+def test_a_lock_held_too_long_fails_clearly(make_hub_db: MakeDb, tmp_path: Path) -> None:
+    src = make_hub_db()
+    hub = sqlite3.connect(src, isolation_level=None)
+    hub.execute("BEGIN EXCLUSIVE")  # a hub stuck in a write transaction: readers get SQLITE_BUSY
+    try:
+        started = time.monotonic()
+        with pytest.raises(DeploymentError, match=r"stayed locked through 2 backup attempts"):
+            capture_database(src, tmp_path / "copy.sqlite", attempts=2, busy_timeout=0.1, deadline=0.5)
+        assert time.monotonic() - started < 10
+    finally:
+        hub.execute("ROLLBACK")
+        hub.close()
+    assert not (tmp_path / "copy.sqlite").exists()
+
+
+def test_a_lock_released_in_time_is_waited_for(make_hub_db: MakeDb, tmp_path: Path) -> None:
+    src = make_hub_db()
+    hub = sqlite3.connect(src, isolation_level=None, check_same_thread=False)
+    hub.execute("BEGIN EXCLUSIVE")
+    hub.execute("UPDATE users SET admin = 1 WHERE name = 'bob'")
+    releaser = threading.Timer(1.0, lambda: hub.execute("COMMIT"))
+    releaser.start()
+    try:
+        info = capture_database(src, tmp_path / "copy.sqlite", busy_timeout=0.2, deadline=0.6, attempts=6)
+    finally:
+        releaser.join()
+        hub.close()
+    assert info.integrity == "ok"
+    conn = sqlite3.connect(tmp_path / "copy.sqlite")
+    assert conn.execute("SELECT admin FROM users WHERE name = 'bob'").fetchone()[0] == 1  # after the commit
+    conn.close()

@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -133,7 +135,7 @@ def test_an_unreachable_hub(shared_jupyterhub: HubProcess) -> None:
     assert shared_jupyterhub.token not in str(caught.value)
 
 
-def test_capture_the_live_hubs_database(shared_jupyterhub: HubProcess, api: HubApi, tmp_path) -> None:
+def test_capture_the_live_hubs_database(shared_jupyterhub: HubProcess, api: HubApi, tmp_path: Path) -> None:
     shared_jupyterhub.start_server("alice")
     try:
         info = capture_database(shared_jupyterhub.db_path, tmp_path / "hub.sqlite")
@@ -145,7 +147,7 @@ def test_capture_the_live_hubs_database(shared_jupyterhub: HubProcess, api: HubA
     assert alice.state.get("pid")
 
 
-def test_the_factory_starts_a_fresh_hub(jupyterhub_process) -> None:
+def test_the_factory_starts_a_fresh_hub(jupyterhub_process: Callable[..., HubProcess]) -> None:
     hub = jupyterhub_process(users=["dave", "eve@example.org"])
     api = HubApi(hub.url, hub.token, poll_interval=0.1)
     assert sorted(u["name"] for u in api.list_users()) == ["dave", "eve@example.org"]
