@@ -211,7 +211,7 @@ def _archive_file(e: WalkEntry, out: _TarOut, buf: memoryview, stats: ArchiveSta
             _feed_zeros(size - copied, out, digest)
             stats.warnings.append(f"{shown}: {failure or 'shrank'} while read; archived with its size when "
                                   f"opened ({size} bytes), the missing {size - copied} as zeros")
-        elif after.st_size > size or _grew(f):
+        elif after.st_size > size or _grew(fd, size):
             stats.warnings.append(f"{shown}: grew while read; archived its first {size} bytes")
         elif (after.st_mtime_ns, after.st_size) != (st.st_mtime_ns, st.st_size):
             stats.warnings.append(f"{shown}: changed while read; the archived copy may be inconsistent")
@@ -272,9 +272,9 @@ def _feed_zeros(count: int, out: _TarOut, digest: hashlib._Hash) -> None:
         count -= len(piece)
 
 
-def _grew(f: io.FileIO) -> bool:
+def _grew(fd: int, size: int) -> bool:
     try:
-        return bool(f.read(1))
+        return bool(os.pread(fd, 1, size))
     except OSError:
         return False
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -167,7 +168,7 @@ def test_extract_with_index_refuses_content_that_differs(archived: Archived, tmp
     index[b"data/random.bin"] = replace(index[b"data/random.bin"], sha256="0" * 64)
     dest = tmp_path / "dest"
     dest.mkdir()
-    with pytest.raises(IntegrityError, match="'data/random.bin': content does not match the index"):
+    with pytest.raises(IntegrityError, match=re.escape("'data/random.bin': content does not match")):
         extract_archive(io.BytesIO(archived.archive), dest, index=index)
 
 
@@ -178,7 +179,7 @@ def test_extract_with_index_notices_missing_entries(archived: Archived, tmp_path
     index[b"vanished.txt"] = IndexEntry(path=b"vanished.txt", type="file", size=1, sha256="0" * 64)
     dest = tmp_path / "dest"
     dest.mkdir()
-    with pytest.raises(IntegrityError, match="lacks 1 entries of its index: 'vanished.txt'"):
+    with pytest.raises(IntegrityError, match=re.escape("lacks 1 entries of its index: 'vanished.txt'")):
         extract_archive(io.BytesIO(archived.archive), dest, index=index)
 
 
