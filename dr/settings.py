@@ -111,7 +111,7 @@ class RepositorySettings:
 class HubApiSettings:
     url: str = ""
     """Hub REST API base, e.g. ``http://hub:8081/hub/api``."""
-    token_env: str = "JDR_HUB_TOKEN"
+    token_env: str = "JDR_HUB_TOKEN"  # noqa: S105 - the name of a variable, not a secret
     """Environment variable holding the API token (never put the token itself in the file)."""
     stop_timeout: int = 300
     """Seconds to wait for a user's server to stop."""
@@ -145,7 +145,7 @@ class BackupSettings:
     excludes: list[str] = field(default_factory=list)
     """Glob patterns left out of volume archives (matched on the relative path and on each name)."""
     compression_level: int = 3
-    """zstd level (1–19)."""
+    """zstd level (1-19)."""
     threads: int = 0
     """zstd worker threads (0: one per core)."""
 
@@ -164,7 +164,7 @@ class MetricsSettings:
     """Push metrics of one-shot runs to this Pushgateway URL."""
     port: int = 9090
     """Port of the worker's /metrics and /healthz endpoint (0: off)."""
-    bind: str = "0.0.0.0"
+    bind: str = "0.0.0.0"  # noqa: S104 - a pod must be scraped from outside
     """Address the worker's endpoint listens on."""
 
 
@@ -236,7 +236,7 @@ def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -
     if isinstance(raw.get("retention"), dict) and isinstance(raw["retention"].get("keep_within"), int):
         raw["retention"]["keep_within"] = f"{raw['retention']['keep_within']}d"
     _apply_env(raw, Settings, "", env)
-    settings = _build(Settings, raw, "")
+    settings: Settings = _build(Settings, raw, "")
     _check_choices(settings)
     return settings
 
@@ -246,7 +246,7 @@ def env_name(key_path: str) -> str:
     return ENV_PREFIX + key_path.replace(".", "_").upper()
 
 
-def key_paths(cls: type[Any] = None, prefix: str = "") -> list[str]:  # type: ignore[assignment]
+def key_paths(cls: type[Any] | None = None, prefix: str = "") -> list[str]:
     """Every configuration key, dotted (used for docs and the environment mapping)."""
     cls = cls or Settings
     out: list[str] = []
@@ -308,7 +308,7 @@ def _build(cls: type[Any], raw: Any, prefix: str) -> Any:
 
 def _convert(tp: Any, value: Any, path: str) -> Any:
     if dataclasses.is_dataclass(tp):
-        return _build(tp, {} if value is None else value, path + ".")
+        return _build(tp, {} if value is None else value, path + ".")  # type: ignore[arg-type]
     origin = typing.get_origin(tp)
     if origin is list:
         (item_tp,) = typing.get_args(tp)

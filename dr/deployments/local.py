@@ -160,7 +160,7 @@ class LocalDeployment:
         if not home.is_dir():
             return _replace(base, status="failed", error=f"home directory {home} does not exist")
         try:
-            fp, files, size = fingerprint(home, excludes)
+            fp, _files, _size = fingerprint(home, excludes)
             prev = ctx.previous.volume_for(vol.user or "", vol.server) if ctx.previous else None
             if (not ctx.full and prev is not None and prev.status == "ok" and prev.fingerprint == fp
                     and prev.archive is not None and ctx.repo.artifact_exists(prev.archive)

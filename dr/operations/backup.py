@@ -13,7 +13,7 @@ from typing import Any
 import dr
 from dr.deployments.base import BackupContext, Deployment, Volume
 from dr.errors import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, JdrError, NotFoundError, UsageError
-from dr.model import METHODS, HubItem, Manifest, VolumeItem, new_run_id
+from dr.model import METHODS, HubItem, Manifest, RunStatus, VolumeItem, new_run_id
 from dr.repository import layout
 from dr.repository.repository import Repository
 from dr.util.timefmt import iso, utcnow
@@ -84,7 +84,7 @@ def run_backup(repo: Repository, deployment: Deployment, opts: BackupOptions,
         if hub.status != "ok":
             failures.insert(0, f"hub database: {hub.error}")
         captured = (hub.status == "ok") or any(i.status == "ok" for i in items)
-        status = "complete" if not failures else "partial"
+        status: RunStatus = "complete" if not failures else "partial"
         manifest = Manifest(
             run=run, started=started, finished=now(), status=status,
             deployment=deployment.describe(), hub=hub, volumes=tuple(items), jdr_version=dr.__version__,

@@ -145,7 +145,7 @@ class _FileWriter:
         self._final = final
         self._tmp = tmp
         try:
-            self._f: BinaryIO | None = open(tmp, "xb")
+            self._f: BinaryIO | None = open(tmp, "xb")  # noqa: SIM115 - closed by commit/abort
         except OSError as e:
             raise RepositoryError(f"cannot write {tmp}: {e.strerror}") from e
 

@@ -50,11 +50,10 @@ class Repository:
         """
         try:
             config = json.loads(store.get(layout.CONFIG))
-        except ObjectNotFound:
+        except ObjectNotFound as e:
             if not create:
                 raise NotFoundError(f"no jdr repository at {store.url}",
-                                    hint="run `jdr backup` once to create it, or check `repository`")
-                # unreachable
+                                    hint="run `jdr backup` once to create it, or check `repository`") from e
             config = {"format": REPO_FORMAT, "version": REPO_VERSION, "id": uuid.uuid4().hex,
                       "created": iso(utcnow()), "encrypted": encryptor is not None}
             store.put(layout.CONFIG, json.dumps(config, indent=2).encode())
