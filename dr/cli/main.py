@@ -115,3 +115,4 @@ def exit_with(code: int) -> None:
 from dr.cli import commands  # noqa: E402,F401  (registers the commands on ``cli``)
 
 __all__ = ["EXIT_USAGE", "cli", "main"]
+from dr.cli import worker_cmd  # noqa: E402,F401
