@@ -26,6 +26,7 @@ from dr.archive.verify import VerifyReport, verify_archive
 from dr.archive.walk import ROOT
 from dr.errors import HostileArchiveError, IntegrityError, UsageError
 from dr.model import IndexEntry
+from dr.util.testhooks import pause_at
 
 __all__ = ["ExtractStats", "VerifyReport", "extract_archive", "verify_archive"]
 
@@ -97,6 +98,7 @@ def extract_archive(src: BinaryIO, dest: Path, *, select: Callable[[IndexEntry],
             _extract_one(stream, member, path, entry, index, target, stats, allow_external_links,
                          stashed, select is not None)
             stats.entries += 1
+            pause_at("restore-extract", stats.entries)
             if progress is not None and time.monotonic() - last >= _PROGRESS_EVERY:
                 progress(stats.files, stats.bytes)
                 last = time.monotonic()

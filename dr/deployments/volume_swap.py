@@ -28,6 +28,7 @@ from dr.archive.globs import path_matcher
 from dr.archive.reader import extract_archive
 from dr.errors import UsageError
 from dr.model import IndexEntry
+from dr.util.testhooks import pause_at
 from dr.util.timefmt import utcnow
 
 log = logging.getLogger(__name__)
@@ -114,10 +115,11 @@ def _roll_forward(root: Path, work: Path, journal: dict[str, Any]) -> None:
     previous = work / journal["previous"]
     if journal["phase"] == "move-out":
         if journal["mode"] == "full":
-            for name in sorted(os.listdir(root)):
+            for moved, name in enumerate(sorted(os.listdir(root))):
                 if name == RESTORE_DIR:
                     continue
                 previous.mkdir(mode=0o700, exist_ok=True)
+                pause_at("restore-move-out", moved)
                 os.rename(root / name, previous / name)
         journal["phase"] = "move-in"
         _write_journal(work, journal)
@@ -146,6 +148,7 @@ def _merge(src: Path, dst: Path, previous: Path) -> None:
         if os.path.lexists(d):
             previous.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.rename(d, previous / name)
+        pause_at("restore-move-in")
         os.rename(s, d)
 
 

@@ -16,6 +16,7 @@ from dr.errors import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, JdrError, NotFoundErro
 from dr.model import METHODS, HubItem, Manifest, RunStatus, VolumeItem, new_run_id
 from dr.repository import layout
 from dr.repository.repository import Repository
+from dr.util.testhooks import pause_at
 from dr.util.timefmt import iso, utcnow
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,7 @@ def run_backup(repo: Repository, deployment: Deployment, opts: BackupOptions,
             log.error("run %s captured nothing; no manifest is written", run)
             return BackupResult(run=run, status="failed", manifest=manifest, cleaned_runs=cleaned,
                                 error="; ".join(failures) or "nothing to back up")
+        pause_at("backup-commit")
         repo.commit_manifest(manifest)
         _write_report(repo, manifest)
         log.info("run %s committed: %s, %d volumes, %d failures", run, status, len(items), len(failures))

@@ -18,6 +18,7 @@ from typing import Any, BinaryIO, Protocol
 from dr.errors import IntegrityError
 from dr.model import Artifact
 from dr.repository.store import ObjectWriter, Store
+from dr.util.testhooks import pause_at
 
 
 class Encryptor(Protocol):
@@ -71,6 +72,7 @@ class ArtifactWriter:
         else:
             self._sink.write(data)
         self.plain_bytes += n
+        pause_at("artifact-upload", self._sink.size)
         return n
 
     def commit(self) -> Artifact:
