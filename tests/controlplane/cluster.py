@@ -71,7 +71,7 @@ class ControlPlane:
         self.home = ensure_built(version)
         self.bin = self.home / "bin"
         self.crd_dir = self.home / "crds"
-        base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+        base = os.environ.get("JDR_CONTROLPLANE_TMP")  # default: the system temp dir (never /dev)
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="jdr-cp-", dir=base))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.workdir.chmod(0o755)
@@ -110,6 +110,8 @@ class ControlPlane:
             ips=["127.0.0.1", "10.96.0.1"],
         )
         self.sa_key, self.sa_pub = pki.service_account_keys()
+        self.apiserver_kubelet_crt, self.apiserver_kubelet_key = pki.issue(
+            "apiserver-kubelet-client", "kube-apiserver-kubelet-client", ["kubeadm:cluster-admins"], client=True)
         admin_crt, admin_key = pki.issue("admin", "jdr-test-admin", ["system:masters"], client=True)
         _write_kubeconfig(self.kubeconfig, self.server, self.ca,
                           {"client-certificate": str(admin_crt), "client-key": str(admin_key)})
@@ -183,6 +185,9 @@ class ControlPlane:
             "--service-cluster-ip-range=10.96.0.0/16",
             "--allow-privileged=true",
             "--endpoint-reconciler-type=none",
+            "--kubelet-preferred-address-types=InternalIP",
+            f"--kubelet-client-certificate={self.apiserver_kubelet_crt}",
+            f"--kubelet-client-key={self.apiserver_kubelet_key}",
             "--profiling=false",
             "--event-ttl=1h",
             "--v=1",

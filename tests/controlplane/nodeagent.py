@@ -396,8 +396,11 @@ class NodeAgent:
             try:
                 self._prepare(rt)
                 rt.prepared = True
-            except PodNotReady as e:
-                rt.waiting_reason, rt.waiting_message = "ContainerCreating", str(e)
+            except (PodNotReady, ApiException) as e:
+                if isinstance(e, ApiException) and e.status != 403:
+                    raise
+                msg = str(e) if isinstance(e, PodNotReady) else f"{e.status} {e.reason}: {e.body}"
+                rt.waiting_reason, rt.waiting_message = "ContainerCreating", msg[:1000]
                 self._report(rt)
                 return
         self._run(rt)
@@ -609,7 +612,7 @@ class NodeAgent:
                 rt.ro_volumes.add(v.name)
             elif v.downward_api is not None:
                 d.mkdir(exist_ok=True)
-                files = {it.path: self._field(pod, it.field_ref.path).encode()
+                files = {it.path: self._field(pod, it.field_ref.field_path).encode()
                          for it in v.downward_api.items or [] if it.field_ref is not None}
                 self._write_files(d, files, None, v.downward_api.default_mode)
                 rt.volumes[v.name] = d
@@ -629,7 +632,7 @@ class NodeAgent:
                         files = self._secret_files(ns, src.secret.name, bool(src.secret.optional))
                         self._write_files(d, files, src.secret.items, mode)
                     elif src.downward_api is not None:
-                        files = {it.path: self._field(pod, it.field_ref.path).encode()
+                        files = {it.path: self._field(pod, it.field_ref.field_path).encode()
                                  for it in src.downward_api.items or [] if it.field_ref is not None}
                         self._write_files(d, files, None, mode)
                 rt.volumes[v.name] = d

@@ -22,22 +22,30 @@ import ctypes
 import json
 import os
 import signal
-import subprocess
+import re
 import sys
 
 
-def sh(*argv: str) -> None:
-    r = subprocess.run(argv, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise OSError(f"{' '.join(argv)}: {r.stderr.strip()}")
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+MS_RDONLY, MS_REMOUNT, MS_BIND, MS_REC = 1, 32, 4096, 16384
+
+
+def mount(source: str | None, target: str, fstype: str | None = None, flags: int = 0,
+          data: str | None = None) -> None:
+    """mount(2) directly, so that /proc/self/fd/N sources and options resolve in this process."""
+    enc = lambda v: None if v is None else v.encode()  # noqa: E731
+    if _libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount {source} -> {target} ({fstype or 'bind'}, {data or ''}): {os.strerror(err)}")
 
 
 def mountpoints() -> list[str]:
     out = []
     with open("/proc/self/mountinfo") as f:
         for line in f:
-            mp = line.split()[4].encode().decode("unicode_escape")
-            out.append(mp)
+            mp = line.split()[4]
+            out.append(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), mp))
     return out
 
 
@@ -46,11 +54,16 @@ def under(path: str, parent: str) -> bool:
 
 
 class Namespace:
+    """Mount helpers. Every source and the scratch tmpfs are pinned by O_PATH file descriptors taken before
+    any overlay, and used as /proc/self/fd/N, so a later overlay over an ancestor can neither hide them nor
+    redirect writes into an overlay's upper layer."""
+
     def __init__(self, scratch: str):
-        self.scratch = scratch
+        mount("tmpfs", scratch, "tmpfs", 0, "mode=0700")
+        self._scratch_fd = os.open(scratch, os.O_PATH | os.O_DIRECTORY)
+        self.scratch = f"/proc/self/fd/{self._scratch_fd}"
         self.n = 0
         self.overlaid: list[str] = []
-        sh("mount", "-t", "tmpfs", "-o", "mode=0700", "tmpfs", scratch)
 
     def _new(self, kind: str) -> str:
         self.n += 1
@@ -65,14 +78,13 @@ class Namespace:
         stash = None
         if top:
             stash = self._new("stash")
-            sh("mount", "--rbind", anc, stash)
+            mount(anc, stash, None, MS_BIND | MS_REC)
         up, work = self._new("up"), self._new("work")
-        sh("mount", "-t", "overlay", "overlay", "-o", f"lowerdir={anc},upperdir={up},workdir={work}", anc)
+        mount("overlay", anc, "overlay", 0, f"lowerdir={anc},upperdir={up},workdir={work}")
         for m in top:
-            rel = os.path.relpath(m, anc)
-            src = os.path.join(stash, rel)
+            src = os.path.join(stash, os.path.relpath(m, anc))
             try:
-                sh("mount", "--rbind", src, m)
+                mount(src, m, None, MS_BIND | MS_REC)
             except OSError as e:
                 print(f"podexec: could not restore submount {m}: {e}", file=sys.stderr)
         self.overlaid.append(anc)
@@ -96,13 +108,12 @@ class Namespace:
         if is_file:
             open(target, "a").close()
 
-    def expose(self, path: str) -> None:
-        """Let a non-root uid traverse `path` (e.g. /root, mode 0700) to reach the interpreter below it."""
-        # path is a dir lacking o+x; keep only what lies below it on the way to the exposed children
+    def expose(self, path: str, children: list[str]) -> None:
+        """Let a non-root uid traverse `path` (e.g. /root, mode 0700) to reach the interpreter below it:
+        a tmpfs (0755) over `path` holding only bind mounts of `children`."""
         stash = self._new("stash")
-        sh("mount", "--rbind", path, stash)
-        children = json.loads(os.environ.get("_PODEXEC_EXPOSE_CHILDREN", "{}")).get(path, [])
-        sh("mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", path)
+        mount(path, stash, None, MS_BIND | MS_REC)
+        mount("tmpfs", path, "tmpfs", 0, "mode=0755")
         for child in children:
             dst = os.path.join(path, child)
             src = os.path.join(stash, child)
@@ -110,17 +121,20 @@ class Namespace:
                 os.makedirs(dst, exist_ok=True)
             else:
                 open(dst, "a").close()
-            sh("mount", "--rbind", src, dst)
+            mount(src, dst, None, MS_BIND | MS_REC)
 
 
 def main() -> None:
     plan = json.load(open(sys.argv[1]))
+    # pin every source before anything is mounted over its path
+    fds = {}
+    for m in plan["mounts"]:
+        fds[m["target"]] = os.open(m["source"], os.O_PATH)
     ns = Namespace(plan["scratch"])
     uid = plan.get("uid")
     if uid:
         for path, children in plan.get("expose", {}).items():
-            os.environ["_PODEXEC_EXPOSE_CHILDREN"] = json.dumps({path: children})
-            ns.expose(path)
+            ns.expose(path, children)
     mounts = sorted(plan["mounts"], key=lambda m: m["target"].rstrip("/").count("/"))
     targets = [m["target"] for m in mounts]
     for m in mounts:
@@ -131,9 +145,11 @@ def main() -> None:
         if not os.path.lexists(m["target"]):
             # lies inside another volume: created there, as a container runtime does
             ns.ensure(m["target"], m.get("file", False))
-        sh("mount", "--bind", m["source"], m["target"])
+        mount(f"/proc/self/fd/{fds[m['target']]}", m["target"], None, MS_BIND | MS_REC)
         if m.get("readonly"):
-            sh("mount", "-o", "remount,bind,ro", m["target"])
+            mount(None, m["target"], None, MS_BIND | MS_REMOUNT | MS_RDONLY)
+    for fd in fds.values():
+        os.close(fd)
     cwd = plan.get("cwd") or "/"
     os.makedirs(cwd, exist_ok=True) if not os.path.exists(cwd) else None
     os.chdir(cwd)
@@ -146,7 +162,7 @@ def main() -> None:
         if uid is not None:
             os.setuid(uid)
     # credentials changed: ask again to die with the node agent
-    ctypes.CDLL(None).prctl(1, int(signal.SIGKILL), 0, 0, 0)
+    _libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)
     os.umask(0o022)
     env = plan["env"]
     argv = plan["argv"]

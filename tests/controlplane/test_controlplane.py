@@ -339,7 +339,8 @@ def test_no_orphan_processes_after_pod_delete(k8s_cluster, k8s_namespace):
     k, ns = k8s_cluster, k8s_namespace
     marker = f"jdr-orphan-check-{ns}"
     k.core.create_namespaced_pod(ns, {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "tree"},
-                                      "spec": pod_spec(["sh", "-c", f"sleep 1000 & exec -a {marker} sleep 1000"],
+                                      "spec": pod_spec(["sh", "-c", f"python -c 'import time; time.sleep(1000)' {marker} & "
+                                                        f"exec python -c 'import time; time.sleep(1000)' {marker}"],
                                                        restart="Always")})
     k.wait_pod_phase(ns, "tree")
     k.wait_for(lambda: subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode == 0, 10,

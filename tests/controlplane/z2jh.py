@@ -408,6 +408,11 @@ class Z2JHNamespace:
 
         session = orm.new_session_factory(f"sqlite:///{db}")()
         try:
+            # the hub's own OAuth client row (made at first start-up) is needed for API tokens
+            if not session.query(orm.OAuthClient).filter_by(identifier="jupyterhub").first():
+                session.add(orm.OAuthClient(identifier="jupyterhub", description="JupyterHub",
+                                            secret=secrets.token_hex(16), redirect_uri="/hub/oauth_callback"))
+                session.commit()
             by_name: dict[str, orm.User] = {}
             for u in self.users.values():
                 ou = by_name.get(u.name)
