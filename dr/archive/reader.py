@@ -86,7 +86,8 @@ def extract_archive(src: BinaryIO, dest: Path, *, select: Callable[[IndexEntry],
             path = safety.clean_path(member_name(member))
             safety.check_type(member, path)
             entry = _entry_for(member, path, index)
-            seen.add(path)
+            if index is not None:  # only needed for the completeness check against the index
+                seen.add(path)
             if select is not None and path != ROOT and not select(entry):
                 stats.skipped += 1
                 if entry.type == "dir":

@@ -56,7 +56,7 @@ class Target:
                  implied: Callable[[bytes], Attrs | None] = lambda _p: None) -> None:
         self.dest = dest
         self.root_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        if os.listdir(self.root_fd):  # noqa: PTH208 (listing by descriptor)
+        if os.listdir(self.root_fd):
             os.close(self.root_fd)
             raise DeploymentError(f"restore staging directory {dest} is not empty")
         self._same_owner = same_owner
@@ -155,7 +155,7 @@ class Target:
         parent, name = self._parent(path, create=False)
         fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
         try:
-            for entry in os.listdir(fd):  # noqa: PTH208 (listing by descriptor)
+            for entry in os.listdir(fd):
                 os.unlink(entry, dir_fd=fd)
         finally:
             os.close(fd)

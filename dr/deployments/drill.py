@@ -133,8 +133,9 @@ class DrillTarget(Protocol):
         and stop it. ``skipped`` (with the reason) where that cannot be done."""
         ...
 
-    def cleanup(self) -> None:
-        """Remove the scratch place and everything in it. Idempotent."""
+    def cleanup(self, keep: bool = False) -> None:
+        """Remove the scratch place and everything in it (idempotent); with ``keep``, leave it and mark it
+        kept, so that later drills do not take it for a leftover."""
         ...
 
     @property
@@ -275,6 +276,8 @@ class LocalDrillTarget:
             marker = _read_marker(path)
             if marker is None:
                 continue  # not ours: never touched
+            if marker.get("kept"):
+                continue  # kept on purpose (--keep): the administrator removes it
             if marker.get("host") != host:
                 continue  # cannot tell whether that drill still runs
             if _pid_alive(int(marker.get("pid", 0) or 0)):
@@ -360,7 +363,12 @@ class LocalDrillTarget:
             return HubCheck("skipped", "jupyterhub is not installed here; install it to start a hub in drills")
         return _run_scratch_hub(self, timeout)
 
-    def cleanup(self) -> None:
+    def cleanup(self, keep: bool = False) -> None:
+        if keep:
+            if self.root is not None and self.root.exists():
+                self._marker["kept"] = True
+                self._write_marker()
+            return
         if self.root is not None and self.root.exists():
             _rmtree(self.root)
             log.info("removed the drill scratch directory %s", self.root)

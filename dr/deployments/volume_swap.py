@@ -85,8 +85,11 @@ def restore_into(root: Path, archive: BinaryIO, *, run: str, index: Mapping[byte
         _rmdir_quiet(work)
         return SwapResult(stats.files, stats.bytes, None)
     previous = work / ("previous-" + utcnow().strftime("%Y%m%dT%H%M%S%fZ"))
+    # The root's attributes as restored, taken before the swap moves entries out of staging (which
+    # changes its mtime); applied again last, after .jdr-restore is gone, so the home keeps its mtime.
     journal: dict[str, Any] = {"run": run, "mode": "paths" if paths else "full",
-                               "staging": staging.name, "previous": previous.name, "phase": "move-out"}
+                               "staging": staging.name, "previous": previous.name, "phase": "move-out",
+                               "root_attrs": _attrs_of(staging)}
     _write_journal(work, journal)
     _roll_forward(root, work, journal)
     kept: str | None = str(previous) if previous.exists() else None
@@ -94,6 +97,7 @@ def restore_into(root: Path, archive: BinaryIO, *, run: str, index: Mapping[byte
         shutil.rmtree(previous)
         kept = None
     _rmdir_quiet(work)
+    _apply_attrs(root, journal["root_attrs"])
     return SwapResult(stats.files, stats.bytes, kept)
 
 
@@ -107,6 +111,8 @@ def recover(root: Path) -> bool:
     log.warning("finishing an interrupted restore of %s (run %s)", root, journal.get("run"))
     _roll_forward(root, work, journal)
     _rmdir_quiet(work)
+    if journal.get("root_attrs"):
+        _apply_attrs(root, journal["root_attrs"])
     return True
 
 
@@ -124,7 +130,8 @@ def _roll_forward(root: Path, work: Path, journal: dict[str, Any]) -> None:
         journal["phase"] = "move-in"
         _write_journal(work, journal)
     _merge(staging, root, previous)
-    _copy_root_attrs(staging, root)
+    if journal.get("root_attrs"):
+        _apply_attrs(root, journal["root_attrs"])
     shutil.rmtree(staging, ignore_errors=True)
     (work / JOURNAL).unlink()
 
@@ -140,8 +147,9 @@ def _merge(src: Path, dst: Path, previous: Path) -> None:
             continue  # jdr's own bookkeeping is never restored over
         s, d = src / name, dst / name
         if s.is_dir() and not s.is_symlink() and d.is_dir() and not d.is_symlink():
+            attrs = _attrs_of(s)  # before moving entries out of ``s`` changes its mtime
             _merge(s, d, previous / name)
-            _copy_attrs(s, d)
+            _apply_attrs(d, attrs)
             with contextlib.suppress(OSError):
                 s.rmdir()
             continue
@@ -152,18 +160,18 @@ def _merge(src: Path, dst: Path, previous: Path) -> None:
         os.rename(s, d)
 
 
-def _copy_attrs(src: Path, dst: Path) -> None:
-    st = src.lstat()
+def _attrs_of(path: Path) -> dict[str, int]:
+    st = path.lstat()
+    return {"mode": st.st_mode & 0o7777, "uid": st.st_uid, "gid": st.st_gid, "atime_ns": st.st_atime_ns,
+            "mtime_ns": st.st_mtime_ns}
+
+
+def _apply_attrs(dst: Path, attrs: Mapping[str, int]) -> None:
     with contextlib.suppress(OSError):
         if os.geteuid() == 0:
-            os.lchown(dst, st.st_uid, st.st_gid)
-        os.chmod(dst, st.st_mode & 0o7777)
-        os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
-
-
-def _copy_root_attrs(staging: Path, root: Path) -> None:
-    if staging.is_dir():
-        _copy_attrs(staging, root)
+            os.lchown(dst, attrs["uid"], attrs["gid"])
+        os.chmod(dst, attrs["mode"])
+        os.utime(dst, ns=(attrs["atime_ns"], attrs["mtime_ns"]))
 
 
 def _into_path(root: Path, into: str) -> Path:

@@ -120,13 +120,12 @@ def run_drill(repo: Repository, target: DrillTarget, opts: DrillOptions,
             _drill_in(repo, target, manifest, selected, opts, report, say)
         finally:
             report.kept = opts.keep
+            try:
+                target.cleanup(keep=opts.keep)
+            except (JdrError, OSError) as e:
+                report.fail(f"could not remove the scratch place {target.where}: {e}")
             if opts.keep:
                 report.notes.append(f"scratch place kept at {target.where} (--keep): remove it yourself")
-            else:
-                try:
-                    target.cleanup()
-                except (JdrError, OSError) as e:
-                    report.fail(f"could not remove the scratch place {target.where}: {e}")
     total_bytes = sum(v.bytes for v in restorable)
     report.rto = estimate_rto(float(report.hub.get("seconds", 0.0)), [v.seconds for v in report.volumes],
                               sum(v.bytes for v in report.volumes), total_bytes, len(restorable))

@@ -348,3 +348,51 @@ def test_no_orphan_processes_after_pod_delete(k8s_cluster, k8s_namespace):
     k.core.delete_namespaced_pod("tree", ns)
     k.wait_gone(k.core.read_namespaced_pod, "tree", ns, what="pod tree deleted")
     assert subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode == 1
+
+
+def test_z2jh_hub_api_and_stopping_a_server_removes_its_pod(k8s_cluster, z2jh_namespace):
+    k = k8s_cluster
+    z = z2jh_namespace(release="myrel", running=["alice"])
+    ns = z.namespace
+    # what the chart makes
+    dep = k.apps.read_namespaced_deployment("myrel-hub", ns)
+    assert dep.spec.strategy.type == "Recreate" and dep.spec.replicas == 1
+    assert dep.metadata.labels["component"] == "hub" and dep.metadata.labels["release"] == "myrel"
+    secret = k.core.read_namespaced_secret("myrel-hub", ns)
+    assert {"values.yaml", "hub.config.JupyterHub.cookie_secret", "hub.config.CryptKeeper.keys",
+            "hub.config.ConfigurableHTTPProxy.auth_token", "hub.services.jdr.apiToken"} <= set(secret.data)
+    pvcs = {p.metadata.name: p for p in k.core.list_namespaced_persistent_volume_claim(
+        ns, label_selector="component=singleuser-storage").items}
+    assert set(pvcs) == set(z.pvc_names.values())
+    assert "claim-alice-40example-2ecom" in pvcs  # legacy 'escape' name, remembered in spawner state
+    assert pvcs["claim-bob--analysis"].metadata.annotations["hub.jupyter.org/servername"] == "analysis"
+    assert {p.metadata.annotations["hub.jupyter.org/username"] for p in pvcs.values()} == {
+        "alice", "bob", "alice@example.com", "Émile"}
+    assert z.hub_db_path().exists()
+
+    # the real hub answers its REST API, with spawner state
+    st, root = z.api("GET", "/")
+    assert st == 200 and root["version"]
+    st, users = z.api("GET", "/users")
+    assert st == 200 and {u["name"] for u in users} >= {"alice", "bob", "alice@example.com", "Émile"}
+    st, emile = z.api("GET", "/users/%C3%89mile?include_stopped_servers=1")
+    assert st == 200 and emile["servers"][""]["state"]["pvc_name"] == z.users["Émile"].pvc_name
+    st, alice = z.api("GET", "/users/alice")
+    assert alice["servers"][""]["ready"] is True
+    assert alice["servers"][""]["state"]["pvc_name"] == "claim-alice"
+    pod = k.core.read_namespaced_pod(z.users["alice"].pod_name, ns)
+    assert pod.metadata.labels["component"] == "singleuser-server"
+    claims = [v.persistent_volume_claim.claim_name for v in pod.spec.volumes if v.persistent_volume_claim]
+    assert claims == ["claim-alice"]
+    # a token without the scope is refused
+    st, _ = z.api("DELETE", "/users/alice/server", token=z.users["bob"].token)
+    assert st in (403, 404)  # JupyterHub answers 404 for users the token may not even see
+
+    st, _ = z.api("DELETE", "/users/alice/server")
+    assert st in (202, 204)
+    k.wait_gone(k.core.read_namespaced_pod, z.users["alice"].pod_name, ns, timeout=60,
+                what="alice's server pod to be deleted")
+    st, alice = z.api("GET", "/users/alice")
+    assert alice["servers"] == {}
+    # the user's volume stays
+    assert (z.user_dir("alice") / "README.md").exists()

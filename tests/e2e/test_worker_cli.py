@@ -71,8 +71,8 @@ def test_worker_backs_up_on_schedule_serves_metrics_and_stops_on_sigterm(tmp_pat
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
-            out, err = proc.communicate(timeout=60)
+            _out, err = proc.communicate(timeout=60)
         except subprocess.TimeoutExpired:
             proc.kill()
-            out, err = proc.communicate()
+            _out, err = proc.communicate()
     assert proc.returncode == 0, err[-3000:]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import subprocess
 import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ import zstandard
 from dr.archive.index import load_index
 from dr.archive.reader import extract_archive, verify_archive
 from dr.archive.writer import write_archive
-from dr.errors import HostileArchiveError, IntegrityError
+from dr.errors import DeploymentError, HostileArchiveError, IntegrityError
 from tests.treeutil import file_sha256, snapshot_tree
 
 pytestmark = pytest.mark.faults
@@ -256,3 +257,30 @@ def test_index_garbage_is_an_integrity_error() -> None:
         load_index(io.BytesIO(zst(b'{"format": "jdr-index", "version": 1}\n' * 100)[:-5]))
     with pytest.raises(IntegrityError, match="version 2 is not supported"):
         load_index(io.BytesIO(zst(b'{"format": "jdr-index", "version": 2}\n')))
+
+
+# --- a full disk ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path_factory: pytest.TempPathFactory) -> object:
+    """A real 2 MiB tmpfs (the tests run as root), unmounted afterwards."""
+    mountpoint = tmp_path_factory.mktemp("small-disk")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mountpoint)],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    yield mountpoint
+    subprocess.run(["umount", str(mountpoint)], check=True)
+
+
+def test_disk_full_is_a_deployment_error_naming_the_file(small_disk: Path,
+                                                         tmp_path_factory: pytest.TempPathFactory) -> None:
+    home = tmp_path_factory.mktemp("big-home")
+    (home / "big.bin").write_bytes(os.urandom(5 << 20))
+    out = io.BytesIO()
+    write_archive(home, out, io.BytesIO())
+    with pytest.raises(DeploymentError, match=re.escape(f"no space left on the device while writing "
+                                                        f"{small_disk}/big.bin")) as caught:
+        extract_archive(io.BytesIO(out.getvalue()), small_disk)
+    assert caught.value.hint and "free space" in caught.value.hint

@@ -185,3 +185,19 @@ def test_multithreaded_compression_round_trips(home: Path, tmp_path: Path) -> No
     archive, index_bytes, _ = _archive(home, threads=-1, level=1)
     _restore(archive, index_bytes, tmp_path / "dest")
     assert tree_diff(snapshot_tree(home), snapshot_tree(tmp_path / "dest")) == []
+
+
+def test_restore_without_same_owner_keeps_ids_out_and_drops_setuid(home: Path, tmp_path: Path) -> None:
+    tool = home / "data" / "tool"
+    tool.write_text("#!/bin/sh\n")
+    os.chown(tool, 1000, 100)
+    os.chmod(tool, 0o6755)
+    archive, _, _ = _archive(home)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    extract_archive(io.BytesIO(archive), dest, same_owner=False)
+    st = os.stat(dest / "data" / "tool")
+    assert (st.st_uid, st.st_mode & 0o7777) == (os.geteuid(), 0o755)
+    extract_archive(io.BytesIO(archive), tmp_path / "dest2" if (tmp_path / "dest2").mkdir() is None else dest)
+    st = os.stat(tmp_path / "dest2" / "data" / "tool")
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (1000, 100, 0o6755)  # as root: same_owner
