@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -140,14 +141,16 @@ def restore(ctx: Context, user: str | None, hub: bool, everything: bool, run: st
                           allow_external_links=allow_external_links, keep_previous=not discard_previous,
                           include_secret=not no_secret)
     confirm = confirm_plan(ctx, yes)
-    if user is not None:
-        result = restore_user(repo, deployment, user, opts, confirm,
-                              wiring.make_hub_api(s) if not dry_run else None)
-    elif hub:
-        result = restore_hub(repo, deployment, opts, confirm)
-    else:
-        result = restore_all(repo, deployment, opts, confirm,
-                             wiring.make_hub_api(s) if not dry_run else None)
+    with progress_reporter("restore", enabled=not ctx.json and not dry_run) as progress:
+        opts = replace(opts, progress=progress)
+        if user is not None:
+            result = restore_user(repo, deployment, user, opts, confirm,
+                                  wiring.make_hub_api(s) if not dry_run else None)
+        elif hub:
+            result = restore_hub(repo, deployment, opts, confirm)
+        else:
+            result = restore_all(repo, deployment, opts, confirm,
+                                 wiring.make_hub_api(s) if not dry_run else None)
 
     def text() -> str:
         if result.status == "dry-run":

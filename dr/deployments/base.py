@@ -63,6 +63,7 @@ class VolumeRestore:
     into: str | None = None  # ``--into SUBDIR``: restore beside the current files
     allow_external_links: bool = False
     keep_previous: bool = True  # keep the replaced contents aside after success
+    progress: Progress | None = None  # called with (files, bytes) done, for progress display
 
 
 @dataclass(frozen=True)

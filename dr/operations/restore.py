@@ -51,6 +51,7 @@ class RestoreOptions:
     keep_previous: bool = True
     include_secret: bool = True
     concurrency: int = 4
+    progress: Callable[[int, int], None] | None = None
 
 
 @dataclass
@@ -169,7 +170,7 @@ def _restore_step(repo: Repository, deployment: Deployment, step: VolumeStep,
                   opts: RestoreOptions) -> ItemOutcome:
     req = VolumeRestore(item=step.item, target_user=step.target_user, target_server=step.target_server,
                         paths=step.paths, into=step.into, allow_external_links=opts.allow_external_links,
-                        keep_previous=opts.keep_previous)
+                        keep_previous=opts.keep_previous, progress=opts.progress)
     try:
         res = deployment.restore_volume(req, repo)
     except JdrError as e:
