@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from dr.deployments.drill import NOTEBOOK_SAMPLE, DrillTarget
-from dr.errors import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, JdrError, ObjectNotFound
+from dr.errors import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, Interrupted, JdrError, ObjectNotFound
 from dr.hubdb import schema
 from dr.hubdb.info import DbInfo
 from dr.metrics import DrillMetrics, Metrics
@@ -176,6 +176,8 @@ def _restore_hub(repo: Repository, target: DrillTarget, manifest: Manifest,
     t0 = time.monotonic()
     try:
         info = target.restore_hub_db(lambda dest: fetch_hub_db(repo, manifest, dest))
+    except Interrupted:
+        raise
     except (JdrError, OSError) as e:
         report.hub = {"status": "failed", "seconds": round(time.monotonic() - t0, 3), "error": str(e)}
         report.fail(f"hub database: could not be restored: {e}")
@@ -236,6 +238,8 @@ def _restore_volume(repo: Repository, target: DrillTarget, item: VolumeItem, not
     t0 = time.monotonic()
     try:
         restored = target.restore_volume(repo, item)
+    except Interrupted:
+        raise
     except (JdrError, OSError) as e:
         finding.seconds = time.monotonic() - t0
         finding.status = "failed"
