@@ -110,6 +110,10 @@ def run_drill(repo: Repository, target: DrillTarget, opts: DrillOptions,
     selected, restorable = _select(manifest, opts.users, drill)
     report.sample = {"requested": opts.users or "all", "restorable": len(restorable),
                      "sampled": len(selected) < len(restorable), "selected": [v.label for v in selected]}
+    no_archive = [v.label for v in manifest.volumes if v.status == "ok" and v.archive is None]
+    if no_archive:
+        report.notes.append(f"{len(no_archive)} volumes have no archive in the run (snapshot method) and "
+                            f"were not restored by this drill: {', '.join(no_archive[:10])}")
     with repo.lock("drill", manifest.run, exclusive=False):
         try:
             try:
