@@ -8,9 +8,11 @@ and throws the place away. The target guarantees that nothing it writes can reac
   (never through :class:`dr.deployments.local.LocalDeployment`, which knows the production paths), and a
   scratch directory overlapping the production hub DB or homes is refused.
 - ``kubernetes`` (TODO, ``dr.deployments.kubernetes.drill.KubernetesDrillTarget(settings)``): a scratch
-  namespace created by jdr, labelled ``jdr.io/drill=<drill>`` and annotated with the drill's holder (pod,
-  start time), with its own PVCs restored by mover pods; ``cleanup`` deletes the namespace, ``leftovers``
-  lists namespaces so labelled whose drill is no longer running. It must never create, patch or delete
+  namespace created by jdr, labelled like every object jdr creates (``app.kubernetes.io/managed-by: jdr``,
+  ``jdr.hub.jupyter.org/role: drill``, ``jdr.hub.jupyter.org/run: <drill>``; see
+  ``dr.deployments.kubernetes.objects.jdr_labels``) and annotated with the drill's holder (pod, start time),
+  with its own PVCs restored by mover pods; ``cleanup`` deletes the namespace, ``leftovers`` lists namespaces
+  so labelled whose holder pod is gone. It must never create, patch or delete
   anything outside that namespace (cluster-scoped PVs bound to its PVCs excepted, which it deletes).
 
 Every scratch place carries a marker (``.jdr-drill.json`` here, a label there) so that a drill killed before
