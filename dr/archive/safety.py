@@ -50,6 +50,10 @@ def check_type(member: tarfile.TarInfo, path: bytes) -> None:
                                   "a directory")
 
 
+_EXTERNAL_HINT = ("if the home held this link on purpose (a shared data directory, a conda environment), "
+                  "restore with --allow-external-links: links are recreated as they were, never followed")
+
+
 def check_symlink(path: bytes, target: bytes, *, allow_external: bool) -> None:
     """Refuse a symlink whose target is empty or has a NUL; and, unless ``allow_external``, one whose
     target is absolute or leaves the extraction directory when resolved lexically from the link's
@@ -62,7 +66,7 @@ def check_symlink(path: bytes, target: bytes, *, allow_external: bool) -> None:
         return
     if target.startswith(b"/"):
         raise HostileArchiveError(f"hostile archive: symlink {shown(path)} -> {shown(target)}: "
-                                  "absolute target")
+                                  "absolute target", hint=_EXTERNAL_HINT)
     depth = path.count(b"/")  # components of the directory holding the link
     for part in target.split(b"/"):
         if part in (b"", b"."):
@@ -70,7 +74,7 @@ def check_symlink(path: bytes, target: bytes, *, allow_external: bool) -> None:
         depth += -1 if part == b".." else 1
         if depth < 0:
             raise HostileArchiveError(f"hostile archive: symlink {shown(path)} -> {shown(target)}: "
-                                      "points outside the extraction directory")
+                                      "points outside the extraction directory", hint=_EXTERNAL_HINT)
 
 
 def clean_hardlink(path: bytes, target: bytes) -> bytes:
