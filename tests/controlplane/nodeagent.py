@@ -815,6 +815,8 @@ class NodeAgent:
                 if rc is None:
                     continue
                 c.exit_code = rc if rc >= 0 else 128 - rc
+                # the container is gone: like a runtime tearing down its PID namespace, kill what it left
+                kill_group(c.proc.pid, signal.SIGKILL)
                 c.finished_at = now_iso()
                 c.reason = "Completed" if rc == 0 else "Error"
                 try:

@@ -567,9 +567,9 @@ class Z2JHNamespace:
             self.wait_hub_ready()
 
     # -- delete -------------------------------------------------------------------------------------
-    def delete(self, timeout: float = 120) -> None:
+    def delete(self, wait: bool = True, timeout: float = 120) -> None:
         try:
-            self.k.delete_namespace(self.namespace, wait=True, timeout=timeout)
+            self.k.delete_namespace(self.namespace, wait=wait, timeout=timeout)
         except ApiException as e:
             if e.status != 404:
                 raise
