@@ -8,18 +8,22 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from dr.catalog import Catalog
+from typing import TYPE_CHECKING
+
 from dr.crypto.age import AgeReader, AgeWriter, Identity, Recipient
 from dr.crypto.keys import load_identity
 from dr.deployments.base import Deployment
 from dr.errors import ConfigError, UsageError
 from dr.hubapi import HubApi
-from dr.metrics import Metrics
-from dr.notify import Webhook
 from dr.policy.retention import RetentionPolicy
 from dr.repository.repository import Repository
 from dr.repository.store import Store
 from dr.settings import Settings
+
+if TYPE_CHECKING:  # imported where used: SQLAlchemy and prometheus_client cost a second at start-up
+    from dr.catalog import Catalog
+    from dr.metrics import Metrics
+    from dr.notify import Webhook
 
 
 def make_store(settings: Settings) -> Store:
@@ -136,6 +140,8 @@ def default_catalog_url(settings: Settings) -> str:
 
 
 def open_catalog(settings: Settings, repo: Repository) -> Catalog:
+    from dr.catalog import Catalog
+
     return Catalog(default_catalog_url(settings), repository_url=repo.url, repository_id=repo.id)
 
 
@@ -155,10 +161,14 @@ def timezone(settings: Settings) -> ZoneInfo:
 
 
 def make_metrics() -> Metrics:
+    from dr.metrics import Metrics
+
     return Metrics()
 
 
 def make_webhooks(settings: Settings) -> list[Webhook]:
+    from dr.notify import Webhook
+
     n = settings.notify
     if not n.webhook:
         return []

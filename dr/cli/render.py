@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import stat
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from dr.catalog import RunRow
 from dr.model import IndexEntry, Manifest
 from dr.util.timefmt import iso
+
+if TYPE_CHECKING:
+    from dr.catalog import RunRow
 
 
 def human_bytes(n: float) -> str:

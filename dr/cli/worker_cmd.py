@@ -5,14 +5,17 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from dr import wiring
 from dr.cli.main import Context, cli, pass_ctx
 from dr.errors import EXIT_FAILED, JdrError
-from dr.metrics import Metrics
 from dr.settings import Settings
+
+if TYPE_CHECKING:
+    from dr.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +76,7 @@ def _guard(name: str, fn: object) -> object:
 @pass_ctx
 def worker(ctx: Context, health_port: int | None, grace: float) -> None:
     """Run backup, prune and drill on the configured schedules until stopped (SIGTERM)."""
+    from dr.metrics import Metrics
     from dr.scheduler.schedule import JobSpec
     from dr.scheduler.worker import Worker
 
