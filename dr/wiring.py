@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-from typing import TYPE_CHECKING
 
 from dr.crypto.age import AgeReader, AgeWriter, Identity, Recipient
 from dr.crypto.keys import load_identity
