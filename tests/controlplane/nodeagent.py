@@ -44,6 +44,9 @@ from .procs import free_port, kill_group, set_pdeathsig
 HERE = Path(__file__).resolve().parent
 PODEXEC = HERE / "podexec.py"
 MAX_GRACE = float(os.environ.get("JDR_TEST_MAX_GRACE", "10"))
+# RWO volumes in use, shared by the node agents of one process: pv name -> (node, {"ns/pod", ...})
+ATTACHED: dict[str, tuple[str, set[str]]] = {}
+ATTACH_LOCK = threading.Lock()
 
 
 def now_iso() -> str:
@@ -124,6 +127,7 @@ class PodRuntime:
         self.kill_deadline: float | None = None
         self.last_status: dict | None = None
         self.transitions: dict[str, tuple[str, str]] = {}
+        self.attached: set[str] = set()
 
     def all(self) -> list[Container]:
         return self.init + self.containers
@@ -432,6 +436,7 @@ class NodeAgent:
                 except subprocess.TimeoutExpired:
                     pass
         self._reap(rt, stopping=True)
+        self._detach(rt)
         try:
             self._report(rt, stopping=True)
         except ApiException:
@@ -449,6 +454,7 @@ class NodeAgent:
                 raise
 
     def _cleanup(self, rt: PodRuntime) -> None:
+        self._detach(rt)
         shutil.rmtree(rt.scratch / "volumes", ignore_errors=True)
         shutil.rmtree(rt.scratch / "run", ignore_errors=True)
 
@@ -538,18 +544,31 @@ class NodeAgent:
             raise
         return tr.status.token
 
-    def _pvc_dir(self, ns: str, claim: str) -> Path:
+    def _pvc_dir(self, ns: str, claim: str, rt: PodRuntime | None = None) -> Path:
         try:
             pvc = self.core.read_namespaced_persistent_volume_claim(claim, ns)
         except ApiException as e:
             if e.status == 404:
                 raise PodNotReady(f'persistentvolumeclaim "{claim}" not found') from None
             raise
-        if pvc.metadata.deletion_timestamp is not None and not self._pvc_in_use_by_running(ns, claim):
+        if pvc.metadata.deletion_timestamp is not None:
             raise PodNotReady(f'persistentvolumeclaim "{claim}" is being deleted')
         if not pvc.spec.volume_name or (pvc.status and pvc.status.phase != "Bound"):
             raise PodNotReady(f'persistentvolumeclaim "{claim}" is not bound')
         pv = self.core.read_persistent_volume(pvc.spec.volume_name)
+        modes = set(pv.spec.access_modes or [])
+        if rt is not None and modes and modes <= {"ReadWriteOnce", "ReadWriteOncePod"}:
+            # what the attach/detach controller enforces for an RWO volume: one node at a time
+            with ATTACH_LOCK:
+                holder = ATTACHED.get(pv.metadata.name)
+                if holder and holder[0] != self.name and holder[1]:
+                    raise PodNotReady(
+                        f'Multi-Attach error for volume "{pv.metadata.name}" Volume is already used by pod(s) '
+                        f'{", ".join(sorted(holder[1]))} on node {holder[0]}')
+                if not holder or holder[0] != self.name:
+                    ATTACHED[pv.metadata.name] = (self.name, set())
+                ATTACHED[pv.metadata.name][1].add(f"{ns}/{rt.name}")
+                rt.attached.add(pv.metadata.name)
         if pv.spec.csi is not None and self.storage is not None and pv.spec.csi.driver == self.storage.driver:
             return self.storage.handle_dir(pv.spec.csi.volume_handle)
         if pv.spec.host_path is not None:
@@ -558,8 +577,15 @@ class NodeAgent:
             return Path(pv.spec.local.path)
         raise PodNotReady(f"volume {pv.metadata.name} has a source this node cannot mount")
 
-    def _pvc_in_use_by_running(self, ns, claim) -> bool:
-        return False
+    def _detach(self, rt: PodRuntime) -> None:
+        with ATTACH_LOCK:
+            for pv in rt.attached:
+                holder = ATTACHED.get(pv)
+                if holder and holder[0] == self.name:
+                    holder[1].discard(f"{rt.namespace}/{rt.name}")
+                    if not holder[1]:
+                        del ATTACHED[pv]
+            rt.attached.clear()
 
     def _prepare(self, rt: PodRuntime) -> None:
         pod = rt.pod
@@ -572,14 +598,14 @@ class NodeAgent:
         for v in pod.spec.volumes or []:
             d = vdir / v.name
             if v.persistent_volume_claim is not None:
-                path = self._pvc_dir(ns, v.persistent_volume_claim.claim_name)
+                path = self._pvc_dir(ns, v.persistent_volume_claim.claim_name, rt)
                 if v.persistent_volume_claim.read_only:
                     rt.ro_volumes.add(v.name)
                 if fs_group is not None:
                     self._apply_fs_group(path, fs_group)
                 rt.volumes[v.name] = path
             elif v.ephemeral is not None:
-                rt.volumes[v.name] = path = self._pvc_dir(ns, f"{pod.metadata.name}-{v.name}")
+                rt.volumes[v.name] = path = self._pvc_dir(ns, f"{pod.metadata.name}-{v.name}", rt)
                 if fs_group is not None:
                     self._apply_fs_group(path, fs_group)
             elif v.empty_dir is not None:
@@ -946,6 +972,8 @@ class NodeAgent:
 
     def _report(self, rt: PodRuntime, stopping: bool = False) -> None:
         phase = self._phase(rt)
+        if phase in ("Succeeded", "Failed"):
+            self._detach(rt)
         if stopping and phase in ("Running", "Pending"):
             # kubelet reports Failed for a pod whose containers were stopped by deletion (restartPolicy
             # Never) or keeps the last phase; we keep Running->Failed semantics simple: report terminated

@@ -235,6 +235,23 @@ def test_snapshot_failure_injection(k8s_cluster, k8s_namespace):
     time.sleep(2)
     vs = k.custom.get_namespaced_custom_object(*SNAP, ns, "volumesnapshots", "slow")
     assert not (vs.get("status") or {}).get("readyToUse")
+    # a PVC restored from the unready snapshot stays Pending
+    k.core.create_namespaced_persistent_volume_claim(ns, {
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "from-slow"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}},
+                 "dataSource": {"kind": "VolumeSnapshot", "name": "slow", "apiGroup": "snapshot.storage.k8s.io"}}})
+    # provisioning failure on request
+    k.core.create_namespaced_persistent_volume_claim(ns, {
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "doomed", "annotations": {"test.jdr/fail": "out of space"}},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}})
+
+    def failed_event():
+        evs = k.core.list_namespaced_event(ns, field_selector="involvedObject.name=doomed").items
+        return any(e.reason == "ProvisioningFailed" and "out of space" in e.message for e in evs)
+    k.wait_for(failed_event, 30, "ProvisioningFailed event for doomed")
+    for name in ("doomed", "from-slow"):
+        assert k.core.read_namespaced_persistent_volume_claim(name, ns).status.phase == "Pending"
 
 
 def test_service_account_with_narrow_role_gets_403(k8s_cluster, k8s_namespace):
@@ -396,3 +413,52 @@ def test_z2jh_hub_api_and_stopping_a_server_removes_its_pod(k8s_cluster, z2jh_na
     assert alice["servers"] == {}
     # the user's volume stays
     assert (z.user_dir("alice") / "README.md").exists()
+
+
+def test_wait_for_first_consumer_pins_volume_and_rwo_is_single_node(k8s_cluster, k8s_namespace):
+    k, ns = k8s_cluster, k8s_namespace
+    k.core.create_namespaced_persistent_volume_claim(ns, {
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "late"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}},
+                 "storageClassName": k.storage_class_wffc}})
+    time.sleep(2)
+    assert k.core.read_namespaced_persistent_volume_claim("late", ns).status.phase == "Pending"
+    vol = [{"name": "v", "persistentVolumeClaim": {"claimName": "late"}}]
+    mnt = [{"name": "v", "mountPath": "/data"}]
+    k.core.create_namespaced_pod(ns, {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "first"},
+                                      "spec": pod_spec(["sleep", "infinity"], volumes=vol, mounts=mnt,
+                                                       node="node-b")})
+    pvc = k.wait_pvc_bound(ns, "late")
+    pv = k.core.read_persistent_volume(pvc.spec.volume_name)
+    terms = pv.spec.node_affinity.required.node_selector_terms
+    assert terms[0].match_expressions[0].values == ["node-b"]
+    k.wait_pod_phase(ns, "first")
+    # the scheduler keeps every user of that volume on node-b
+    k.core.create_namespaced_pod(ns, {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "second"},
+                                      "spec": pod_spec(["sleep", "infinity"], volumes=vol, mounts=mnt)})
+    assert k.wait_pod_phase(ns, "second").spec.node_name == "node-b"
+
+
+def test_rwo_volume_in_use_cannot_be_mounted_on_another_node(k8s_cluster, k8s_namespace):
+    k, ns = k8s_cluster, k8s_namespace
+    make_pvc(k, ns, "home")
+    vol = [{"name": "v", "persistentVolumeClaim": {"claimName": "home"}}]
+    mnt = [{"name": "v", "mountPath": "/home/jovyan"}]
+    k.core.create_namespaced_pod(ns, {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "user"},
+                                      "spec": pod_spec(["sleep", "infinity"], volumes=vol, mounts=mnt,
+                                                       node="node-a")})
+    k.wait_pod_phase(ns, "user")
+    k.core.create_namespaced_pod(ns, {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "elsewhere"},
+                                      "spec": pod_spec(["true"], volumes=vol, mounts=mnt, node="node-b")})
+    k.core.create_namespaced_pod(ns, {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "same-node"},
+                                      "spec": pod_spec(["true"], volumes=vol, mounts=mnt, node="node-a")})
+    assert k.wait_pod_phase(ns, "same-node", ("Succeeded",)).status.phase == "Succeeded"
+
+    def blocked():
+        p = k.core.read_namespaced_pod("elsewhere", ns)
+        w = p.status.container_statuses and p.status.container_statuses[0].state.waiting
+        return w and "Multi-Attach" in (w.message or "")
+    k.wait_for(blocked, 20, "elsewhere to report a Multi-Attach error")
+    assert k.core.read_namespaced_pod("elsewhere", ns).status.phase == "Pending"
+    k.core.delete_namespaced_pod("user", ns)
+    assert k.wait_pod_phase(ns, "elsewhere", ("Succeeded",), timeout=60).status.phase == "Succeeded"
