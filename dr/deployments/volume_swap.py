@@ -64,6 +64,7 @@ def restore_into(root: Path, archive: BinaryIO, *, run: str, index: Mapping[byte
         if os.path.lexists(dest_into):
             raise UsageError(f"--into {into}: {dest_into} already exists; choose a new directory name")
     work = root / RESTORE_DIR
+    root_before = _attrs_of(root)
     work.mkdir(mode=0o700, exist_ok=True)
     staging = work / f"staging-{run}"
     if os.path.lexists(staging):
@@ -78,6 +79,8 @@ def restore_into(root: Path, archive: BinaryIO, *, run: str, index: Mapping[byte
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         _rmdir_quiet(work)
+        if not os.path.lexists(work):
+            _apply_attrs(root, root_before)  # a refused restore leaves the home exactly as it was
         raise
     if dest_into is not None:
         dest_into.parent.mkdir(parents=True, exist_ok=True)
