@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import subprocess
 import tempfile
 import time
@@ -18,23 +17,21 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from dr.archive.writer import fingerprint, write_archive
 from dr.deployments.base import BackupContext, Volume, VolumeRestore, VolumeRestoreResult
-from dr.deployments.volume_swap import RESTORE_DIR, restore_into
+from dr.deployments.hubdb_swap import swap_in_database
+from dr.deployments.volume_backup import ALWAYS_EXCLUDED, backup_tree
+from dr.deployments.volume_swap import restore_into
 from dr.errors import DeploymentError, JdrError, UsageError
 from dr.hubdb.capture import capture_database, inspect_database
 from dr.hubdb.info import DbInfo
 from dr.model import VolumeItem, volume_key
-from dr.repository import layout
 from dr.repository.artifacts import drain
 from dr.repository.repository import Repository
 from dr.settings import DeploymentSettings
-from dr.util.timefmt import utcnow
 
 log = logging.getLogger(__name__)
 
-#: Always left out of archives: jdr's own restore bookkeeping inside a home.
-ALWAYS_EXCLUDED = (RESTORE_DIR,)
+__all__ = ["ALWAYS_EXCLUDED", "LocalDeployment"]
 
 
 class LocalDeployment:
@@ -93,29 +90,7 @@ class LocalDeployment:
 
     def restore_hub_database(self, db_file: Path, info: DbInfo) -> str:
         """Swap ``db_file`` in; the old database (with its -wal/-shm) is kept beside it."""
-        target = self.db_path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        stamp = utcnow().strftime("%Y%m%dT%H%M%SZ")
-        staged = target.with_name(f".{target.name}.jdr-restore")
-        shutil.copyfile(db_file, staged)
-        with open(staged, "rb+") as f:
-            os.fsync(f.fileno())
-        old = target.with_name(f"{target.name}.jdr-previous-{stamp}")
-        if target.exists():
-            st = target.stat()
-            with contextlib.suppress(OSError):
-                os.chown(staged, st.st_uid, st.st_gid)
-            os.chmod(staged, st.st_mode & 0o7777)
-            os.rename(target, old)
-            # The old WAL and shared-memory files belong to the old database: applying them to the new
-            # one would corrupt it. They travel with it.
-            for suffix in ("-wal", "-shm", "-journal"):
-                side = target.with_name(target.name + suffix)
-                if side.exists():
-                    os.rename(side, old.with_name(old.name + suffix))
-        os.rename(staged, target)
-        inspect_database(target)  # refuses a file that is not a sound hub DB
-        return str(old) if old.exists() else ""
+        return swap_in_database(self.db_path, db_file)
 
     def restore_hub_secret(self, data: bytes) -> None:
         raise UsageError("a local deployment has no hub Secret")
@@ -156,27 +131,24 @@ class LocalDeployment:
         home = Path(vol.source["path"])
         base = VolumeItem(key=vol.key, user=vol.user, server=vol.server, method="archive",
                           source={"path": str(home)})
-        excludes = (*ALWAYS_EXCLUDED, *ctx.excludes)
         if not home.is_dir():
             return _replace(base, status="failed", error=f"home directory {home} does not exist")
         try:
-            fp, _files, _size = fingerprint(home, excludes)
             prev = ctx.previous.volume_for(vol.user or "", vol.server) if ctx.previous else None
-            if (not ctx.full and prev is not None and prev.status == "ok" and prev.fingerprint == fp
-                    and prev.archive is not None and ctx.repo.artifact_exists(prev.archive)
-                    and prev.index is not None and ctx.repo.artifact_exists(prev.index)):
+            reusable = (not ctx.full and prev is not None and prev.status == "ok"
+                        and prev.archive is not None and ctx.repo.artifact_exists(prev.archive)
+                        and prev.index is not None and ctx.repo.artifact_exists(prev.index))
+            tree = backup_tree(home, ctx.repo, ctx.run, vol.key, excludes=ctx.excludes, level=ctx.level,
+                               threads=ctx.threads, progress=ctx.progress,
+                               previous_fingerprint=prev.fingerprint if reusable and prev else None)
+            if tree.unchanged and prev is not None:
                 log.info("%s: unchanged since run %s, referencing its archive", vol.label,
                          prev.reused_from or ctx.previous.run if ctx.previous else "")
                 return _replace(prev, source={"path": str(home)},
                                 reused_from=prev.reused_from or (ctx.previous.run if ctx.previous else None),
                                 seconds=time.monotonic() - started, warnings=())
-            enc = ctx.repo.encrypted
-            with ctx.repo.artifact_writer(layout.volume_archive_key(ctx.run, vol.key, enc), ctx.run) as aw, \
-                    ctx.repo.artifact_writer(layout.volume_index_key(ctx.run, vol.key, enc), ctx.run) as iw:
-                stats = write_archive(home, aw, iw, excludes=excludes, level=ctx.level, threads=ctx.threads,
-                                      progress=ctx.progress)
-            return _replace(base, archive=aw.artifact, index=iw.artifact, fingerprint=fp,
-                            files=stats.files, bytes=stats.bytes, warnings=tuple(stats.warnings),
+            return _replace(base, archive=tree.archive, index=tree.index, fingerprint=tree.fingerprint,
+                            files=tree.files, bytes=tree.bytes, warnings=tree.warnings,
                             seconds=time.monotonic() - started)
         except JdrError as e:
             log.error("%s: backup failed: %s", vol.label, e)
@@ -207,7 +179,7 @@ class LocalDeployment:
             result = restore_into(home, archive, run=item.archive.run or "run", index=index,
                                   paths=req.paths, into=req.into,
                                   allow_external_links=req.allow_external_links,
-                                  keep_previous=req.keep_previous, drain=drain)
+                                  keep_previous=req.keep_previous, drain=drain, progress=req.progress)
         return VolumeRestoreResult(target=str(home), files=result.files, bytes=result.bytes,
                                    previous=result.previous)
 

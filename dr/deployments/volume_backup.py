@@ -1,0 +1,58 @@
+"""Archiving one volume's tree into the repository: shared by the local deployment (in-process) and by
+Kubernetes mover pods (``jdr agent backup-volume``), so both write byte-for-byte the same artifacts.
+
+The tree is fingerprinted first (a listing, no contents read); when the fingerprint equals the one of the
+previous run's archive, nothing is uploaded and the caller references that archive instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dr.archive.writer import fingerprint, write_archive
+from dr.deployments.volume_swap import RESTORE_DIR
+from dr.model import Artifact
+from dr.repository import layout
+from dr.repository.repository import Repository
+
+log = logging.getLogger(__name__)
+
+#: Always left out of archives: jdr's own restore bookkeeping inside a home.
+ALWAYS_EXCLUDED = (RESTORE_DIR,)
+
+
+@dataclass(frozen=True)
+class TreeBackup:
+    """What archiving one tree produced. ``unchanged``: the fingerprint matched; nothing was written."""
+
+    fingerprint: str
+    files: int
+    bytes: int
+    unchanged: bool = False
+    archive: Artifact | None = None
+    index: Artifact | None = None
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+
+def backup_tree(root: Path, repo: Repository, run: str, key: str, *, excludes: Sequence[str] = (),
+                level: int = 3, threads: int = 0, previous_fingerprint: str | None = None,
+                progress: Callable[[int, int], None] | None = None) -> TreeBackup:
+    """Archive the tree at ``root`` as volume ``key`` of ``run``, unless its fingerprint equals
+    ``previous_fingerprint`` (pass it only when the previous archive is known to exist).
+
+    Raises OSError when ``root`` cannot be read and JdrError for repository failures; an upload that
+    fails is aborted (nothing appears under its key).
+    """
+    excludes = (*ALWAYS_EXCLUDED, *excludes)
+    fp, files, size = fingerprint(root, excludes)
+    if previous_fingerprint is not None and previous_fingerprint == fp:
+        return TreeBackup(fingerprint=fp, files=files, bytes=size, unchanged=True)
+    enc = repo.encrypted
+    with repo.artifact_writer(layout.volume_archive_key(run, key, enc), run) as aw, \
+            repo.artifact_writer(layout.volume_index_key(run, key, enc), run) as iw:
+        stats = write_archive(root, aw, iw, excludes=excludes, level=level, threads=threads, progress=progress)
+    return TreeBackup(fingerprint=fp, files=stats.files, bytes=stats.bytes, archive=aw.artifact,
+                      index=iw.artifact, warnings=tuple(stats.warnings))
