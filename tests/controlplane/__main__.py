@@ -47,7 +47,7 @@ def main() -> int:
         print("Ctrl-C to stop.", flush=True)
         while not stop.wait(1):
             cluster.cp.check_alive()
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     finally:

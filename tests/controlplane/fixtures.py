@@ -67,5 +67,5 @@ def z2jh_namespace(k8s_cluster, tmp_path_factory):
             continue
         try:
             ns.delete(wait=False)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             print(f"warning: z2jh namespace cleanup: {e!r}")

@@ -74,7 +74,7 @@ class KubeCluster:
         for a in self.node_agents.values():
             try:
                 a.stop()
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 print(f"node agent stop: {e!r}", file=sys.stderr)
         if self.storage is not None:
             self.storage.stop()
@@ -82,15 +82,14 @@ class KubeCluster:
         for c in self._api_clients:
             try:
                 c.close()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
         self._api_clients.clear()
 
     def cleanup(self) -> None:
         self.stop()
-        if not os.environ.get("JDR_CONTROLPLANE_KEEP"):
-            if getattr(self, "_own_storage_root", False):
-                shutil.rmtree(self.storage_root, ignore_errors=True)
+        if not os.environ.get("JDR_CONTROLPLANE_KEEP") and getattr(self, "_own_storage_root", False):
+            shutil.rmtree(self.storage_root, ignore_errors=True)
         self.cp.cleanup()
 
     # -- properties ---------------------------------------------------------------------------------

@@ -50,7 +50,7 @@ ATTACH_LOCK = threading.Lock()
 
 
 def now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _preexec():
@@ -176,7 +176,8 @@ class NodeAgent:
             for rt in list(self.pods.values()):
                 self._kill(rt, signal.SIGKILL)
         for t in self._threads:
-            t.join(timeout=5)
+            if not t.name.endswith("_watch_loop"):  # watchers are daemons blocked in a stream
+                t.join(timeout=5)
         with self._lock:
             for rt in list(self.pods.values()):
                 for c in rt.all():
@@ -238,7 +239,7 @@ class NodeAgent:
         self._renew_lease()
 
     def _renew_lease(self) -> None:
-        t = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        t = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                 "metadata": {"name": self.name, "namespace": "kube-node-lease"},
                 "spec": {"holderIdentity": self.name, "leaseDurationSeconds": 40, "renewTime": t}}
@@ -257,7 +258,7 @@ class NodeAgent:
                 self._renew_lease()
                 if n % 6 == 0:
                     self.core.patch_node_status(self.name, {"status": self._node_status()})
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 self._err(f"lease: {e!r}")
 
     # -- kubelet log endpoint (so the API server's pods/log works) ---------------------------------------
@@ -343,7 +344,7 @@ class NodeAgent:
                     self._wake.set()
                     if self._stop.is_set():
                         break
-            except Exception:  # noqa: BLE001 - the sync loop polls anyway
+            except Exception:
                 self._stop.wait(1)
             finally:
                 w.stop()
@@ -356,7 +357,7 @@ class NodeAgent:
                 break
             try:
                 self.sync()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 self._err("sync failed:\n" + traceback.format_exc())
 
     # -- sync -------------------------------------------------------------------------------------------
@@ -369,7 +370,7 @@ class NodeAgent:
                 seen.add(uid)
                 try:
                     self._sync_pod(pod)
-                except Exception:  # noqa: BLE001
+                except Exception:
                     self._err(f"pod {pod.metadata.namespace}/{pod.metadata.name}:\n{traceback.format_exc()}")
             for uid in list(self.pods):
                 if uid not in seen:
@@ -917,7 +918,7 @@ class NodeAgent:
             ctx = ssl._create_unverified_context() if scheme == "https" else None
             with urllib.request.urlopen(url, timeout=1, context=ctx) as r:
                 return 200 <= r.status < 400
-        except Exception:  # noqa: BLE001
+        except Exception:
             return False
 
     # -- status -------------------------------------------------------------------------------------
@@ -935,9 +936,7 @@ class NodeAgent:
 
     def _container_status(self, rt: PodRuntime, c: Container) -> dict:
         st = self._state(c)
-        if "waiting" in st and rt.waiting_reason and not rt.prepared:
-            st = {"waiting": {"reason": rt.waiting_reason, "message": rt.waiting_message}}
-        elif "waiting" in st and rt.waiting_reason == "CreateContainerConfigError":
+        if ("waiting" in st and rt.waiting_reason and not rt.prepared) or ("waiting" in st and rt.waiting_reason == "CreateContainerConfigError"):
             st = {"waiting": {"reason": rt.waiting_reason, "message": rt.waiting_message}}
         elif "terminated" in st and c.next_start and self._restart_wanted(rt, c) and not rt.kill_deadline:
             st = {"waiting": {"reason": "CrashLoopBackOff",

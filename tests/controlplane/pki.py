@@ -36,7 +36,7 @@ class PKI:
     def __init__(self, directory: Path):
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         self._not_before = now - dt.timedelta(hours=1)
         self._not_after = now + dt.timedelta(days=30)
         self.ca_key = _key()

@@ -21,10 +21,9 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-import signal
 import re
+import signal
 import sys
-
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
@@ -176,6 +175,6 @@ def main() -> None:
 if __name__ == "__main__":
     try:
         main()
-    except Exception as e:  # noqa: BLE001 - report as a container start failure
+    except Exception as e:
         sys.stderr.write(f"podexec: container setup failed: {e!r}\n")
         os._exit(128)

@@ -88,7 +88,7 @@ def wait_until(pred, timeout: float, what: str, interval: float = 0.2):
             v = pred()
             if v:
                 return v
-        except Exception as e:  # noqa: BLE001 - retried until the deadline
+        except Exception as e:
             last_exc = e
         if time.monotonic() > deadline:
             extra = f" (last error: {last_exc!r})" if last_exc else ""

@@ -49,7 +49,7 @@ SELECTED_NODE = "volume.kubernetes.io/selected-node"
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_quantity(q: str | int) -> int:
@@ -157,7 +157,8 @@ class StorageAgent:
         self._stop.set()
         self._wake.set()
         for t in self._threads:
-            t.join(timeout=5)
+            if not t.name.startswith("storage-watch"):  # watchers are daemons blocked in a stream
+                t.join(timeout=5)
 
     def _err(self, msg: str) -> None:
         self.errors.append(msg)
@@ -172,7 +173,7 @@ class StorageAgent:
                     self._wake.set()
                     if self._stop.is_set():
                         break
-            except Exception:  # noqa: BLE001
+            except Exception:
                 self._stop.wait(1)
             finally:
                 w.stop()
@@ -186,7 +187,7 @@ class StorageAgent:
             for step in (self.sync_pvcs, self.sync_pvs, self.sync_snapshots, self.sync_contents):
                 try:
                     step()
-                except Exception:  # noqa: BLE001
+                except Exception:
                     self._err(f"{step.__name__}:\n{traceback.format_exc()}")
 
     # -- provisioning --------------------------------------------------------------------------------

@@ -98,7 +98,7 @@ def test_deployment_scale_to_zero_and_back(k8s_cluster, k8s_namespace):
     def ready(n):
         def f():
             d = k.apps.read_namespaced_deployment("web", ns)
-            pods = [p for p in k.core.list_namespaced_pod(ns, label_selector="app=web").items]
+            pods = list(k.core.list_namespaced_pod(ns, label_selector="app=web").items)
             return (d.status.ready_replicas or 0) == n and len(pods) == n
         return f
     k.wait_for(ready(1), 60, "deployment web ready (1)")

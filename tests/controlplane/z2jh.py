@@ -195,7 +195,7 @@ class Z2JHNamespace:
         self.hub_service = f"{self.prefix}hub"
         self.hub_db_pvc = f"{self.prefix}hub-db-dir"
         self.slug_scheme = slug_scheme
-        self.running = [r if "/" in r else r for r in running]
+        self.running = list(running)
         self.user_specs = [dict(u) for u in users]
         self.workdir = Path(workdir) if workdir else Path(os.environ.get("TMPDIR", "/tmp")) / self.namespace
         self.start_hub = start_hub
@@ -356,7 +356,7 @@ class Z2JHNamespace:
     def _configmap(self) -> None:
         settings = {
             "hub_port": self.hub_port, "proxy_port": self.proxy_port, "slug_scheme": self.slug_scheme,
-            "common_labels": {k: v for k, v in self.chart_labels.items()},
+            "common_labels": dict(self.chart_labels.items()),
             "singleuser_image": SINGLEUSER_IMAGE, "python": "python",
             "singleuser": str(HERE / "singleuser.py"), "storage_class": self.k.storage_class,
         }
@@ -510,7 +510,7 @@ class Z2JHNamespace:
             if p is not None and p.status and p.status.phase in ("Failed", "Succeeded"):
                 raise RuntimeError(f"hub pod exited:\n{self.hub_log()[-4000:]}")
             try:
-                st, body = self.api("GET", "/")
+                st, _body = self.api("GET", "/")
             except OSError:
                 return False
             return st == 200
