@@ -405,6 +405,13 @@ def test_z2jh_hub_api_and_stopping_a_server_removes_its_pod(k8s_cluster, z2jh_na
     st, _ = z.api("DELETE", "/users/alice/server", token=z.users["bob"].token)
     assert st in (403, 404)  # JupyterHub answers 404 for users the token may not even see
 
+    # the hub restarts (as in a hub restore: scale to 0, swap the DB, scale to 1) and finds alice still running
+    z.scale_hub(0)
+    assert k.core.read_namespaced_pod(z.users["alice"].pod_name, ns).status.phase == "Running"
+    z.scale_hub(1)
+    st, alice = z.api("GET", "/users/alice")
+    assert alice["servers"][""]["ready"] is True
+
     st, _ = z.api("DELETE", "/users/alice/server")
     assert st in (202, 204)
     k.wait_gone(k.core.read_namespaced_pod, z.users["alice"].pod_name, ns, timeout=60,
