@@ -16,6 +16,14 @@ if [[ -f "$OUT/.complete" ]]; then
   echo "jdr-controlplane: $K8S_VERSION already built in $OUT"
   exit 0
 fi
+# one build at a time (several test sessions may start at once on a cold cache)
+mkdir -p "$CACHE_ROOT"
+exec 9>"$CACHE_ROOT/.build-$K8S_VERSION.lock"
+flock 9
+if [[ -f "$OUT/.complete" ]]; then
+  echo "jdr-controlplane: $K8S_VERSION built by another process in $OUT"
+  exit 0
+fi
 
 command -v go >/dev/null || { echo "go not found on PATH" >&2; exit 1; }
 
