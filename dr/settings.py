@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -23,6 +24,23 @@ import yaml
 from dr.errors import ConfigError
 
 ENV_PREFIX = "JDR_"
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML with the booleans of YAML 1.2 (``true``/``false`` only). YAML 1.1 (PyYAML's default) also reads
+    ``on``/``off``/``yes``/``no`` as booleans, which turned the key ``notify.on`` into ``True``."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                              list("tTfF"))
+
+
+def _yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader)
 
 
 @dataclass(frozen=True)
@@ -223,7 +241,7 @@ def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -
         except OSError as e:
             raise ConfigError(f"cannot read configuration {path}: {e.strerror}") from e
         try:
-            loaded = yaml.safe_load(text)
+            loaded = _yaml(text)
         except yaml.YAMLError as e:
             raise ConfigError(f"configuration {path} is not valid YAML: {e}") from e
         if loaded is None:
@@ -277,7 +295,7 @@ def _apply_env(raw: dict[str, Any], cls: type[Any], prefix: str, env: Mapping[st
         name = env_name(path)
         if name in env:
             try:
-                raw[f.name] = yaml.safe_load(env[name]) if env[name] != "" else ""
+                raw[f.name] = _yaml(env[name]) if env[name] != "" else ""
             except yaml.YAMLError as e:
                 raise ConfigError(f"{name}: cannot parse {env[name]!r}: {e}") from e
     # JDR_REPOSITORY is the short form of JDR_REPOSITORY_URL.
