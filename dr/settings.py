@@ -83,6 +83,14 @@ class KubernetesSettings:
     """Secret whose keys become environment variables of mover pods (repository credentials)."""
     pod_labels: dict[str, str] = field(default_factory=dict)
     """Extra labels for mover pods."""
+    mover_requests: dict[str, str] = field(default_factory=lambda: {"cpu": "100m", "memory": "256Mi"})
+    """Resource requests of mover pods."""
+    mover_limits: dict[str, str] = field(default_factory=lambda: {"memory": "2Gi"})
+    """Resource limits of mover pods (memory stays bounded: archives are streamed)."""
+    snapshot_annotations: dict[str, str] = field(default_factory=dict)
+    """Extra annotations on the VolumeSnapshots jdr creates (some CSI drivers read options from them)."""
+    pvc_timeout: int = 300
+    """Seconds to wait for a PVC jdr creates to be bound, or for one it deletes to be gone."""
 
 
 @dataclass(frozen=True)

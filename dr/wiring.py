@@ -108,7 +108,7 @@ def make_deployment(settings: Settings) -> Deployment:
             from dr.deployments.kubernetes.deployment import KubernetesDeployment
         except ImportError as e:  # pragma: no cover - the package ships it
             raise ConfigError(f"deployment.kind kubernetes is unavailable: {e}") from e
-        return KubernetesDeployment(settings)  # type: ignore[no-any-return]
+        return KubernetesDeployment(settings)
     raise ConfigError(f"deployment.kind: {kind!r} is not one of local, kubernetes")
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from dr.hubdb.info import DbInfo
-from dr.model import Manifest, VolumeItem
+from dr.model import Artifact, Manifest, VolumeItem
 from dr.repository.repository import Repository
 
 Progress = Callable[[int, int], None]
@@ -73,6 +73,35 @@ class VolumeRestoreResult:
     bytes: int
     previous: str | None  # where the replaced contents were kept, if any
     warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CapturedHub:
+    """A captured hub DB: a local copy, what it holds, and the artifact when the adapter stored it itself."""
+
+    db_file: Path
+    info: DbInfo
+    artifact: Artifact | None = None  # already the run's hub DB artifact; None: the operation stores db_file
+
+
+class HubCapture(Protocol):
+    """Optional hook, for adapters whose hub DB is best captured straight into the repository (Kubernetes:
+    a mover pod next to the hub writes it). Operations use it instead of ``hub_database()`` when present."""
+
+    def capture_hub_database(self, repo: Repository, run: str, *, level: int = 3,
+                             keep: bool = True) -> AbstractContextManager[CapturedHub]:
+        """Capture the live hub DB as ``run``'s artifact and yield it with a local copy. ``keep=False``
+        (a dry run): nothing stays in the repository, and ``artifact`` is None."""
+        ...
+
+
+class HubRestoreFrom(Protocol):
+    """Optional hook, for adapters that put the hub DB back from its artifact (Kubernetes: a mover pod in
+    the hub's volume downloads it). Operations use it instead of ``restore_hub_database()`` when present."""
+
+    def restore_hub_database_from(self, repo: Repository, manifest: Manifest) -> str:
+        """Replace the hub DB with ``manifest``'s (hub stopped); returns where the old one was kept."""
+        ...
 
 
 class Deployment(Protocol):

@@ -1,0 +1,146 @@
+"""``jdr agent …``: the commands mover pods run (hidden from ``jdr --help``; not for people).
+
+Each command opens the repository from the ``JDR_…`` environment the mover was given, runs one task of
+:mod:`dr.deployments.kubernetes.agent` on the volumes mounted in the pod, and writes its JSON result to
+the termination message (``--result-file``). A failure is a result too (``{"status": "failed", …}``) with
+the error's exit code, so the jdr process that started the pod always learns why.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from dr import wiring
+from dr.cli.main import Context, cli, pass_ctx
+from dr.errors import EXIT_FAILED, JdrError, UsageError
+from dr.model import Artifact, VolumeItem
+from dr.repository.repository import Repository
+
+RESULT_FILE = "/dev/termination-log"
+
+
+@cli.group(hidden=True)
+def agent() -> None:
+    """Tasks run inside mover pods (Kubernetes)."""
+
+
+def _result_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--result-file", type=click.Path(dir_okay=False, path_type=Path),
+                        default=RESULT_FILE, show_default=True, help="Where the JSON result goes.")(f)
+
+
+def _run_task(ctx: Context, run: str, key: str, result_file: Path,
+              task: Callable[[Repository], dict[str, Any]]) -> None:
+    from dr.deployments.kubernetes.agent import emit_result
+
+    repo: Repository | None = None
+    try:
+        repo = wiring.open_repository(ctx.settings)
+        result = task(repo)
+        code = 0
+    except JdrError as e:
+        result = {"status": "failed", "error": e.message, "hint": e.hint, "kind": type(e).__name__}
+        code = e.exit_code
+    except OSError as e:
+        result = {"status": "failed", "error": f"{e.strerror or e}: {e.filename or ''}".rstrip(": "),
+                  "kind": "OSError"}
+        code = EXIT_FAILED
+    emit_result(result, repo, run, key, result_file)
+    sys.exit(code)
+
+
+def _json_arg(text: str, what: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(text)
+    except ValueError as e:
+        raise UsageError(f"{what}: not valid JSON: {e}") from e
+    if not isinstance(doc, dict):
+        raise UsageError(f"{what}: expected a JSON object")
+    return doc
+
+
+@agent.command("backup-volume")
+@click.option("--run", required=True)
+@click.option("--key", required=True, help="The volume's key in the run.")
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=Path("/data"))
+@click.option("--exclude", "excludes", multiple=True)
+@click.option("--level", type=int, default=3)
+@click.option("--threads", type=int, default=0)
+@click.option("--previous-fingerprint", default=None)
+@_result_option
+@pass_ctx
+def backup_volume(ctx: Context, run: str, key: str, root: Path, excludes: tuple[str, ...], level: int,
+                  threads: int, previous_fingerprint: str | None, result_file: Path) -> None:
+    """Archive the volume mounted at --root into the repository."""
+    from dr.deployments.kubernetes import agent as tasks
+
+    _run_task(ctx, run, key, result_file, lambda repo: tasks.backup_volume(
+        repo, run=run, key=key, root=root, excludes=excludes, level=level, threads=threads,
+        previous_fingerprint=previous_fingerprint))
+
+
+@agent.command("restore-volume")
+@click.option("--run", required=True, help="Id of the restore operation (names results).")
+@click.option("--item-json", default=None, help="The manifest's item to restore (JSON).")
+@click.option("--source", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Copy from this mounted volume instead of an archive.")
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=Path("/data"))
+@click.option("--path", "paths", multiple=True)
+@click.option("--into", default=None)
+@click.option("--allow-external-links", is_flag=True)
+@click.option("--discard-previous", is_flag=True)
+@_result_option
+@pass_ctx
+def restore_volume(ctx: Context, run: str, item_json: str | None, source: Path | None, root: Path,
+                   paths: tuple[str, ...], into: str | None, allow_external_links: bool, discard_previous: bool,
+                   result_file: Path) -> None:
+    """Restore into the volume mounted at --root (staged, then swapped)."""
+    from dr.deployments.kubernetes import agent as tasks
+
+    if (item_json is None) == (source is None):
+        raise UsageError("give exactly one of --item-json and --source")
+
+    def task(repo: Repository) -> dict[str, Any]:
+        if source is not None:
+            return tasks.copy_volume(source=source, root=root, run=run, paths=paths, into=into,
+                                     allow_external_links=allow_external_links, keep_previous=not discard_previous)
+        item = VolumeItem.from_dict(_json_arg(item_json or "", "--item-json"))
+        return tasks.restore_volume(repo, item, root=root, paths=paths, into=into,
+                                    allow_external_links=allow_external_links, keep_previous=not discard_previous)
+
+    _run_task(ctx, run, "restore", result_file, task)
+
+
+@agent.command("capture-hub-db")
+@click.option("--run", required=True)
+@click.option("--path", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The live hub database, e.g. /srv/jupyterhub/jupyterhub.sqlite.")
+@click.option("--level", type=int, default=3)
+@_result_option
+@pass_ctx
+def capture_hub_db(ctx: Context, run: str, path: Path, level: int, result_file: Path) -> None:
+    """Copy the live hub database consistently into the repository (the hub keeps running)."""
+    from dr.deployments.kubernetes import agent as tasks
+
+    _run_task(ctx, run, "hub", result_file, lambda repo: tasks.capture_hub_db(repo, run=run, path=path, level=level))
+
+
+@agent.command("restore-hub-db")
+@click.option("--run", required=True, help="Id of the restore operation.")
+@click.option("--artifact-json", required=True, help="The run's hub DB artifact (JSON).")
+@click.option("--path", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@_result_option
+@pass_ctx
+def restore_hub_db(ctx: Context, run: str, artifact_json: str, path: Path, result_file: Path) -> None:
+    """Replace the hub database with the artifact's (the hub stopped); the old one is kept beside it."""
+    from dr.deployments.kubernetes import agent as tasks
+
+    artifact = Artifact.from_dict(_json_arg(artifact_json, "--artifact-json"))
+    _run_task(ctx, run, "hub-restore", result_file,
+              lambda repo: tasks.restore_hub_db(repo, artifact=artifact, path=path))

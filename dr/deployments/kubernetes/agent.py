@@ -1,0 +1,163 @@
+"""What runs *inside* a mover pod (``jdr agent …``): one task on the volumes mounted there.
+
+Each task opens the repository from the same ``JDR_…`` settings as the jdr process that started the pod,
+does its work, and returns a JSON-able result which :func:`emit_result` writes to the pod's termination
+message (where the jdr process reads it). A result larger than the termination message allows (4 KiB)
+is written to the repository instead (``data/<run>/results/<key>.json``) and only its key is reported.
+
+No Kubernetes API access is needed here (mover pods run without a ServiceAccount token).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import IO, Any, cast
+
+from dr.archive.index import load_index
+from dr.archive.writer import write_archive
+from dr.deployments.hubdb_swap import swap_in_database
+from dr.deployments.volume_backup import ALWAYS_EXCLUDED, backup_tree
+from dr.deployments.volume_swap import restore_into
+from dr.errors import JdrError, UsageError
+from dr.hubdb.capture import capture_database, inspect_database
+from dr.model import Artifact, VolumeItem
+from dr.repository import layout
+from dr.repository.artifacts import drain
+from dr.repository.repository import Repository
+
+log = logging.getLogger(__name__)
+
+RESULT_LIMIT = 3800  # bytes; the kubelet keeps at most 4096 of a termination message
+
+
+def result_key(run: str, key: str) -> str:
+    """Where a result too large for a termination message goes (removed by the jdr process once read)."""
+    return f"{layout.run_data_prefix(run)}results/{key}.json"
+
+
+def emit_result(result: dict[str, Any], repo: Repository | None, run: str, key: str, path: Path) -> None:
+    text = json.dumps(result, separators=(",", ":"), ensure_ascii=False)
+    if len(text.encode()) > RESULT_LIMIT and repo is not None:
+        k = result_key(run, key)
+        repo.store.put(k, text.encode())
+        text = json.dumps({"result_key": k})
+    try:
+        path.write_text(text)
+    except OSError as e:  # outside a pod (a manual run): the result goes to stdout only
+        log.debug("cannot write the result to %s: %s", path, e)
+    print(text, flush=True)
+
+
+# --- tasks -----------------------------------------------------------------------------------------------
+
+
+def backup_volume(repo: Repository, *, run: str, key: str, root: Path, excludes: tuple[str, ...], level: int,
+                  threads: int, previous_fingerprint: str | None) -> dict[str, Any]:
+    """Archive the volume at ``root``. Never raises for the volume's own problems: returns a failed result."""
+    started = time.monotonic()
+    try:
+        tree = backup_tree(root, repo, run, key, excludes=excludes, level=level, threads=threads,
+                           previous_fingerprint=previous_fingerprint)
+    except JdrError as e:
+        return {"status": "failed", "error": str(e), "seconds": time.monotonic() - started}
+    except OSError as e:
+        return {"status": "failed", "error": f"{e.strerror or e}: {e.filename or root}",
+                "seconds": time.monotonic() - started}
+    return {"status": "ok", "unchanged": tree.unchanged, "fingerprint": tree.fingerprint, "files": tree.files,
+            "bytes": tree.bytes, "archive": tree.archive.to_dict() if tree.archive else None,
+            "index": tree.index.to_dict() if tree.index else None, "warnings": list(tree.warnings),
+            "seconds": time.monotonic() - started}
+
+
+def restore_volume(repo: Repository, item: VolumeItem, *, root: Path, paths: tuple[str, ...], into: str | None,
+                   allow_external_links: bool, keep_previous: bool) -> dict[str, Any]:
+    """Restore ``item``'s archive into the volume at ``root`` (staged, then swapped)."""
+    if item.archive is None or item.index is None:
+        raise UsageError(f"{item.label}: the item has no archive to restore")
+    with repo.open_artifact(item.index) as raw_index:
+        index = load_index(raw_index)
+        drain(raw_index)
+    with repo.open_artifact(item.archive) as archive:
+        res = restore_into(root, archive, run=item.archive.run or "run", index=index, paths=paths, into=into,
+                           allow_external_links=allow_external_links, keep_previous=keep_previous, drain=drain)
+    return {"status": "ok", "files": res.files, "bytes": res.bytes, "previous": res.previous}
+
+
+def copy_volume(*, source: Path, root: Path, run: str, paths: tuple[str, ...], into: str | None,
+                allow_external_links: bool, keep_previous: bool) -> dict[str, Any]:
+    """Restore from another mounted volume (a PVC made from a snapshot) with the same staged swap.
+
+    The source tree is streamed through the archive writer into the archive reader (an in-memory pipe,
+    nothing staged twice), so selections, safety checks and the swap are exactly those of an archive.
+    """
+    read_fd, write_fd = os.pipe()
+    failure: list[BaseException] = []
+
+    def produce() -> None:
+        class _Null:
+            def write(self, data: bytes) -> int:
+                return len(data)
+
+        try:
+            with open(write_fd, "wb", buffering=1 << 20) as out:
+                write_archive(source, out, _Null(), excludes=ALWAYS_EXCLUDED, level=1)
+        except BaseException as e:  # reported after the reader stops
+            failure.append(e)
+
+    producer = threading.Thread(target=produce, name="copy-producer", daemon=True)
+    producer.start()
+    try:
+        with open(read_fd, "rb") as stream:
+            try:
+                res = restore_into(root, stream, run=run, index=None, paths=paths, into=into,
+                                   allow_external_links=allow_external_links, keep_previous=keep_previous,
+                                   drain=drain)
+            except BaseException:
+                if failure:
+                    raise failure[0] from None
+                raise
+    finally:
+        producer.join()
+    if failure:
+        raise failure[0]
+    return {"status": "ok", "files": res.files, "bytes": res.bytes, "previous": res.previous}
+
+
+def capture_hub_db(repo: Repository, *, run: str, path: Path, level: int) -> dict[str, Any]:
+    """Copy the live hub DB consistently (SQLite online backup) and store it as the run's hub DB artifact."""
+    import zstandard
+
+    with tempfile.TemporaryDirectory(prefix="jdr-hubdb-") as tmp:
+        copy = Path(tmp) / "jupyterhub.sqlite"
+        info = capture_database(path, copy)
+        cctx = zstandard.ZstdCompressor(level=level, write_checksum=True)
+        with repo.artifact_writer(layout.hub_db_key(run, repo.encrypted), run) as w, open(copy, "rb") as f, \
+                cctx.stream_writer(cast(IO[bytes], w), closefd=False) as z:
+            shutil.copyfileobj(f, z, 1 << 20)
+    return {"status": "ok", "artifact": w.artifact.to_dict(), "revision": info.revision,
+            "integrity": info.integrity, "size": info.size, "users": len(info.users)}
+
+
+def restore_hub_db(repo: Repository, *, artifact: Artifact, path: Path) -> dict[str, Any]:
+    """Download the hub DB artifact, check it, and swap it in at ``path`` (the old one kept beside it)."""
+    import zstandard
+
+    with tempfile.TemporaryDirectory(prefix="jdr-hubdb-") as tmp:
+        db_file = Path(tmp) / "jupyterhub.sqlite"
+        with repo.open_artifact(artifact) as src, open(db_file, "wb") as out:
+            reader = zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True, closefd=False)
+            while chunk := reader.read(1 << 20):
+                out.write(chunk)
+            drain(src)
+        info = inspect_database(db_file)
+        previous = swap_in_database(path, db_file)
+    st = path.stat()
+    return {"status": "ok", "previous": previous, "revision": info.revision, "integrity": info.integrity,
+            "size": info.size, "uid": st.st_uid, "gid": st.st_gid}

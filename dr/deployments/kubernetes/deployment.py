@@ -1,0 +1,291 @@
+"""The ``kubernetes`` deployment: a z2jh release in one namespace (see dr.deployments.base for the port).
+
+Discovery is in :mod:`.discovery`, the hub in :mod:`.hub`, volume backups here, volume restores in
+:mod:`.restore`; every cluster call goes through :mod:`.api`. Objects jdr creates are labelled with the
+run (or restore operation) and removed when it ends; leftovers of runs that died are removed by the next
+backup, which holds the repository's exclusive lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from dr.deployments.base import BackupContext, CapturedHub, Volume, VolumeRestore, VolumeRestoreResult
+from dr.deployments.kubernetes import backup as volume_backups
+from dr.deployments.kubernetes import restore as volume_restores
+from dr.deployments.kubernetes.api import PODS, PVCS, SNAPSHOTS, Kube, KubeError
+from dr.deployments.kubernetes.discovery import Hub, find_hub, list_user_pvcs, map_volumes, read_secret
+from dr.deployments.kubernetes.hub import HubOps
+from dr.deployments.kubernetes.mover import Movers, PodCache
+from dr.deployments.kubernetes.objects import (
+    ROLE_LABEL,
+    RUN_LABEL,
+    MoverConfig,
+    mover_env,
+    pod_claims,
+    pod_is_active,
+    run_selector,
+    secret_record,
+)
+from dr.deployments.kubernetes.snapshots import delete_quietly
+from dr.errors import ConfigError, DeploymentError, UsageError
+from dr.hubdb.capture import inspect_database
+from dr.hubdb.info import DbInfo
+from dr.model import Artifact, Manifest, Snapshot, VolumeItem, new_run_id
+from dr.repository.artifacts import drain
+from dr.repository.repository import Repository
+from dr.settings import Settings
+from dr.util.timefmt import utcnow
+
+log = logging.getLogger(__name__)
+
+
+class KubernetesDeployment:
+    """A :class:`dr.deployments.base.Deployment` for a z2jh release."""
+
+    kind = "kubernetes"
+
+    def __init__(self, settings: Settings, kube: Kube | None = None) -> None:
+        self.settings = settings
+        self.k = settings.deployment.kubernetes
+        if self.k.concurrency < 1:
+            raise ConfigError("deployment.kubernetes.concurrency: must be at least 1")
+        self.kube = kube or Kube.connect(self.k.kubeconfig, self.k.namespace)
+        self.namespace = self.kube.namespace
+        self._lock = threading.Lock()
+        self._cache: PodCache | None = None
+        self._movers: Movers | None = None
+        self._hub: Hub | None = None
+        self._hub_ops: HubOps | None = None
+        self._hub_stopped = False
+        self._users_without_volume: list[str] = []
+        self.repo: Repository | None = None  # bound by capture_hub_database (and usable by hub_database)
+        self.stats: dict[str, int] = {"movers": 0, "reused_inactive": 0, "snapshots": 0}
+
+    # --- shared machinery ----------------------------------------------------------------------------
+
+    @property
+    def cache(self) -> PodCache:
+        with self._lock:
+            if self._cache is None:
+                self._cache = PodCache(self.kube, self.namespace).start()
+            return self._cache
+
+    @property
+    def movers(self) -> Movers:
+        cache = self.cache
+        with self._lock:
+            if self._movers is None:
+                cfg = MoverConfig(image=self._mover_image(), command=tuple(self.k.mover_command),
+                                  env=mover_env(self.settings), env_from_secret=self.k.mover_env_from_secret,
+                                  service_account=self.k.mover_service_account, timeout=self.k.mover_timeout,
+                                  labels=dict(self.k.pod_labels), requests=dict(self.k.mover_requests),
+                                  limits=dict(self.k.mover_limits))
+                self._movers = Movers(self.kube, cache, cfg)
+            return self._movers
+
+    @property
+    def hub_ops(self) -> HubOps:
+        movers = self.movers
+        if self._hub_ops is None:
+            self._hub_ops = HubOps(self.kube, self.cache, movers, self.k.hub_ready_timeout)
+        return self._hub_ops
+
+    def hub(self, refresh: bool = False) -> Hub:
+        if self._hub is None or refresh:
+            self._hub = find_hub(self.kube, self.k)
+        return self._hub
+
+    def _mover_image(self) -> str:
+        if self.k.mover_image:
+            return self.k.mover_image
+        pod_name = os.environ.get("POD_NAME") or os.environ.get("HOSTNAME", "")
+        pod = self.kube.get_or_none(PODS, pod_name) if pod_name else None
+        images = [c.get("image", "") for c in ((pod or {}).get("spec") or {}).get("containers") or []]
+        if not images or not images[0]:
+            raise ConfigError("deployment.kubernetes.mover_image: required when jdr does not run in a pod "
+                              "of the namespace (it defaults to that pod's own image)",
+                              hint="set it to jdr's image, e.g. ghcr.io/…/jdr:<version>")
+        return str(images[0])
+
+    def close(self) -> None:
+        if self._cache is not None:
+            self._cache.stop()
+
+    @property
+    def restore_concurrency(self) -> int:
+        """How many volumes a full restore puts back at once (read by dr.operations.restore)."""
+        return self.k.concurrency
+
+    @property
+    def api_calls(self) -> int:
+        return self.kube.total_calls
+
+    def describe(self) -> dict[str, Any]:
+        hub = self.hub()
+        return {"kind": self.kind, "namespace": self.namespace,
+                "hub": {"deployment": hub.deployment, "db_claim": hub.db_claim, "db_path": hub.db_path,
+                        "secret": hub.secret, "image": hub.image, "uid": hub.uid, "gid": hub.gid,
+                        "db_pvc": hub.db_pvc},
+                "users_without_volume": list(self._users_without_volume)}
+
+    # --- the hub ---------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def capture_hub_database(self, repo: Repository, run: str, *, level: int = 3,
+                             keep: bool = True) -> Iterator[CapturedHub]:
+        """The hub DB captured by a mover straight into ``repo`` as ``run``'s artifact, plus a local copy.
+
+        ``keep=False`` (a dry run): the artifact is deleted again once read. A real run (``keep``) first
+        removes what runs that died left in the namespace.
+        """
+        self.repo = repo
+        if keep:
+            self.sweep_leftovers(repo, run)
+        hub = self.hub(refresh=True)
+        result = self.hub_ops.capture(hub, repo, run, level)
+        self.stats["movers"] += 1
+        artifact = Artifact.from_dict(result["artifact"])
+        try:
+            with tempfile.TemporaryDirectory(prefix="jdr-hubdb-") as tmp:
+                db_file = Path(tmp) / "jupyterhub.sqlite"
+                info = _download_db(repo, artifact, db_file)
+                yield CapturedHub(db_file=db_file, info=info, artifact=artifact if keep else None)
+        finally:
+            if not keep:
+                with contextlib.suppress(Exception):
+                    repo.store.delete(artifact.key)
+
+    @contextlib.contextmanager
+    def hub_database(self) -> Iterator[tuple[Path, DbInfo]]:
+        if self.repo is None:
+            raise DeploymentError("on Kubernetes the hub database is read through the repository: "
+                                  "use capture_hub_database(repo, run)")
+        with self.capture_hub_database(self.repo, new_run_id(utcnow()), keep=False) as cap:
+            yield cap.db_file, cap.info
+
+    def hub_secret(self) -> bytes | None:
+        hub = self.hub()
+        secret = read_secret(self.kube, hub.secret)
+        if secret is None:
+            log.warning("the hub Secret %s does not exist in %s; it is not backed up", hub.secret, self.namespace)
+            return None
+        return json.dumps(secret_record(secret), sort_keys=True).encode()
+
+    def hub_running(self) -> bool:
+        return self.hub_ops.running(self.hub())
+
+    def stop_hub(self) -> None:
+        self.hub_ops.stop(self.hub(refresh=True))
+        self._hub_stopped = True
+
+    def start_hub(self) -> None:
+        self.hub_ops.start(self.hub())
+        self._hub_stopped = False
+
+    def restore_hub_database(self, db_file: Path, info: DbInfo) -> str:
+        raise DeploymentError("on Kubernetes the hub database is restored from its artifact by a mover",
+                              hint="use restore_hub_database_from(repo, manifest)")
+
+    def restore_hub_database_from(self, repo: Repository, manifest: Manifest) -> str:
+        """Write the run's hub DB into the hub's volume (the hub stopped); returns where the old one is."""
+        if manifest.hub is None or manifest.hub.db is None:
+            raise UsageError(f"run {manifest.run} holds no hub database")
+        op = new_run_id(utcnow())
+        recorded = ((manifest.deployment.get("hub") or {}).get("db_pvc")) or {}
+        result = self.hub_ops.restore_db(self.hub(), repo, manifest.hub.db, op, recorded)
+        return str(result.get("previous") or "")
+
+    def restore_hub_secret(self, data: bytes) -> None:
+        self.hub_ops.restore_secret(self.hub(), data, new_run_id(utcnow()))
+
+    # --- volumes -------------------------------------------------------------------------------
+
+    def volumes(self, db: DbInfo) -> list[Volume]:
+        pvcs = list_user_pvcs(self.kube, self.k)
+        running = {claim for p in self.cache.pods() if pod_is_active(p) and not _is_jdr(p)
+                   for claim in pod_claims(p)}
+        mapping = map_volumes(pvcs, db, running)
+        for w in mapping.warnings:
+            log.warning("%s", w)
+        if mapping.users_without_volume:
+            log.warning("%d users have no volume (no PVC found): %s", len(mapping.users_without_volume),
+                        ", ".join(mapping.users_without_volume[:20]))
+        self._users_without_volume = mapping.users_without_volume
+        return mapping.volumes
+
+    def server_running(self, user: str, server: str = "") -> bool:
+        pvc = volume_restores.find_target_pvc(self, user, server, None)
+        return bool(pvc and any(not _is_jdr(p) for p in self.cache.users_of(pvc)))
+
+    def backup_volumes(self, volumes: Sequence[Volume], ctx: BackupContext) -> Iterator[VolumeItem]:
+        if ctx.method not in ("archive", "snapshot", "snapshot+archive"):
+            raise UsageError(f"--method {ctx.method!r} is not supported on Kubernetes")
+        if ctx.method != "snapshot":
+            _ = self.movers  # configuration errors (image, key file) before any item
+        previous = {v.key: v for v in ctx.previous.volumes} if ctx.previous else {}
+        with ThreadPoolExecutor(max_workers=self.k.concurrency, thread_name_prefix="jdr-volume") as pool:
+            yield from pool.map(lambda v: volume_backups.backup_one(self, v, ctx, previous.get(v.key)), volumes)
+
+    def restore_volume(self, req: VolumeRestore, repo: Repository) -> VolumeRestoreResult:
+        return volume_restores.restore_volume(self, req, repo)
+
+    def delete_snapshots(self, snapshots: list[Snapshot]) -> int:
+        """Delete VolumeSnapshots no kept run references (called by ``jdr prune``); returns how many."""
+        n = 0
+        for s in snapshots:
+            try:
+                if self.kube.delete(SNAPSHOTS, s.name, s.namespace or None):
+                    n += 1
+            except KubeError as e:
+                log.warning("could not delete VolumeSnapshot %s/%s: %s", s.namespace, s.name, e)
+        return n
+
+    # --- clean-up ----------------------------------------------------------------------------------
+
+    def sweep_leftovers(self, repo: Repository, run: str) -> list[str]:
+        """Delete what runs that died left behind: mover pods, temporary PVCs, and snapshots of runs
+        without a manifest. Call only under the repository's exclusive lock (no other run is alive)."""
+        removed: list[str] = []
+        committed = set(repo.run_ids())
+        for res, roles in ((PODS, None), (PVCS, {"temp"}), (SNAPSHOTS, None)):
+            items, _ = self.kube.list(res, label_selector=run_selector())
+            for obj in items:
+                labels = obj["metadata"].get("labels") or {}
+                other = labels.get(RUN_LABEL, "")
+                if other == run or (roles is not None and labels.get(ROLE_LABEL) not in roles):
+                    continue
+                if res is SNAPSHOTS and other in committed:
+                    continue  # a snapshot a committed run references (the ``snapshot`` method)
+                if res is PODS and labels.get(ROLE_LABEL) != "mover":
+                    continue
+                delete_quietly(self.kube, res, obj["metadata"]["name"])
+                removed.append(f"{res.kind}/{obj['metadata']['name']}")
+        if removed:
+            log.warning("removed %d objects left by runs that died: %s", len(removed), ", ".join(removed[:10]))
+        return removed
+
+
+def _download_db(repo: Repository, artifact: Artifact, dest: Path) -> DbInfo:
+    import zstandard
+
+    with repo.open_artifact(artifact) as src, open(dest, "wb") as out:
+        reader = zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True, closefd=False)
+        while chunk := reader.read(1 << 20):
+            out.write(chunk)
+        drain(src)
+    return inspect_database(dest)
+
+
+def _is_jdr(pod: dict[str, Any]) -> bool:
+    return ((pod.get("metadata") or {}).get("labels") or {}).get("app.kubernetes.io/managed-by") == "jdr"
+

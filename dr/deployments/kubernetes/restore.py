@@ -1,0 +1,222 @@
+"""Restoring one volume on Kubernetes, safely.
+
+Whatever the source, a restore never writes into a PVC that a running pod mounts: it waits for the user's
+pod to go (the operation has asked the hub to stop the server), removes movers that an interrupted earlier
+attempt left on that PVC, and otherwise refuses. Then, by what the run holds:
+
+- an archive (``archive`` and ``snapshot+archive``): a mover mounts the PVC read-write and restores into
+  it staged, then swapped (``jdr agent restore-volume`` → :func:`dr.deployments.volume_swap.restore_into`);
+  the replaced contents stay in the volume under ``.jdr-restore/previous-*``. A vanished PVC is first
+  recreated under its remembered name with its recorded labels, annotations, class, access modes and size
+  (KubeSpawner 7.1 does not recreate a remembered PVC).
+- only a snapshot, whole volume, same user: the old PV is set to ``Retain`` (so its data survives), the
+  PVC is deleted and recreated under the same name from the VolumeSnapshot with its recorded metadata;
+  the retained PV is reported as where the old data is.
+- only a snapshot, with ``--path``, ``--into`` or ``--as``: a temporary PVC is made from the snapshot and
+  a mover copies from it into the target PVC through the same staged swap (so selections and safety
+  checks are those of an archive restore), then the temporary PVC is deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from dr.deployments.base import VolumeRestore, VolumeRestoreResult
+from dr.deployments.kubernetes.api import PODS, PVCS, KubeConflict, Obj
+from dr.deployments.kubernetes.discovery import find_user_pvc, list_user_pvcs
+from dr.deployments.kubernetes.objects import (
+    DATA_MOUNT,
+    MANAGED_BY,
+    SOURCE_MOUNT,
+    WRITER,
+    Mount,
+    MoverSpec,
+    jdr_labels,
+    make_pvc,
+    parse_quantity,
+    short_name,
+)
+from dr.deployments.kubernetes.snapshots import (
+    delete_quietly,
+    retain_volume,
+    snapshot_ready,
+    wait_bound,
+    wait_gone,
+)
+from dr.errors import DeploymentError, UsageError
+from dr.model import VolumeItem, new_run_id
+from dr.repository.repository import Repository
+from dr.util.timefmt import utcnow
+
+if TYPE_CHECKING:
+    from dr.deployments.kubernetes.deployment import KubernetesDeployment
+
+log = logging.getLogger(__name__)
+
+RELEASE_TIMEOUT = 180.0  # seconds to wait for a stopped server's pod to release its PVC
+
+
+def find_target_pvc(dep: KubernetesDeployment, user: str, server: str, item: VolumeItem | None) -> str | None:
+    """The PVC of ``user``'s (``server``'s) volume: the one annotated as theirs, else (restoring their own
+    item) the name the run recorded, which may have vanished."""
+    found = find_user_pvc(list_user_pvcs(dep.kube, dep.k), user, server)
+    if found is not None:
+        return str(found["metadata"]["name"])
+    if item is not None and item.user == user and item.server == server:
+        return str((item.source.get("pvc") or {}).get("name") or "") or None
+    return None
+
+
+def restore_volume(dep: KubernetesDeployment, req: VolumeRestore, repo: Repository) -> VolumeRestoreResult:
+    item = req.item
+    record: dict[str, Any] = dict(item.source.get("pvc") or {})
+    if req.target_user is None:
+        claim = str(record.get("name") or "")
+        same = True
+    else:
+        claim = find_target_pvc(dep, req.target_user, req.target_server, item) or ""
+        same = req.target_user == item.user and req.target_server == item.server
+    if not claim:
+        whose = f"{req.target_user!r}" + (f" (server {req.target_server!r})" if req.target_server else "")
+        raise UsageError(f"no PVC of {whose} in {dep.namespace} (none is annotated hub.jupyter.org/username "
+                         "with that name)",
+                         hint="start the user's server once so that KubeSpawner creates their volume")
+    if item.archive is None and item.snapshot is None:
+        raise DeploymentError(f"{item.label}: the run holds neither an archive nor a snapshot of this volume")
+    op = new_run_id(utcnow())
+    ensure_free(dep, claim)
+    existing = dep.kube.get_or_none(PVCS, claim)
+    if item.archive is None:
+        assert item.snapshot is not None
+        if same and not req.paths and req.into is None:
+            return _recreate_from_snapshot(dep, item, claim, record, existing)
+        return _copy_from_snapshot(dep, req, claim, record, existing, op, repo)
+    if existing is None:
+        _create_pvc(dep, record, claim)
+    args = ["restore-volume", "--run", op, "--root", DATA_MOUNT, "--item-json",
+            json.dumps(replace(item, source={}, warnings=()).to_dict(), separators=(",", ":"))]
+    return _run_restore_mover(dep, req, claim, op, args, (Mount(claim, DATA_MOUNT, read_only=False),), repo)
+
+
+def ensure_free(dep: KubernetesDeployment, claim: str) -> None:
+    """Return once no pod but jdr's mounts ``claim``; refuse (DeploymentError) if one keeps it.
+
+    Leftover jdr movers on the claim (an interrupted earlier restore) are deleted and waited for. While
+    jdr itself stopped the hub (a full restore), a user's server pod is deleted: no hub can restart it.
+    """
+    cache = dep.cache
+    for pod in cache.users_of(claim):
+        if _is_jdr(pod):
+            log.warning("removing mover %s left on PVC %s by an interrupted run", pod["metadata"]["name"], claim)
+            delete_quietly(dep.kube, PODS, pod["metadata"]["name"])
+    if dep._hub_stopped:
+        for pod in cache.users_of(claim):
+            labels = (pod.get("metadata") or {}).get("labels") or {}
+            if labels.get("component") == "singleuser-server":
+                log.warning("deleting the server pod %s of a stopped hub: it mounts PVC %s", pod["metadata"]["name"],
+                            claim)
+                delete_quietly(dep.kube, PODS, pod["metadata"]["name"])
+    if cache.wait(lambda c: True if not c.users_of(claim) else None, RELEASE_TIMEOUT) is None:
+        names = ", ".join(p["metadata"]["name"] for p in cache.users_of(claim))
+        raise DeploymentError(f"refusing to write into PVC {claim}: it is mounted by running pod(s) {names}",
+                              hint="stop the user's server (jdr does so through the Hub API when hub_api is "
+                                   "configured) and retry")
+
+
+def _is_jdr(pod: Obj) -> bool:
+    return ((pod.get("metadata") or {}).get("labels") or {}).get(MANAGED_BY) == "jdr"
+
+
+def _create_pvc(dep: KubernetesDeployment, record: dict[str, Any], claim: str) -> None:
+    log.info("PVC %s does not exist: recreating it as recorded", claim)
+    try:
+        dep.kube.create(PVCS, make_pvc({**record, "name": claim}, storage_class=dep.k.storage_class))
+    except KubeConflict:
+        log.info("PVC %s appeared meanwhile; restoring into it", claim)
+
+
+def _run_restore_mover(dep: KubernetesDeployment, req: VolumeRestore, claim: str, op: str, args: list[str],
+                       mounts: tuple[Mount, ...], repo: Repository) -> VolumeRestoreResult:
+    for p in req.paths:
+        args += ["--path", p]
+    if req.into is not None:
+        args += ["--into", req.into]
+    if req.allow_external_links:
+        args.append("--allow-external-links")
+    if not req.keep_previous:
+        args.append("--discard-previous")
+    spec = MoverSpec(name=short_name("jdr-rs", op, claim), run=op, role="restore", args=tuple(args), mounts=mounts,
+                     security=WRITER)
+    result = dep.movers.run(spec, repo)
+    previous = result.get("previous")
+    if previous and str(previous).startswith(DATA_MOUNT + "/"):
+        previous = f"PVC {claim}: {str(previous)[len(DATA_MOUNT) + 1:]}"
+    return VolumeRestoreResult(target=f"PVC {claim}" + (f" ({req.into}/)" if req.into else ""),
+                               files=int(result.get("files", 0)), bytes=int(result.get("bytes", 0)),
+                               previous=str(previous) if previous else None)
+
+
+def _size(record: dict[str, Any], restore_size: str) -> str:
+    size = str(record.get("size") or "1Gi")
+    if restore_size and parse_quantity(restore_size) > parse_quantity(size):
+        return restore_size
+    return size
+
+
+def _check_snapshot(dep: KubernetesDeployment, item: VolumeItem) -> None:
+    snap = item.snapshot
+    assert snap is not None
+    if snap.namespace and snap.namespace != dep.namespace:
+        raise DeploymentError(f"{item.label}: VolumeSnapshot {snap.name} is in namespace {snap.namespace}; a PVC can "
+                              f"only be made from a snapshot of its own namespace ({dep.namespace})")
+    if not snapshot_ready(dep.kube, snap):
+        raise DeploymentError(f"{item.label}: VolumeSnapshot {snap.namespace}/{snap.name} no longer exists or is not "
+                              "ready", hint="pick a run with an archive (methods archive, snapshot+archive)")
+
+
+def _recreate_from_snapshot(dep: KubernetesDeployment, item: VolumeItem, claim: str, record: dict[str, Any],
+                            existing: Obj | None) -> VolumeRestoreResult:
+    _check_snapshot(dep, item)
+    assert item.snapshot is not None
+    previous = None
+    if existing is not None:
+        pv = str((existing.get("spec") or {}).get("volumeName") or "")
+        if pv:
+            retain_volume(dep.kube, pv)  # before the claim goes: its data must survive
+            previous = f"PersistentVolume {pv} (reclaim policy Retain; delete it once the restore is checked)"
+        dep.kube.delete(PVCS, claim, uid=existing["metadata"].get("uid"))
+        wait_gone(dep.kube, PVCS, claim, dep.k.pvc_timeout)
+    body = make_pvc({**record, "name": claim}, snapshot=item.snapshot.name, storage_class=dep.k.storage_class,
+                    size=_size(record, item.snapshot.restore_size))
+    dep.kube.create(PVCS, body)
+    warnings: tuple[str, ...] = ()
+    if not wait_bound(dep.kube, claim, dep.k.pvc_timeout):
+        warnings = (f"PVC {claim} is not bound yet after {dep.k.pvc_timeout}s (a WaitForFirstConsumer storage "
+                    "class binds it when the user's server starts)",)
+    log.info("%s: PVC %s recreated from VolumeSnapshot %s", item.label, claim, item.snapshot.name)
+    return VolumeRestoreResult(target=f"PVC {claim}", files=item.files, bytes=item.bytes, previous=previous,
+                               warnings=warnings)
+
+
+def _copy_from_snapshot(dep: KubernetesDeployment, req: VolumeRestore, claim: str, record: dict[str, Any],
+                        existing: Obj | None, op: str, repo: Repository) -> VolumeRestoreResult:
+    item = req.item
+    _check_snapshot(dep, item)
+    assert item.snapshot is not None
+    if existing is None:
+        _create_pvc(dep, record, claim)
+    temp = short_name("jdr-tmp", op, item.key)
+    temp_record = {"accessModes": ["ReadWriteOnce"], "size": _size(record, item.snapshot.restore_size),
+                   "storageClassName": record.get("storageClassName", ""),
+                   "volumeMode": record.get("volumeMode", "Filesystem")}
+    dep.kube.create(PVCS, make_pvc(temp_record, name=temp, snapshot=item.snapshot.name,
+                                   storage_class=dep.k.storage_class, labels=jdr_labels(op, "temp")))
+    try:
+        args = ["restore-volume", "--run", op, "--root", DATA_MOUNT, "--source", SOURCE_MOUNT]
+        mounts = (Mount(claim, DATA_MOUNT, read_only=False), Mount(temp, SOURCE_MOUNT, read_only=True))
+        return _run_restore_mover(dep, req, claim, op, args, mounts, repo)
+    finally:
+        delete_quietly(dep.kube, PVCS, temp)
