@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import dr
-from dr.deployments.base import BackupContext, Deployment, Volume
+from dr.deployments.base import BackupContext, CapturedHub, Deployment, Volume
 from dr.errors import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, JdrError, NotFoundError, UsageError
 from dr.model import METHODS, HubItem, Manifest, RunStatus, VolumeItem, new_run_id
 from dr.repository import layout
@@ -107,12 +108,16 @@ def _capture_hub(repo: Repository, deployment: Deployment, run: str,
                  opts: BackupOptions) -> tuple[HubItem, list[Volume]]:
     """Capture the hub DB (and Secret); the DB also tells which users and volumes there are."""
     enc = repo.encrypted
-    with deployment.hub_database() as (db_file, info):
+    with _hub_database(deployment, repo, run, opts.level) as captured:
+        db_file, info = captured.db_file, captured.info
         volumes = deployment.volumes(info)
         try:
-            with repo.artifact_writer(layout.hub_db_key(run, enc), run) as w:
-                _compress_file(db_file, w, opts.level)
-            db_art = w.artifact
+            if captured.artifact is not None:  # the adapter stored it already (Kubernetes: a mover did)
+                db_art = captured.artifact
+            else:
+                with repo.artifact_writer(layout.hub_db_key(run, enc), run) as w:
+                    _compress_file(db_file, w, opts.level)
+                db_art = w.artifact
         except JdrError as e:
             return HubItem(db=None, status="failed", error=str(e)), volumes
         secret_art = None
@@ -128,6 +133,19 @@ def _capture_hub(repo: Repository, deployment: Deployment, run: str,
         hub = HubItem(db=db_art, alembic_revision=info.revision, integrity=info.integrity,
                       users=tuple(info.users), secret=secret_art, db_bytes=info.size)
     return hub, volumes
+
+
+@contextlib.contextmanager
+def _hub_database(deployment: Deployment, repo: Repository, run: str, level: int,
+                  keep: bool = True) -> Iterator[CapturedHub]:
+    """The hub DB through the adapter's ``capture_hub_database`` hook when it has one, else ``hub_database``."""
+    capture = getattr(deployment, "capture_hub_database", None)
+    if capture is not None:
+        with capture(repo, run, level=level, keep=keep) as captured:
+            yield captured
+        return
+    with deployment.hub_database() as (db_file, info):
+        yield CapturedHub(db_file=db_file, info=info)
 
 
 def _compress_file(path: Any, sink: Any, level: int) -> None:
@@ -158,8 +176,8 @@ def _previous_manifest(repo: Repository) -> Manifest | None:
 
 
 def _dry_run(repo: Repository, deployment: Deployment, opts: BackupOptions, run: str) -> BackupResult:
-    with deployment.hub_database() as (_db, info):
-        volumes = _select(deployment.volumes(info), opts.users)
+    with _hub_database(deployment, repo, run, opts.level, keep=False) as captured:
+        volumes = _select(deployment.volumes(captured.info), opts.users)
     planned = [{"user": v.user, "server": v.server, "key": v.key, "source": v.source, "running": v.running}
                for v in volumes]
     return BackupResult(run=run, status="dry-run", planned=planned)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -143,9 +144,14 @@ def restore_all(repo: Repository, deployment: Deployment, opts: RestoreOptions, 
     with repo.lock("restore", exclusive=False):
         hub = _restore_hub(repo, deployment, manifest, plan, start=False)
         # With the hub stopped no server can be started; running ones are stopped by the deployment.
-        for step in plan.volumes:
-            items.append(_restore_step(repo, deployment, step, opts))
-        deployment.start_hub()
+        try:
+            # Adapters that restore volumes independently (Kubernetes: one mover pod each) say how many
+            # may run at once; the others restore one after the other.
+            workers = max(1, int(getattr(deployment, "restore_concurrency", 1)))
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="jdr-restore") as pool:
+                items = list(pool.map(lambda step: _restore_step(repo, deployment, step, opts), plan.volumes))
+        finally:
+            deployment.start_hub()
     failed = [i for i in items if i.status != "ok"]
     status = "done" if not failed else ("partial" if len(failed) < len(items) else "failed")
     return RestoreResult(plan=plan, status=status, hub=hub, items=items, warnings=list(plan.warnings))
@@ -221,7 +227,11 @@ def _restore_hub(repo: Repository, deployment: Deployment, manifest: Manifest, p
         try:
             if secret is not None:
                 deployment.restore_hub_secret(secret)
-            previous = deployment.restore_hub_database(db_file, info)
+            restore_from = getattr(deployment, "restore_hub_database_from", None)
+            if restore_from is not None:  # the adapter puts the artifact back itself (Kubernetes: a mover)
+                previous = restore_from(repo, manifest)
+            else:
+                previous = deployment.restore_hub_database(db_file, info)
         finally:
             if start:
                 deployment.start_hub()
