@@ -97,7 +97,7 @@ class KubernetesDeployment:
     def hub_ops(self) -> HubOps:
         movers = self.movers
         if self._hub_ops is None:
-            self._hub_ops = HubOps(self.kube, self.cache, movers, self.k.hub_ready_timeout)
+            self._hub_ops = HubOps(self.kube, self.cache, movers, self.k.hub_ready_timeout, self.k.hub_selector)
         return self._hub_ops
 
     def hub(self, refresh: bool = False) -> Hub:
@@ -201,7 +201,14 @@ class KubernetesDeployment:
         if manifest.hub is None or manifest.hub.db is None:
             raise UsageError(f"run {manifest.run} holds no hub database")
         op = new_run_id(utcnow())
-        recorded = ((manifest.deployment.get("hub") or {}).get("db_pvc")) or {}
+        recorded = manifest.deployment.get("hub") or {}
+        old_ns = str(manifest.deployment.get("namespace") or "")
+        if old_ns and old_ns != self.namespace:
+            # KubeSpawner >= 7 keeps each server's namespace in its state and never resets it
+            # (kubespawner/spawner.py get_state/clear_state), so servers that ever ran would be spawned there.
+            log.warning("the hub database comes from namespace %s and is restored into %s: KubeSpawner will "
+                        "start the servers of users who ever had one in %s; restore into a namespace of the "
+                        "same name for a working hub", old_ns, self.namespace, old_ns)
         result = self.hub_ops.restore_db(self.hub(), repo, manifest.hub.db, op, recorded)
         return str(result.get("previous") or "")
 

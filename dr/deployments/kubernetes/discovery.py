@@ -54,7 +54,7 @@ def find_hub(kube: Kube, settings: KubernetesSettings) -> Hub:
 
     Raises UsageError when several hub Deployments match, or when the hub keeps its database elsewhere
     than in an SQLite file on a PVC. Returns a Hub with ``deployment=""`` when none exists (a namespace
-    prepared for disaster recovery before z2jh is installed); names then come from the settings.
+    prepared for disaster recovery before z2jh is installed).
     """
     selector = settings.hub_selector
     if settings.release:
@@ -64,10 +64,10 @@ def find_hub(kube: Kube, settings: KubernetesSettings) -> Hub:
         names = ", ".join(d["metadata"]["name"] for d in found)
         raise UsageError(f"several hub Deployments match {selector!r} in {kube.namespace}: {names}",
                          hint="set deployment.kubernetes.release (or hub_selector) to pick one")
-    prefix = f"{settings.release}-" if settings.release else ""
     if not found:
-        return Hub(deployment="", db_claim=settings.hub_db_claim or f"{prefix}hub-db-dir",
-                   db_path=settings.hub_db_path, secret=settings.hub_secret or f"{prefix}hub")
+        # Names then come from the settings, else (restores) from what the run recorded.
+        return Hub(deployment="", db_claim=settings.hub_db_claim, db_path=settings.hub_db_path,
+                   secret=settings.hub_secret)
     return hub_from_deployment(found[0], settings, kube)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from typing import Any
 
 from dr.deployments.kubernetes.api import DEPLOYMENTS, PVCS, SECRETS, Kube, KubeConflict, KubeNotFound
@@ -49,7 +50,8 @@ def _matches(pod: dict[str, Any], selector: str) -> bool:
 
 
 class HubOps:
-    def __init__(self, kube: Kube, cache: PodCache, movers: Movers, ready_timeout: int) -> None:
+    def __init__(self, kube: Kube, cache: PodCache, movers: Movers, ready_timeout: int, selector: str = "") -> None:
+        self.selector = selector
         self.kube = kube
         self.cache = cache
         self.movers = movers
@@ -66,6 +68,10 @@ class HubOps:
 
     def capture(self, hub: Hub, repo: Repository, run: str, level: int) -> dict[str, Any]:
         """Run the capture mover; returns its result (``artifact``, ``revision``, ``integrity`` …)."""
+        if not hub.deployment and not hub.db_claim:
+            raise DeploymentError(f"no hub Deployment in namespace {self.kube.namespace} (selector "
+                                  f"{self.selector!r})", hint="check deployment.kubernetes.namespace, release and "
+                                                              "hub_selector")
         if self.kube.get_or_none(PVCS, hub.db_claim) is None:
             raise DeploymentError(f"the hub database volume (PVC {hub.db_claim}) does not exist in "
                                   f"{self.kube.namespace}", hint="check deployment.kubernetes.namespace")
@@ -94,8 +100,8 @@ class HubOps:
     def start(self, hub: Hub) -> None:
         """Scale the hub back to its replicas (1 when unknown) and wait until a hub pod is Ready."""
         if not hub.deployment:
-            log.warning("no hub Deployment in %s: install z2jh (helm) with the same release name; it will use "
-                        "the restored %s PVC and Secret %s", self.kube.namespace, hub.db_claim, hub.secret)
+            log.warning("no hub Deployment in %s: install z2jh (helm) with the same release name and values; "
+                        "it will use the restored hub-db-dir PVC and hub Secret", self.kube.namespace)
             return
         replicas = self._replicas.pop(hub.deployment, 0) or max(hub.replicas, 1)
         log.info("scaling the hub Deployment %s to %d", hub.deployment, replicas)
@@ -121,9 +127,16 @@ class HubOps:
     # --- restore ---------------------------------------------------------------------------------
 
     def restore_db(self, hub: Hub, repo: Repository, artifact: Artifact, op: str,
-                   recorded_pvc: dict[str, Any]) -> dict[str, Any]:
-        """Write the DB into ``hub-db-dir`` through a mover (the hub stopped); create the PVC if missing."""
+                   recorded: dict[str, Any]) -> dict[str, Any]:
+        """Write the DB into ``hub-db-dir`` through a mover (the hub stopped); create the PVC if missing.
+
+        ``recorded``: what the run recorded of the hub (``describe()["hub"]``); its names are used when no
+        hub Deployment is installed yet.
+        """
+        if not hub.db_claim:
+            hub = replace(hub, db_claim=str(recorded.get("db_claim") or "hub-db-dir"))
         if self.kube.get_or_none(PVCS, hub.db_claim) is None:
+            recorded_pvc = recorded.get("db_pvc") or {}
             record = {**recorded_pvc, "name": hub.db_claim} if recorded_pvc else {"name": hub.db_claim}
             log.info("creating the hub database volume PVC %s", hub.db_claim)
             try:
