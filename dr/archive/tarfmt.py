@@ -43,9 +43,70 @@ def ns_to_float(ns: int) -> float:
     return ns / _NS
 
 
+_PAX_NAME = b"././@PaxHeader"
+_USTAR_MAGIC = b"ustar\x0000"
+
+
+def _octal(n: int, width: int) -> bytes:
+    return b"%0*o\0" % (width - 1, n)
+
+
+def _ustar(name: bytes, kind: bytes, mode: int, uid: int, gid: int, size: int, mtime: int,
+           linkname: bytes) -> bytes:
+    """One ustar header block, byte for byte as ``tarfile`` writes it for a pax archive."""
+    block = b"".join((
+        name.ljust(100, b"\0"), _octal(mode & 0o7777, 8), _octal(uid, 8), _octal(gid, 8), _octal(size, 12),
+        _octal(mtime, 12), b" " * 8, kind, linkname.ljust(100, b"\0"), _USTAR_MAGIC, b"\0" * 64,
+        b"\0" * 16, b"\0" * 155,  # no device numbers (tarfile leaves them empty), no prefix
+    )).ljust(BLOCK, b"\0")
+    chksum = sum(block)
+    return block[:148] + b"%06o\0" % chksum + block[155:]
+
+
+def _pax_record(keyword: bytes, value: bytes) -> bytes:
+    length = len(keyword) + len(value) + 3
+    n = p = 0
+    while True:
+        n = length + len(str(p))
+        if n == p:
+            break
+        p = n
+    return b"%d %s=%s\n" % (p, keyword, value)
+
+
+def _fast_header(rel: bytes, kind: bytes, mode: int, uid: int, gid: int, mtime_ns: int, size: int,
+                 linkname: bytes) -> bytes | None:
+    """The common case without ``tarfile``: short ASCII names, ids and sizes that fit the ustar fields.
+
+    Building headers through ``TarInfo.tobuf`` cost a third of a backup's CPU time on homes of small
+    files; this writes the same bytes (tests/unit/test_tarfmt.py compares them) or returns None.
+    """
+    name = rel + b"/" if kind == tarfile.DIRTYPE and not rel.endswith(b"/") else rel
+    if (len(name) > 100 or len(linkname) > 100 or not name.isascii() or not linkname.isascii()
+            or mtime_ns < 0 or uid >= 8**7 or gid >= 8**7 or size >= 8**11 or mtime_ns // _NS >= 8**11
+            or uid < 0 or gid < 0):
+        return None
+    head = _ustar(name, kind, mode, uid, gid, size, mtime_ns // _NS, linkname)
+    if not mtime_ns % _NS:
+        return head
+    records = _pax_record(b"mtime", mtime_text(mtime_ns).encode("ascii"))
+    pad = -len(records) % BLOCK
+    return (_ustar(_PAX_NAME, tarfile.XHDTYPE, 0, 0, 0, len(records), 0, b"") + records
+            + b"\0" * pad + head)
+
+
 def header(rel: bytes, kind: bytes, *, mode: int, uid: int, gid: int, mtime_ns: int, size: int = 0,
            linkname: bytes = b"") -> bytes:
     """The header block(s) of one member: a pax extended header when needed, then a ustar header."""
+    fast = _fast_header(rel, kind, mode, uid, gid, mtime_ns, size, linkname)
+    if fast is not None:
+        return fast
+    return _tarfile_header(rel, kind, mode=mode, uid=uid, gid=gid, mtime_ns=mtime_ns, size=size,
+                           linkname=linkname)
+
+
+def _tarfile_header(rel: bytes, kind: bytes, *, mode: int, uid: int, gid: int, mtime_ns: int,
+                    size: int = 0, linkname: bytes = b"") -> bytes:
     info = tarfile.TarInfo(os.fsdecode(rel))
     info.type = kind
     info.mode = mode

@@ -38,6 +38,9 @@ class LocalDeployment:
     """A :class:`dr.deployments.base.Deployment` for a hub on this machine."""
 
     kind = "local"
+    #: Homes restored at once by ``restore --all``: extraction waits on the disk and on zstd, both of
+    #: which release the GIL.
+    restore_concurrency = 4
 
     def __init__(self, settings: DeploymentSettings) -> None:
         if not settings.hub_db:

@@ -43,16 +43,21 @@ def backup_tree(root: Path, repo: Repository, run: str, key: str, *, excludes: S
     """Archive the tree at ``root`` as volume ``key`` of ``run``, unless its fingerprint equals
     ``previous_fingerprint`` (pass it only when the previous archive is known to exist).
 
+    ``threads`` is the ``backup.threads`` setting: 0 means one zstd worker per CPU, so that compression
+    runs beside (not after) the reading of files, as in ``tar | zstd -T0``.
+
     Raises OSError when ``root`` cannot be read and JdrError for repository failures; an upload that
     fails is aborted (nothing appears under its key).
     """
     excludes = (*ALWAYS_EXCLUDED, *excludes)
+    zstd_threads = threads if threads > 0 else -1  # zstandard: -1 = one worker per CPU
     fp, files, size = fingerprint(root, excludes)
     if previous_fingerprint is not None and previous_fingerprint == fp:
         return TreeBackup(fingerprint=fp, files=files, bytes=size, unchanged=True)
     enc = repo.encrypted
     with repo.artifact_writer(layout.volume_archive_key(run, key, enc), run) as aw, \
             repo.artifact_writer(layout.volume_index_key(run, key, enc), run) as iw:
-        stats = write_archive(root, aw, iw, excludes=excludes, level=level, threads=threads, progress=progress)
+        stats = write_archive(root, aw, iw, excludes=excludes, level=level, threads=zstd_threads,
+                               progress=progress)
     return TreeBackup(fingerprint=fp, files=stats.files, bytes=stats.bytes, archive=aw.artifact,
                       index=iw.artifact, warnings=tuple(stats.warnings))
