@@ -90,14 +90,16 @@ def take_snapshot(kube: Kube, *, name: str, pvc: str, snapshot_class: str, label
     st = ready.get("status") or {}
     content = str(st.get("boundVolumeSnapshotContentName") or "")
     handle = ""
+    used_class = str((ready.get("spec") or {}).get("volumeSnapshotClassName") or snapshot_class)
     if content:
         try:
-            handle = str(((kube.get(SNAPSHOT_CONTENTS, content).get("status") or {}).get("snapshotHandle")) or "")
+            vsc = kube.get(SNAPSHOT_CONTENTS, content)
+            handle = str((vsc.get("status") or {}).get("snapshotHandle") or "")
+            used_class = used_class or str((vsc.get("spec") or {}).get("volumeSnapshotClassName") or "")
         except KubeError as e:  # recording the handle is a convenience; the snapshot itself is fine
             log.warning("could not read VolumeSnapshotContent %s: %s", content, e)
     return Snapshot(name=name, namespace=kube.namespace, content_name=content, handle=handle,
-                    restore_size=str(st.get("restoreSize") or ""),
-                    snapshot_class=str((ready.get("spec") or {}).get("volumeSnapshotClassName") or snapshot_class))
+                    restore_size=str(st.get("restoreSize") or ""), snapshot_class=used_class)
 
 
 def snapshot_ready(kube: Kube, snap: Snapshot) -> bool:
