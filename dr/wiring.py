@@ -92,8 +92,8 @@ def make_encryptor(settings: Settings) -> AgeEncryptor | None:
     return AgeEncryptor(identity, extra)
 
 
-def open_repository(settings: Settings, *, create: bool = False) -> Repository:
-    return Repository.open(make_store(settings), make_encryptor(settings), create=create,
+def open_repository(settings: Settings, *, create: bool = False, store: Store | None = None) -> Repository:
+    return Repository.open(store or make_store(settings), make_encryptor(settings), create=create,
                            stale_after=settings.repository.lock_stale_after)
 
 

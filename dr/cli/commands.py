@@ -37,8 +37,9 @@ def backup(ctx: Context, users: tuple[str, ...], method: str | None, full: bool,
     from dr.operations.reporting import after_backup
 
     s = ctx.settings
-    repo = wiring.open_repository(s, create=not dry_run)
+    store = wiring.make_store(s)  # the whole configuration is checked before anything is created
     deployment = wiring.make_deployment(s)
+    repo = wiring.open_repository(s, create=not dry_run, store=store)
     opts = BackupOptions(users=users, method=method or s.backup.method, full=full, dry_run=dry_run,
                          excludes=tuple(s.backup.excludes), level=s.backup.compression_level,
                          threads=s.backup.threads, secret_in_clear=s.encryption.secret_in_clear)

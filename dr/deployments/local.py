@@ -116,12 +116,16 @@ class LocalDeployment:
         return found
 
     def server_running(self, user: str, server: str = "") -> bool:
+        """Per the hub DB; when the DB cannot be read (the disaster being recovered from), whether any
+        process works inside the user's home (its current directory or an open file is there)."""
         try:
             info = inspect_database(self.db_path)
         except JdrError as e:
-            raise DeploymentError(f"cannot tell whether {user}'s server is running: {e}",
-                                  hint="restore the hub first (`jdr restore --hub`), or pass --force "
-                                       "if the server is stopped") from e
+            home = self.home_of(user)
+            pids = _processes_inside(home)
+            log.warning("cannot read the hub database (%s); processes inside %s: %s", e, home,
+                        ", ".join(map(str, pids)) or "none")
+            return bool(pids)
         s = info.server(user, server)
         return bool(s and s.running)
 
@@ -202,6 +206,33 @@ def _run(cmd: list[str], what: str) -> None:
     if proc.returncode != 0:
         raise DeploymentError(f"could not {what}: {cmd[0]} exited with {proc.returncode}: "
                               f"{proc.stderr.strip()[-500:]}")
+
+
+def _processes_inside(root: Path) -> list[int]:
+    """Pids of processes whose current directory, or an open file, is inside ``root`` (from /proc)."""
+    try:
+        prefix = os.path.realpath(root).rstrip("/") + "/"
+    except OSError:
+        return []
+    me = os.getpid()
+    found = []
+    for pid_dir in Path("/proc").glob("[0-9]*"):
+        pid = int(pid_dir.name)
+        if pid == me:
+            continue
+        try:
+            links = [pid_dir / "cwd", *(pid_dir / "fd").iterdir()]
+        except OSError:
+            continue
+        for link in links:
+            try:
+                target = os.readlink(link)
+            except OSError:
+                continue
+            if (target + "/").startswith(prefix):
+                found.append(pid)
+                break
+    return found
 
 
 def _processes_using(path: Path) -> list[int]:

@@ -17,7 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from dr.deployments.base import Deployment, VolumeRestore
-from dr.errors import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, DeploymentError, JdrError, SchemaError, UsageError
+from dr.errors import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    DeploymentError,
+    HubApiError,
+    JdrError,
+    SchemaError,
+    UsageError,
+)
 from dr.hubapi import HubApi
 from dr.hubdb import schema
 from dr.hubdb.capture import inspect_database
@@ -142,6 +151,11 @@ def restore_all(repo: Repository, deployment: Deployment, opts: RestoreOptions, 
         return RestoreResult(plan=plan, status="cancelled")
     items: list[ItemOutcome] = []
     with repo.lock("restore", exclusive=False):
+        # Servers are stopped while the hub still runs (its API does it); a restore never writes into a
+        # volume that a running server has mounted.
+        for step in plan.volumes:
+            if step.target_user is not None:
+                _stop_server_for_dr(deployment, hub_api, step.target_user, step.target_server, opts.force)
         hub = _restore_hub(repo, deployment, manifest, plan, start=False)
         # With the hub stopped no server can be started; running ones are stopped by the deployment.
         try:
@@ -157,13 +171,31 @@ def restore_all(repo: Repository, deployment: Deployment, opts: RestoreOptions, 
     return RestoreResult(plan=plan, status=status, hub=hub, items=items, warnings=list(plan.warnings))
 
 
+def _stop_server_for_dr(deployment: Deployment, hub_api: HubApi | None, user: str, server: str,
+                        force: bool) -> None:
+    """As :func:`_stop_server`, but the hub may be what is broken: when its API fails, fall back to what
+    the deployment itself can see."""
+    try:
+        _stop_server(deployment, hub_api, user, server, force)
+    except HubApiError as e:
+        log.warning("could not stop %s's server through the Hub API (%s); checking the deployment", user, e)
+        _stop_server(deployment, None, user, server, force)
+
+
 def _stop_server(deployment: Deployment, hub_api: HubApi | None, user: str, server: str,
                  force: bool) -> None:
     if hub_api is not None:
         log.info("stopping the server of %s through the Hub API", user)
         hub_api.stop_server(user, server)
         return
-    if deployment.server_running(user, server):
+    try:
+        running = deployment.server_running(user, server)
+    except DeploymentError:
+        if not force:
+            raise
+        log.warning("cannot tell whether %s's server is running; restoring anyway (--force)", user)
+        return
+    if running:
         if force:
             log.warning("%s's server seems to be running; restoring anyway (--force)", user)
             return
