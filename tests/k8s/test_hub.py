@@ -73,7 +73,7 @@ def test_restore_hub_database_and_secret(k8s_cluster, z2jh_namespace, jdr_k8s):
     assert copies[0].data["hub.config.JupyterHub.cookie_secret"] == rotated
     # the hub still knows its users' tokens (same cookie secret and DB): the jdr service token works
     st, info = ns.api("GET", "/users/alice")
-    assert st == 200
+    assert st == 200 and info["name"] == "alice"
     assert jdr_objects(k8s_cluster, ns.namespace) == {"pods": [], "pvcs": [], "snapshots": []}
     print(f"\nhub restore (scale down, secret, DB by mover, scale up, ready): {seconds:.1f}s")
 
