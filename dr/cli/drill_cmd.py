@@ -94,3 +94,6 @@ def drill(ctx: Context, run: str | None, users: int | None, everyone: bool, keep
 
     ctx.emit(doc, text)
     exit_with(result.exit_code)
+
+
+from dr.cli import drill_agent  # noqa: E402,F401  (registers ``jdr agent verify-volume``, run by drill movers)
