@@ -130,8 +130,8 @@ def jdr_k8s(k8s_cluster, s3_server, s3_bucket, tmp_path):
     made: list[Jdr] = []
 
     def factory(namespace: str, hub=None, encrypted: bool = False, repo_url: str | None = None,
-                kubeconfig: Path | None = None, **overrides: Any) -> Jdr:
-        secret = dict(s3_server.env())
+                kubeconfig: Path | None = None, mover_env: dict[str, str] | None = None, **overrides: Any) -> Jdr:
+        secret = {**s3_server.env(), **(mover_env or {})}
         if encrypted:
             secret["JDR_TEST_KEY"] = TEST_KEY
             overrides.setdefault("encryption", {"key_env": "JDR_TEST_KEY"})
@@ -160,6 +160,17 @@ def jdr_k8s(k8s_cluster, s3_server, s3_bucket, tmp_path):
         return j
 
     yield factory
+
+
+def set_mover_env(k8s_cluster, namespace: str, **env: str | None) -> None:
+    """Change what mover pods find in their Secret (``None`` removes a variable)."""
+    sec = k8s_cluster.core.read_namespaced_secret("jdr-s3", namespace)
+    for k, v in env.items():
+        if v is None:
+            sec.data.pop(k, None)
+        else:
+            sec.data[k] = base64.b64encode(v.encode()).decode()
+    k8s_cluster.core.replace_namespaced_secret("jdr-s3", namespace, sec)
 
 
 def jdr_objects(k8s_cluster, namespace: str) -> dict[str, list[str]]:

@@ -174,7 +174,7 @@ class Movers:
             self.started += 1
         finished = False
         try:
-            pod = self.cache.wait(lambda c: _finished(c, name), self.cfg.timeout + 60)
+            pod = self.cache.wait(lambda c: _finished(c, name), self.cfg.timeout + 30)
             if pod is None:
                 current = self.cache.get(name) or {}
                 raise MoverFailed(f"mover pod {name} did not finish within {self.cfg.timeout}s "

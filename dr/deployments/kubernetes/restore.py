@@ -56,8 +56,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RELEASE_TIMEOUT = 180.0  # seconds to wait for a stopped server's pod to release its PVC
-
 
 def find_target_pvc(dep: KubernetesDeployment, user: str, server: str, item: VolumeItem | None) -> str | None:
     """The PVC of ``user``'s (``server``'s) volume: the one annotated as theirs, else (restoring their own
@@ -119,7 +117,8 @@ def ensure_free(dep: KubernetesDeployment, claim: str) -> None:
                 log.warning("deleting the server pod %s of a stopped hub: it mounts PVC %s", pod["metadata"]["name"],
                             claim)
                 delete_quietly(dep.kube, PODS, pod["metadata"]["name"])
-    if cache.wait(lambda c: True if not c.users_of(claim) else None, RELEASE_TIMEOUT) is None:
+    # A stopped server's pod takes a moment to go (grace period); wait for it, as for any PVC change.
+    if cache.wait(lambda c: True if not c.users_of(claim) else None, dep.k.pvc_timeout) is None:
         names = ", ".join(p["metadata"]["name"] for p in cache.users_of(claim))
         raise DeploymentError(f"refusing to write into PVC {claim}: it is mounted by running pod(s) {names}",
                               hint="stop the user's server (jdr does so through the Hub API when hub_api is "
