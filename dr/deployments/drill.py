@@ -47,6 +47,7 @@ from dr.hubdb.info import DbInfo
 from dr.model import IndexEntry, VolumeItem
 from dr.repository.artifacts import drain
 from dr.repository.repository import Repository
+from dr.util.procs import pid_alive
 from dr.util.timefmt import iso, utcnow
 
 log = logging.getLogger(__name__)
@@ -206,21 +207,7 @@ def index_file_count(index: dict[bytes, IndexEntry]) -> int:
 # --- local ------------------------------------------------------------------------------------------
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie is dead for our purposes.
-    with contextlib.suppress(OSError):
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat.rsplit(")", 1)[-1].split()[0] == "Z":
-            return False
-    return True
+_pid_alive = pid_alive  # kept for dr.deployments.kubernetes.drill
 
 
 def _inside(path: Path, base: Path) -> bool:
@@ -282,7 +269,7 @@ class LocalDrillTarget:
                 continue  # kept on purpose (--keep): the administrator removes it
             if marker.get("host") != host:
                 continue  # cannot tell whether that drill still runs
-            if _pid_alive(int(marker.get("pid", 0) or 0)):
+            if pid_alive(int(marker.get("pid", 0) or 0)):
                 continue
             found.append(Leftover(where=str(path), drill=str(marker.get("drill", "")), details=marker))
         return found
@@ -293,7 +280,7 @@ class LocalDrillTarget:
         if marker is None:
             raise DeploymentError(f"{path} carries no jdr drill marker; refusing to remove it")
         hub_pid = int(marker.get("hub_pid", 0) or 0)
-        if hub_pid and _pid_alive(hub_pid) and _cmdline_mentions(hub_pid, str(path)):
+        if hub_pid and pid_alive(hub_pid) and _cmdline_mentions(hub_pid, str(path)):
             log.warning("stopping the hub that drill %s left running (pid %d)", leftover.drill, hub_pid)
             with contextlib.suppress(OSError):
                 os.killpg(hub_pid, signal.SIGKILL)

@@ -28,6 +28,7 @@ from dr.model import VolumeItem, volume_key
 from dr.repository.artifacts import drain
 from dr.repository.repository import Repository
 from dr.settings import DeploymentSettings
+from dr.util.procs import pids_with_links
 
 log = logging.getLogger(__name__)
 
@@ -209,50 +210,18 @@ def _run(cmd: list[str], what: str) -> None:
 
 
 def _processes_inside(root: Path) -> list[int]:
-    """Pids of processes whose current directory, or an open file, is inside ``root`` (from /proc)."""
+    """Pids of processes whose current directory, or an open file, is inside ``root``."""
     try:
         prefix = os.path.realpath(root).rstrip("/") + "/"
     except OSError:
         return []
-    me = os.getpid()
-    found = []
-    for pid_dir in Path("/proc").glob("[0-9]*"):
-        pid = int(pid_dir.name)
-        if pid == me:
-            continue
-        try:
-            links = [pid_dir / "cwd", *(pid_dir / "fd").iterdir()]
-        except OSError:
-            continue
-        for link in links:
-            try:
-                target = os.readlink(link)
-            except OSError:
-                continue
-            if (target + "/").startswith(prefix):
-                found.append(pid)
-                break
-    return found
+    return pids_with_links(lambda target: (target + "/").startswith(prefix), cwd=True)
 
 
 def _processes_using(path: Path) -> list[int]:
-    """Pids of processes that have ``path`` open (read from /proc; empty where /proc is absent)."""
+    """Pids of processes that have ``path`` open."""
     try:
         target = os.path.realpath(path)
     except OSError:
         return []
-    me = os.getpid()
-    found = []
-    for pid_dir in Path("/proc").glob("[0-9]*"):
-        pid = int(pid_dir.name)
-        if pid == me:
-            continue
-        try:
-            for fd in (pid_dir / "fd").iterdir():
-                with contextlib.suppress(OSError):
-                    if os.readlink(fd) == target:
-                        found.append(pid)
-                        break
-        except OSError:
-            continue
-    return found
+    return pids_with_links(lambda link: link == target)

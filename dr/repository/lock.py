@@ -28,6 +28,7 @@ from typing import Any
 from dr.errors import LockHeldError, ObjectNotFound, RepositoryError
 from dr.repository import layout
 from dr.repository.store import Store
+from dr.util.procs import pid_alive
 from dr.util.timefmt import iso, parse_iso, utcnow
 
 log = logging.getLogger(__name__)
@@ -66,19 +67,7 @@ def is_stale(lock: LockInfo, now: datetime, stale_after: float, host: str | None
     """A lock is stale if not refreshed for ``stale_after`` seconds, or its local holder is gone."""
     if now - lock.refreshed > timedelta(seconds=stale_after):
         return True
-    return lock.host == (host or socket.gethostname()) and not _pid_alive(lock.pid)
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return lock.host == (host or socket.gethostname()) and not pid_alive(lock.pid)
 
 
 def list_locks(store: Store) -> list[LockInfo]:
