@@ -215,3 +215,111 @@ def test_killed_drill_leaves_a_scratch_namespace_that_the_next_drill_removes(k8s
     finally:
         k8s_cluster.delete_namespace(alive, wait=False)
     assert production_state(k8s_cluster, ns.namespace) == before
+
+
+def drill_rbac_docs() -> list[dict[str, Any]]:
+    """The RBAC that restore/DRILL.md proposes for drills (its YAML block), as documents."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    text = (Path(__file__).resolve().parents[2] / "restore" / "DRILL.md").read_text()
+    block = next(b for b in re.findall(r"```yaml\n(.*?)```", text, re.S) if "name: jdr-drill-scratch" in b)
+    return [d for d in yaml.safe_load_all(block) if d]
+
+
+def test_drill_as_the_cronjob_service_account_with_the_documented_rbac(k8s_cluster, z2jh_namespace, jdr_k8s,
+                                                                      tmp_path):
+    from tests.k8s.shipping import rules
+    from tests.k8s.test_rbac import install_rbac
+
+    ns = z2jh_namespace(running=())
+    docs, cluster_name = install_rbac(k8s_cluster, ns.namespace)
+    drill_docs = drill_rbac_docs()
+    # per-test names for the cluster-scoped objects (other tests' installations live beside them)
+    names = {"jdr-drill": f"jdr-drill-{ns.namespace}", "jdr-drill-scratch": f"jdr-drill-scratch-{ns.namespace}"}
+    for d in drill_docs:
+        d["metadata"]["name"] = names[d["metadata"]["name"]]
+        if d["kind"] == "ClusterRole":
+            for rule in d["rules"]:
+                if "resourceNames" in rule:
+                    rule["resourceNames"] = [names[n] for n in rule["resourceNames"]]
+        else:
+            d["roleRef"]["name"] = names[d["roleRef"]["name"]]
+            d["subjects"][0]["namespace"] = ns.namespace
+    kept = ""
+    try:
+        for d in drill_docs:
+            if d["kind"] == "ClusterRole":
+                k8s_cluster.rbac.create_cluster_role(d)
+            else:
+                k8s_cluster.rbac.create_cluster_role_binding(d)
+        token = k8s_cluster.service_account_token(ns.namespace, "jdr")
+        kubeconfig = k8s_cluster.write_kubeconfig(tmp_path / "jdr-sa.kubeconfig", token=token, namespace=ns.namespace)
+        k8s_cluster.core.create_namespaced_pod(ns.namespace, {
+            "metadata": {"name": "jdr-runner"},
+            "spec": {"containers": [{"name": "jdr", "image": "jdr-test", "command": ["sleep", "600"]}],
+                     "terminationGracePeriodSeconds": 1}})
+        jdr = jdr_k8s(ns.namespace, hub=ns, encrypted=True, kubeconfig=kubeconfig, kubernetes={"mover_image": ""})
+        env = {"POD_NAME": "jdr-runner", "POD_NAMESPACE": ns.namespace,
+               "JDR_DRILL_SCRATCH_ROLE": names["jdr-drill-scratch"]}
+        jdr.run("backup", env=env)
+        before = production_state(k8s_cluster, ns.namespace)
+        jdr.reset_audit()
+        t0 = time.monotonic()
+        res = jdr.run("--json", "drill", env=env, check=False)
+        assert res.code == 0, res.stdout[-4000:] + res.stderr[-4000:]
+        doc = res.json()
+        assert doc["ok"] and len(doc["volumes"]) == 5
+        res = jdr.run("--json", "drill", "--users", "1", "--keep", env=env, check=False)
+        assert res.code == 0, res.stdout[-4000:] + res.stderr[-4000:]
+        kept = res.json()["target"]["scratch"]
+        seconds = time.monotonic() - t0
+        ns_obj = k8s_cluster.core.read_namespace(kept)
+        assert ns_obj.metadata.annotations["jdr.hub.jupyter.org/kept"] == "true"
+        holder = json.loads(ns_obj.metadata.annotations["jdr.hub.jupyter.org/holder"])
+        assert holder["pod"] == "jdr-runner" and holder["namespace"] == ns.namespace and holder["uid"]
+        assert drill_namespaces(k8s_cluster) == [kept]
+
+        audit = jdr.audit()
+        refused = [a for a in audit if a["status"] in (401, 403)]
+        assert refused == [], refused
+        assert writes_outside(audit, ns.namespace) == []
+        in_prod = {(a["group"], a["resource"], a["verb"]) for a in audit if a["namespace"] == ns.namespace}
+        in_scratch = {(a["group"], a["resource"], a["verb"]) for a in audit
+                      if a["namespace"].startswith("jdr-drill-")}
+        cluster = {(a["group"], a["resource"], a["verb"]) for a in audit if not a["namespace"]}
+        assert in_prod <= rules(docs, "Role"), in_prod - rules(docs, "Role")
+        scratch_rules = rules([d for d in drill_docs if d["metadata"]["name"] == names["jdr-drill-scratch"]],
+                              "ClusterRole")
+        drill_rules = rules([d for d in drill_docs if d["metadata"]["name"] == names["jdr-drill"]], "ClusterRole")
+        # creating the RoleBinding in the scratch namespace is the ClusterRole jdr-drill's right
+        assert ("rbac.authorization.k8s.io", "rolebindings", "create") in in_scratch
+        in_scratch.discard(("rbac.authorization.k8s.io", "rolebindings", "create"))
+        assert in_scratch == scratch_rules, sorted(in_scratch ^ scratch_rules)
+        # the binding itself is a namespaced create; SelfSubjectReview is every user's right
+        cluster_used = cluster - {("authentication.k8s.io", "selfsubjectreviews", "create")}
+        granted = drill_rules | rules(docs, "ClusterRole")
+        assert cluster_used <= granted, cluster_used - granted
+        unused = drill_rules - cluster_used - {("rbac.authorization.k8s.io", "rolebindings", "create"),
+                                               ("rbac.authorization.k8s.io", "clusterroles", "bind")}
+        # only the handling of PVs that outlive the namespace (a Retain class, a slow reclaim) may go unused
+        # here: the test storage classes delete, and quickly
+        assert unused <= {("", "persistentvolumes", v) for v in ("patch", "delete", "watch")}, unused
+        assert production_state(k8s_cluster, ns.namespace) == before
+        print(f"\ntwo drills (5 volumes, then 1 with --keep) as ServiceAccount jdr: {seconds:.1f}s, "
+              f"{len(audit)} API calls, no request refused")
+    finally:
+        if kept:
+            k8s_cluster.delete_namespace(kept, wait=False)
+        for d in drill_docs:
+            try:
+                if d["kind"] == "ClusterRole":
+                    k8s_cluster.rbac.delete_cluster_role(d["metadata"]["name"])
+                else:
+                    k8s_cluster.rbac.delete_cluster_role_binding(d["metadata"]["name"])
+            except Exception as e:
+                print(f"warning: RBAC cleanup: {e!r}")
+        k8s_cluster.rbac.delete_cluster_role_binding(cluster_name)
+        k8s_cluster.rbac.delete_cluster_role(cluster_name)

@@ -298,10 +298,13 @@ class KubernetesDrillTarget:
                          args=("verify-volume", "--run", self.drill, "--root", DATA_MOUNT, "--item-json", item_json,
                                "--notebooks", str(notebooks)),
                          mounts=(Mount(claim, DATA_MOUNT, read_only=True),), security=READER)
+        t0 = time.monotonic()
         try:
             result = self._mover().run(spec, self._repo)
         except (MoverFailed, KubeError) as e:
             return VolumeCheck(files_on_disk=0, problems=(f"the verification mover failed: {e}",))
+        log.debug("%s: verified by mover %s in %.1f s (%s files, %s bytes read back)", item.label, spec.name,
+                  time.monotonic() - t0, result.get("checked_files"), result.get("checked_bytes"))
         problems = [str(p) for p in result.get("problems") or []]
         files = int(result.get("files_on_disk", 0))
         if files != restored.index_files:
