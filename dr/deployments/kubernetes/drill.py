@@ -59,7 +59,6 @@ from dr.deployments.drill import (
     Leftover,
     RestoredVolume,
     VolumeCheck,
-    _pid_alive,
     index_file_count,
 )
 from dr.deployments.kubernetes.api import (
@@ -98,6 +97,7 @@ from dr.model import VolumeItem
 from dr.repository.artifacts import drain
 from dr.repository.repository import Repository
 from dr.settings import Settings
+from dr.util.procs import pid_alive
 from dr.util.timefmt import iso, utcnow
 
 log = logging.getLogger(__name__)
@@ -191,7 +191,7 @@ class KubernetesDrillTarget:
             return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
         if holder.get("host") and holder["host"] == socket.gethostname():
             pid = int(holder.get("pid") or 0)
-            if not _pid_alive(pid):
+            if not pid_alive(pid):
                 return True
             start = str(holder.get("pid_start") or "")
             return bool(start) and _process_start(pid) != start
