@@ -207,7 +207,6 @@ def index_file_count(index: dict[bytes, IndexEntry]) -> int:
 # --- local ------------------------------------------------------------------------------------------
 
 
-_pid_alive = pid_alive  # kept for dr.deployments.kubernetes.drill
 
 
 def _inside(path: Path, base: Path) -> bool:
