@@ -207,8 +207,6 @@ def index_file_count(index: dict[bytes, IndexEntry]) -> int:
 # --- local ------------------------------------------------------------------------------------------
 
 
-
-
 def _inside(path: Path, base: Path) -> bool:
     return path == base or base in path.parents
 
