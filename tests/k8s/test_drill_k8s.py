@@ -5,7 +5,8 @@ scratch namespace and its PVs gone); one that must fail (a corrupted archive in 
 mid-way whose scratch namespace the next drill removes. In every case the production namespace is
 exactly as before — every PVC, pod, Secret, Deployment and ConfigMap with its resourceVersion, the PVs
 bound there, and every file of every PVC — and jdr's audit log shows no write outside the scratch
-namespace (PVs bound to it excepted).
+namespace (PVs bound to it excepted). Also: a run with only snapshots (volumes reported as not drilled), and
+drills run as the CronJob's ServiceAccount with exactly the RBAC that restore/DRILL.md documents.
 """
 
 from __future__ import annotations
@@ -323,3 +324,16 @@ def test_drill_as_the_cronjob_service_account_with_the_documented_rbac(k8s_clust
                 print(f"warning: RBAC cleanup: {e!r}")
         k8s_cluster.rbac.delete_cluster_role_binding(cluster_name)
         k8s_cluster.rbac.delete_cluster_role(cluster_name)
+
+
+def test_volumes_with_only_a_snapshot_are_reported_as_not_drilled(k8s_cluster, z2jh_namespace, jdr_k8s):
+    ns = z2jh_namespace(running=())
+    jdr = jdr_k8s(ns.namespace, hub=ns)
+    jdr.run("backup", "--method", "snapshot")
+    before = production_state(k8s_cluster, ns.namespace)
+    rc, doc, err = drill(jdr)
+    assert rc == 0, json.dumps(doc, indent=1) + err[-4000:]
+    assert doc["volumes"] == [] and doc["hub"]["integrity"] == "ok"
+    assert any("no archive in the run (snapshot method)" in n for n in doc["notes"]), doc["notes"]
+    assert drill_namespaces(k8s_cluster) == []
+    assert production_state(k8s_cluster, ns.namespace) == before
