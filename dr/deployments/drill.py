@@ -7,7 +7,7 @@ and throws the place away. The target guarantees that nothing it writes can reac
   ``hub/jupyterhub.sqlite`` and ``home/<user>/``. Archives are extracted with the archive engine directly
   (never through :class:`dr.deployments.local.LocalDeployment`, which knows the production paths), and a
   scratch directory overlapping the production hub DB or homes is refused.
-- ``kubernetes`` (TODO, ``dr.deployments.kubernetes.drill.KubernetesDrillTarget(settings)``): a scratch
+- ``kubernetes`` (``dr.deployments.kubernetes.drill.KubernetesDrillTarget(settings)``): a scratch
   namespace created by jdr, labelled like every object jdr creates (``app.kubernetes.io/managed-by: jdr``,
   ``jdr.hub.jupyter.org/role: drill``, ``jdr.hub.jupyter.org/run: <drill>``; see
   ``dr.deployments.kubernetes.objects.jdr_labels``) and annotated with the drill's holder (pod, start time),
