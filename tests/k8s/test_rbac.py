@@ -22,8 +22,10 @@ def install_rbac(k8s_cluster, namespace):
     """Apply the base's ServiceAccount, Role(Binding) and ClusterRole(Binding) (renamed per namespace)."""
     from kubernetes import utils
 
+    # The backup/restore rights; the drill's own ClusterRoles (drill-rbac.yaml) are installed by its tests.
     docs = [d for d in build() if d["kind"] in ("ServiceAccount", "Role", "RoleBinding", "ClusterRole",
-                                                  "ClusterRoleBinding")]
+                                                  "ClusterRoleBinding")
+            and not d["metadata"]["name"].startswith("jdr-drill")]
     cluster_name = f"jdr-{namespace}"
     for d in docs:
         if d["kind"] == "ClusterRole":
