@@ -33,6 +33,8 @@ def test_backup_maps_users_and_restores_one_user_whose_server_runs(k8s_cluster, 
     k8s_cluster.wait_pvc_bound(ns.namespace, "orphan-data")
     ns.write_file("orphan-data", "keep.txt", "not a user's, still backed up\n")
     ns.write_file(ns.users["alice"].pvc_name, "work/data.csv", "a,b\n1,2\n")
+    # a hub user who never started a server has no PVC: reported, not a failure
+    assert ns.api("POST", "/users/zoe")[0] == 201
     jdr = jdr_k8s(ns.namespace, hub=ns)
     before = {key: tree(ns.user_dir(key)) for key in ns.users}
 
@@ -45,9 +47,14 @@ def test_backup_maps_users_and_restores_one_user_whose_server_runs(k8s_cluster, 
     assert set(vols) == {"alice", "bob", "bob:analysis", "alice@example.com", "Émile", "pvc:orphan-data"}
     assert vols["alice@example.com"]["source"]["pvc"]["name"] == ns.users["alice@example.com"].pvc_name
     assert vols["alice"]["source"]["running"] is True and vols["bob"]["source"]["running"] is False
+    # alice's mover ran on the node of her server's pod (her RWO volume is attached there)
+    alice_pod = k8s_cluster.core.read_namespaced_pod(ns.users["alice"].pod_name, ns.namespace)
+    assert vols["alice"]["source"]["node"] == alice_pod.spec.node_name
+    assert m["deployment"]["users_without_volume"] == ["zoe"]
+    assert vols["pvc:orphan-data"]["user"] is None and vols["pvc:orphan-data"]["files"] == 1
     assert all(v["archive"] and v["index"] for v in vols.values())
     assert m["hub"]["db"] and m["hub"]["integrity"] == "ok"
-    assert set(m["hub"]["users"]) == {"alice", "bob", "alice@example.com", "Émile"}
+    assert set(m["hub"]["users"]) == {"alice", "bob", "alice@example.com", "Émile", "zoe"}
     assert m["hub"]["secret"] is None  # not encrypted and not secret_in_clear: the Secret is not stored
     assert jdr_objects(k8s_cluster, ns.namespace) == {"pods": [], "pvcs": [], "snapshots": []}
     # the hub kept running while its DB was captured
@@ -146,3 +153,47 @@ def test_restore_recreates_a_vanished_pvc_and_named_server(k8s_cluster, z2jh_nam
     # the hub can start the named server on the recreated volume
     ns.start_server(key)
     assert os.path.exists(ns.user_dir(key) / "results" / "out.txt")
+
+
+def test_activity_aware_incremental(k8s_cluster, z2jh_namespace, jdr_k8s):
+    ns = z2jh_namespace(running=("alice",))
+    jdr = jdr_k8s(ns.namespace, hub=ns)
+    first = jdr.run("--json", "backup").json()["manifest"]
+    assert jdr.calls()[("create", "pods")] == 6  # the hub DB and five volumes
+
+    # alice writes, then stops her server: JupyterHub's last_activity may lag, but she was running at the
+    # last capture, so her volume is read again; nobody else started a server, so nobody else is
+    ns.write_file(ns.users["alice"].pvc_name, "late.txt", "written just before she stopped\n")
+    ns.stop_server("alice")
+    jdr.reset_audit()
+    second = jdr.run("--json", "backup").json()["manifest"]
+    by = volumes_by_label(second)
+    assert jdr.calls()[("create", "pods")] == 2  # the hub DB and alice
+    assert by["alice"]["reused_from"] is None and by["alice"]["files"] == first_files(first, "alice") + 1
+    assert by["alice"]["source"]["running"] is False
+    for label in ("bob", "bob:analysis", "alice@example.com", "Émile"):
+        assert by[label]["reused_from"] == first["run"], label
+        assert by[label]["archive"] == volumes_by_label(first)[label]["archive"]
+
+    # a quiet night: only the hub DB is read
+    jdr.reset_audit()
+    third = jdr.run("--json", "backup").json()["manifest"]
+    assert jdr.calls()[("create", "pods")] == 1
+    assert volumes_by_label(third)["alice"]["reused_from"] == second["run"]
+    # a server that ran in between (started later than the capture) is read again
+    ns.start_server("bob")
+    ns.stop_server("bob")
+    jdr.reset_audit()
+    fourth = volumes_by_label(jdr.run("--json", "backup").json()["manifest"])
+    assert jdr.calls()[("create", "pods")] == 2
+    # unchanged files: bob's mover found the same listing and referenced his earlier archive
+    assert fourth["bob"]["reused_from"] == first["run"]
+    # --full reads everyone
+    jdr.reset_audit()
+    full = volumes_by_label(jdr.run("--json", "backup", "--full").json()["manifest"])
+    assert jdr.calls()[("create", "pods")] == 6
+    assert all(v["reused_from"] is None for v in full.values())
+
+
+def first_files(manifest, label):
+    return volumes_by_label(manifest)[label]["files"]

@@ -234,3 +234,24 @@ def test_killed_full_restore_is_finished_by_a_rerun(k8s_cluster, z2jh_namespace,
         assert jdr_objects(k8s_cluster, ns) == CLEAN
     finally:
         k8s_cluster.delete_namespace(ns, wait=False)
+
+
+def test_killed_backup_is_cleaned_up_by_the_next_run(k8s_cluster, z2jh_namespace, jdr_k8s):
+    ns = z2jh_namespace(running=())
+    jdr = jdr_k8s(ns.namespace, hub=ns, mover_env={"JDR_TEST_PAUSE_AT": "artifact-upload"})
+    proc = jdr.popen("backup")
+    try:
+        mover = _paused_mover(k8s_cluster, ns.namespace, purpose="hub-capture")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    dead_run = k8s_cluster.core.read_namespaced_pod(mover, ns.namespace).metadata.labels["jdr.hub.jupyter.org/run"]
+    set_mover_env(k8s_cluster, ns.namespace, JDR_TEST_PAUSE_AT=None)
+    res = jdr.run("--json", "backup")
+    doc = res.json()
+    assert doc["status"] == "complete"
+    assert f"Pod/{mover}" in res.stderr  # removed as a leftover of a run that died
+    repo = jdr.repo()
+    assert repo.run_ids() == [doc["run"]] and dead_run != doc["run"]
+    assert not [o.key for o in repo.store.list(f"data/{dead_run}/")]
+    assert jdr_objects(k8s_cluster, ns.namespace) == CLEAN

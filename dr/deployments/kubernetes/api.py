@@ -172,13 +172,16 @@ class Kube:
         self._audit_path = audit_path if audit_path is not None else os.environ.get(AUDIT_ENV) or None
 
     @classmethod
-    def connect(cls, kubeconfig: str = "", namespace: str = "") -> Kube:
+    def connect(cls, kubeconfig: str = "", namespace: str = "", pool_size: int = 0) -> Kube:
         """Connect with ``kubeconfig`` (a path), else in-cluster config, else ``$KUBECONFIG``/``~/.kube/config``.
 
         The namespace defaults to the pod's own (in-cluster), else the kubeconfig context's, else
-        ``default``. Raises ConfigError-like DeploymentError when no configuration can be loaded.
+        ``default``. ``pool_size``: HTTP connections kept open (one per concurrent request, watches
+        included). Raises DeploymentError when no configuration can be loaded.
         """
         cfg = k8s_client.Configuration()
+        if pool_size:
+            cfg.connection_pool_maxsize = pool_size
         ctx_namespace = ""
         try:
             if kubeconfig:

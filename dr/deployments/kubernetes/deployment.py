@@ -14,6 +14,7 @@ import logging
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -59,7 +60,8 @@ class KubernetesDeployment:
         self.k = settings.deployment.kubernetes
         if self.k.concurrency < 1:
             raise ConfigError("deployment.kubernetes.concurrency: must be at least 1")
-        self.kube = kube or Kube.connect(self.k.kubeconfig, self.k.namespace)
+        # A connection per mover thread, the pod watch and snapshot/PVC watches, plus some slack.
+        self.kube = kube or Kube.connect(self.k.kubeconfig, self.k.namespace, pool_size=2 * self.k.concurrency + 8)
         self.namespace = self.kube.namespace
         self._lock = threading.Lock()
         self._cache: PodCache | None = None
@@ -70,6 +72,7 @@ class KubernetesDeployment:
         self._users_without_volume: list[str] = []
         self.repo: Repository | None = None  # bound by capture_hub_database (and usable by hub_database)
         self.stats: dict[str, int] = {"movers": 0, "reused_inactive": 0, "snapshots": 0}
+        self._pvcs: tuple[float, list[dict[str, Any]]] | None = None  # (when, user PVCs) for restores
 
     # --- shared machinery ----------------------------------------------------------------------------
 
@@ -229,6 +232,17 @@ class KubernetesDeployment:
                         ", ".join(mapping.users_without_volume[:20]))
         self._users_without_volume = mapping.users_without_volume
         return mapping.volumes
+
+    def user_pvcs(self, max_age: float = 10.0) -> list[dict[str, Any]]:
+        """The user PVCs, listed at most ``max_age`` seconds ago: a full restore looks up every user's PVC,
+        and one list serves them all (a stale answer only means falling back to the recorded name)."""
+        with self._lock:
+            if self._pvcs is not None and time.monotonic() - self._pvcs[0] < max_age:
+                return self._pvcs[1]
+        pvcs = list_user_pvcs(self.kube, self.k)
+        with self._lock:
+            self._pvcs = (time.monotonic(), pvcs)
+        return pvcs
 
     def server_running(self, user: str, server: str = "") -> bool:
         pvc = volume_restores.find_target_pvc(self, user, server, None)

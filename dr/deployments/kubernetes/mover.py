@@ -144,6 +144,11 @@ class PodCache:
         with self._cond:
             return name in self._gone
 
+    def forget(self, name: str) -> None:
+        """A pod of this name was just created: an earlier deletion of the name no longer counts."""
+        with self._cond:
+            self._gone.discard(name)
+
 
 class Movers:
     """Runs mover pods for one deployment (thread-safe: many movers may run at once)."""
@@ -170,6 +175,7 @@ class Movers:
             log.warning("mover %s exists already (an earlier attempt); replacing it", name)
             self._delete_and_wait(name, 60)
             self.kube.create(PODS, body, self.cache.namespace)
+        self.cache.forget(name)
         with self._lock:
             self.started += 1
         finished = False

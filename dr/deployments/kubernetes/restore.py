@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from dr.deployments.base import VolumeRestore, VolumeRestoreResult
 from dr.deployments.kubernetes.api import PODS, PVCS, KubeConflict, Obj
-from dr.deployments.kubernetes.discovery import find_user_pvc, list_user_pvcs
+from dr.deployments.kubernetes.discovery import find_user_pvc
 from dr.deployments.kubernetes.objects import (
     DATA_MOUNT,
     MANAGED_BY,
@@ -60,7 +60,7 @@ log = logging.getLogger(__name__)
 def find_target_pvc(dep: KubernetesDeployment, user: str, server: str, item: VolumeItem | None) -> str | None:
     """The PVC of ``user``'s (``server``'s) volume: the one annotated as theirs, else (restoring their own
     item) the name the run recorded, which may have vanished."""
-    found = find_user_pvc(list_user_pvcs(dep.kube, dep.k), user, server)
+    found = find_user_pvc(dep.user_pvcs(), user, server)
     if found is not None:
         return str(found["metadata"]["name"])
     if item is not None and item.user == user and item.server == server:
