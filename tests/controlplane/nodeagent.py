@@ -57,6 +57,17 @@ def _preexec():
     set_pdeathsig(signal.SIGKILL)
 
 
+def _runtime_dirs() -> list[str]:
+    """What a pod's command needs from the host: the venv, the Python it was made from, this checkout.
+
+    A real image carries its programs; here they live on the host, and a pod volume mounted over an
+    ancestor (an emptyDir at /tmp, when the checkout is under /tmp) would hide them. podexec binds these
+    back, read-only, above the pod's volumes."""
+    root = str(Path(__file__).resolve().parents[2])
+    dirs = {os.path.realpath(sys.prefix), os.path.realpath(sys.base_prefix), root}
+    return sorted(d for d in dirs if os.path.isdir(d))
+
+
 def _expose_map(uid_needed: bool) -> dict[str, list[str]]:
     """Directories on the way to the interpreter/venv that a non-root uid cannot traverse."""
     if not uid_needed:
@@ -809,7 +820,7 @@ class NodeAgent:
         scratch.mkdir(exist_ok=True)
         plan = {"argv": argv, "env": env, "cwd": spec.working_dir, "uid": uid, "gid": gid,
                 "groups": groups, "scratch": str(scratch), "mounts": mounts,
-                "expose": _expose_map(bool(uid))}
+                "expose": _expose_map(bool(uid)), "runtime": _runtime_dirs()}
         plan_path = run / f"plan-{c.restart_count}.json"
         plan_path.write_text(json.dumps(plan))
         plan_path.chmod(0o600)

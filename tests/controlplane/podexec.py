@@ -129,6 +129,7 @@ def main() -> None:
     fds = {}
     for m in plan["mounts"]:
         fds[m["target"]] = os.open(m["source"], os.O_PATH)
+    runtime = {p: os.open(p, os.O_PATH) for p in plan.get("runtime", []) if os.path.isdir(p)}
     ns = Namespace(plan["scratch"])
     uid = plan.get("uid")
     if uid:
@@ -147,7 +148,14 @@ def main() -> None:
         mount(f"/proc/self/fd/{fds[m['target']]}", m["target"], None, MS_BIND | MS_REC)
         if m.get("readonly"):
             mount(None, m["target"], None, MS_BIND | MS_REMOUNT | MS_RDONLY)
-    for fd in fds.values():
+    # The host's venv, Python and checkout stand in for the image's programs: bind them back (read-only)
+    # where a pod volume hides them.
+    for path, fd in runtime.items():
+        if any(under(path, m["target"]) for m in mounts):
+            os.makedirs(path, exist_ok=True)
+            mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
+            mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
+    for fd in [*fds.values(), *runtime.values()]:
         os.close(fd)
     cwd = plan.get("cwd") or "/"
     os.makedirs(cwd, exist_ok=True) if not os.path.exists(cwd) else None
