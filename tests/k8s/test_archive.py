@@ -183,11 +183,22 @@ def test_activity_aware_incremental(k8s_cluster, z2jh_namespace, jdr_k8s):
     # a server that ran in between (started later than the capture) is read again
     ns.start_server("bob")
     ns.stop_server("bob")
+    time.sleep(1.1)  # run ids have one-second resolution, and activity in the run's own second counts as later
     jdr.reset_audit()
     fourth = volumes_by_label(jdr.run("--json", "backup").json()["manifest"])
     assert jdr.calls()[("create", "pods")] == 2
     # unchanged files: bob's mover found the same listing and referenced his earlier archive
     assert fourth["bob"]["reused_from"] == first["run"]
+    # a restore changes a volume without any server running: the next backup reads it again
+    jdr.run("restore", "--user", "Émile", "--path", "README.md", "--yes")
+    pvc = k8s_cluster.core.read_namespaced_persistent_volume_claim(ns.users["Émile"].pvc_name, ns.namespace)
+    assert "jdr.hub.jupyter.org/restored-at" in pvc.metadata.annotations
+    jdr.reset_audit()
+    fifth = volumes_by_label(jdr.run("--json", "backup").json()["manifest"])
+    read = sorted(k for k, v in fifth.items() if v["source"]["verified_in"] != fourth[k]["source"]["verified_in"])
+    assert read == ["Émile"], {k: fifth[k]["source"] for k in read}
+    assert jdr.calls()[("create", "pods")] == 2  # the hub DB and Émile's volume
+    assert fifth["bob"]["reused_from"] == first["run"]
     # --full reads everyone
     jdr.reset_audit()
     full = volumes_by_label(jdr.run("--json", "backup", "--full").json()["manifest"])

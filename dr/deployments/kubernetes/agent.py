@@ -24,7 +24,7 @@ from dr.archive.index import load_index
 from dr.archive.writer import write_archive
 from dr.deployments.hubdb_swap import swap_in_database
 from dr.deployments.volume_backup import ALWAYS_EXCLUDED, backup_tree
-from dr.deployments.volume_swap import restore_into
+from dr.deployments.volume_swap import JOURNAL, RESTORE_DIR, restore_into
 from dr.errors import JdrError, UsageError
 from dr.hubdb.capture import capture_database, inspect_database
 from dr.model import Artifact, VolumeItem
@@ -62,6 +62,12 @@ def backup_volume(repo: Repository, *, run: str, key: str, root: Path, excludes:
                   threads: int, previous_fingerprint: str | None) -> dict[str, Any]:
     """Archive the volume at ``root``. Never raises for the volume's own problems: returns a failed result."""
     started = time.monotonic()
+    notes: list[str] = []
+    if (root / RESTORE_DIR / JOURNAL).exists():
+        # A restore into this volume was killed during its swap: some entries may still sit in
+        # .jdr-restore/ (nothing is lost, but the home is not whole until the restore is re-run).
+        notes.append("an interrupted restore left this volume half swapped (.jdr-restore/journal.json): "
+                     "re-run the restore to finish it")
     try:
         tree = backup_tree(root, repo, run, key, excludes=excludes, level=level, threads=threads,
                            previous_fingerprint=previous_fingerprint)
@@ -72,7 +78,7 @@ def backup_volume(repo: Repository, *, run: str, key: str, root: Path, excludes:
                 "seconds": time.monotonic() - started}
     return {"status": "ok", "unchanged": tree.unchanged, "fingerprint": tree.fingerprint, "files": tree.files,
             "bytes": tree.bytes, "archive": tree.archive.to_dict() if tree.archive else None,
-            "index": tree.index.to_dict() if tree.index else None, "warnings": list(tree.warnings),
+            "index": tree.index.to_dict() if tree.index else None, "warnings": notes + list(tree.warnings),
             "seconds": time.monotonic() - started}
 
 

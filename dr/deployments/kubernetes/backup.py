@@ -7,7 +7,8 @@
   hub DB's ``started``/``last_activity`` are not later than that capture. The first condition matters:
   JupyterHub updates ``last_activity`` only periodically, so a server that ran during the last capture
   may have written files after it without any later timestamp. The PVC must also be the same object
-  (its uid), and the previous artifacts (or snapshot) must still exist. ``--full`` turns this off.
+  (its uid), jdr must not have restored into it since (the ``jdr.hub.jupyter.org/restored-at``
+  annotation), and the previous artifacts (or snapshot) must still exist. ``--full`` turns this off.
   PVCs that map to no user have no activity record, so they always get a mover.
 - ``archive``: a mover mounts the PVC read-only (pinned to the node of the user's running pod, found
   right before the mover is created) and streams a tar.zst into the repository; an unchanged listing
@@ -31,6 +32,7 @@ from dr.deployments.kubernetes.api import PVCS, SNAPSHOTS
 from dr.deployments.kubernetes.objects import (
     DATA_MOUNT,
     READER,
+    RESTORED_ANNOTATION,
     Mount,
     MoverSpec,
     jdr_labels,
@@ -54,7 +56,7 @@ def backup_one(dep: KubernetesDeployment, vol: Volume, ctx: BackupContext, prev:
     started = time.monotonic()
     pvc = vol.source["pvc"]
     base = VolumeItem(key=vol.key, user=vol.user, server=vol.server, method=ctx.method,
-                      source={"pvc": pvc, "running": vol.running})
+                      source={"pvc": pvc, "running": vol.running, "verified_in": ctx.run})
     try:
         reused = reuse_inactive(dep, vol, ctx, prev)
         if reused is not None:
@@ -85,20 +87,24 @@ def reuse_inactive(dep: KubernetesDeployment, vol: Volume, ctx: BackupContext,
         return None
     if not prev.source.get("pvc", {}).get("uid") or prev.source["pvc"]["uid"] != vol.source["pvc"].get("uid"):
         return None
-    captured_run = prev.reused_from or ctx.previous.run
+    # The run in which the volume was last read (an archive written, or a listing found unchanged, or a
+    # snapshot taken): activity after it is what matters, not the age of the archive referenced.
+    captured_run = prev.source.get("verified_in") or prev.reused_from or ctx.previous.run
     captured_at = run_time(captured_run)
     activity = vol.source.get("activity") or {}
     for field in ("started", "last_activity"):
         if _after(activity.get(field), captured_at):
             return None
+    if _after((vol.source["pvc"].get("annotations") or {}).get(RESTORED_ANNOTATION), captured_at):
+        return None  # jdr restored into it since
     if ctx.method == "snapshot":
         if prev.snapshot is None or not snapshot_ready(dep.kube, prev.snapshot):
             return None
     elif not _artifacts_exist(ctx, prev.archive, prev.index):
         return None
-    log.info("%s: inactive since run %s, referencing it without a mover", vol.label, captured_run)
-    return replace(prev, source={"pvc": vol.source["pvc"], "running": False}, reused_from=captured_run,
-                   warnings=())
+    log.info("%s: inactive since run %s, referencing its capture without a mover", vol.label, captured_run)
+    return replace(prev, source={"pvc": vol.source["pvc"], "running": False, "verified_in": captured_run},
+                   reused_from=prev.reused_from or ctx.previous.run, warnings=())
 
 
 def _after(text: str | None, when: datetime) -> bool:

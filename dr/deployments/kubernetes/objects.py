@@ -40,6 +40,9 @@ RUN_LABEL = "jdr.hub.jupyter.org/run"
 ROLE_LABEL = "jdr.hub.jupyter.org/role"
 PURPOSE_LABEL = "jdr.hub.jupyter.org/purpose"  # of a mover: backup, restore, hub-capture, hub-restore
 KEY_ANNOTATION = "jdr.hub.jupyter.org/volume-key"
+#: When jdr last wrote into a PVC (a restore): the next backup reads such a volume again even though no
+#: server ran, since activity in the hub DB cannot show a restore.
+RESTORED_ANNOTATION = "jdr.hub.jupyter.org/restored-at"
 USERNAME_ANNOTATION = "hub.jupyter.org/username"
 SERVERNAME_ANNOTATION = "hub.jupyter.org/servername"
 

@@ -30,6 +30,7 @@ from dr.deployments.kubernetes.discovery import find_user_pvc
 from dr.deployments.kubernetes.objects import (
     DATA_MOUNT,
     MANAGED_BY,
+    RESTORED_ANNOTATION,
     SOURCE_MOUNT,
     WRITER,
     Mount,
@@ -49,7 +50,7 @@ from dr.deployments.kubernetes.snapshots import (
 from dr.errors import DeploymentError, UsageError
 from dr.model import VolumeItem, new_run_id
 from dr.repository.repository import Repository
-from dr.util.timefmt import utcnow
+from dr.util.timefmt import iso, utcnow
 
 if TYPE_CHECKING:
     from dr.deployments.kubernetes.deployment import KubernetesDeployment
@@ -94,6 +95,8 @@ def restore_volume(dep: KubernetesDeployment, req: VolumeRestore, repo: Reposito
         return _copy_from_snapshot(dep, req, claim, record, existing, op, repo)
     if existing is None:
         _create_pvc(dep, record, claim)
+    else:
+        mark_restored(dep, claim)
     args = ["restore-volume", "--run", op, "--root", DATA_MOUNT, "--item-json",
             json.dumps(replace(item, source={}, warnings=()).to_dict(), separators=(",", ":"))]
     return _run_restore_mover(dep, req, claim, op, args, (Mount(claim, DATA_MOUNT, read_only=False),), repo)
@@ -125,6 +128,15 @@ def ensure_free(dep: KubernetesDeployment, claim: str) -> None:
                                    "configured) and retry")
 
 
+def mark_restored(dep: KubernetesDeployment, claim: str) -> None:
+    """Annotate the PVC before jdr writes into it, so the next backup reads it again (even if killed)."""
+    dep.kube.patch(PVCS, claim, {"metadata": {"annotations": {RESTORED_ANNOTATION: iso(utcnow())}}})
+
+
+def _restored_now() -> dict[str, str]:
+    return {RESTORED_ANNOTATION: iso(utcnow())}
+
+
 def _is_jdr(pod: Obj) -> bool:
     return ((pod.get("metadata") or {}).get("labels") or {}).get(MANAGED_BY) == "jdr"
 
@@ -132,7 +144,8 @@ def _is_jdr(pod: Obj) -> bool:
 def _create_pvc(dep: KubernetesDeployment, record: dict[str, Any], claim: str) -> None:
     log.info("PVC %s does not exist: recreating it as recorded", claim)
     try:
-        dep.kube.create(PVCS, make_pvc({**record, "name": claim}, storage_class=dep.k.storage_class))
+        dep.kube.create(PVCS, make_pvc({**record, "name": claim}, storage_class=dep.k.storage_class,
+                                       annotations=_restored_now()))
     except KubeConflict:
         log.info("PVC %s appeared meanwhile; restoring into it", claim)
 
@@ -189,7 +202,7 @@ def _recreate_from_snapshot(dep: KubernetesDeployment, item: VolumeItem, claim: 
         dep.kube.delete(PVCS, claim, uid=existing["metadata"].get("uid"))
         wait_gone(dep.kube, PVCS, claim, dep.k.pvc_timeout)
     body = make_pvc({**record, "name": claim}, snapshot=item.snapshot.name, storage_class=dep.k.storage_class,
-                    size=_size(record, item.snapshot.restore_size))
+                    size=_size(record, item.snapshot.restore_size), annotations=_restored_now())
     dep.kube.create(PVCS, body)
     warnings: tuple[str, ...] = ()
     if not wait_bound(dep.kube, claim, dep.k.pvc_timeout):
@@ -207,6 +220,8 @@ def _copy_from_snapshot(dep: KubernetesDeployment, req: VolumeRestore, claim: st
     assert item.snapshot is not None
     if existing is None:
         _create_pvc(dep, record, claim)
+    else:
+        mark_restored(dep, claim)
     temp = short_name("jdr-tmp", op, item.key)
     temp_record = {"accessModes": ["ReadWriteOnce"], "size": _size(record, item.snapshot.restore_size),
                    "storageClassName": record.get("storageClassName", ""),
