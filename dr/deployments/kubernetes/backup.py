@@ -60,13 +60,13 @@ def backup_one(dep: KubernetesDeployment, vol: Volume, ctx: BackupContext, prev:
     try:
         reused = reuse_inactive(dep, vol, ctx, prev)
         if reused is not None:
-            dep.stats["reused_inactive"] += 1
+            dep.count("reused_inactive")
             return replace(reused, seconds=time.monotonic() - started)
         if ctx.method == "snapshot":
             snap = take_snapshot(dep.kube, name=short_name("jdr-snap", ctx.run, vol.key), pvc=pvc["name"],
                                  snapshot_class=dep.k.snapshot_class, labels=jdr_labels(ctx.run, "snapshot"),
                                  annotations=dict(dep.k.snapshot_annotations), timeout=dep.k.snapshot_timeout)
-            dep.stats["snapshots"] += 1
+            dep.count("snapshots")
             return replace(base, snapshot=snap, seconds=time.monotonic() - started)
         if ctx.method == "snapshot+archive":
             item = _snapshot_then_archive(dep, vol, ctx, prev, base)
@@ -133,7 +133,7 @@ def _archive(dep: KubernetesDeployment, vol: Volume, ctx: BackupContext, prev: V
     spec = MoverSpec(name=short_name("jdr-bk", ctx.run, vol.key), run=ctx.run, role="backup", args=tuple(args),
                      mounts=(Mount(claim, DATA_MOUNT, read_only=True),), security=READER, node_name=node)
     result = movers.run(spec, ctx.repo)
-    dep.stats["movers"] += 1
+    dep.count("movers")
     source = {**base.source, "node": node} if node else base.source
     if result.get("unchanged") and prev is not None and ctx.previous is not None:
         log.info("%s: unchanged since run %s, referencing its archive", vol.label,
@@ -151,7 +151,7 @@ def _snapshot_then_archive(dep: KubernetesDeployment, vol: Volume, ctx: BackupCo
     snap = take_snapshot(dep.kube, name=short_name("jdr-snap", ctx.run, vol.key), pvc=pvc["name"],
                          snapshot_class=dep.k.snapshot_class, labels=jdr_labels(ctx.run, "snapshot"),
                          annotations=dict(dep.k.snapshot_annotations), timeout=dep.k.snapshot_timeout)
-    dep.stats["snapshots"] += 1
+    dep.count("snapshots")
     temp = short_name("jdr-tmp", ctx.run, vol.key)
     try:
         size = pvc.get("size") or "1Gi"

@@ -1,9 +1,9 @@
 """The ``kubernetes`` deployment: a z2jh release in one namespace (see dr.deployments.base for the port).
 
-Discovery is in :mod:`.discovery`, the hub in :mod:`.hub`, volume backups here, volume restores in
-:mod:`.restore`; every cluster call goes through :mod:`.api`. Objects jdr creates are labelled with the
-run (or restore operation) and removed when it ends; leftovers of runs that died are removed by the next
-backup, which holds the repository's exclusive lock.
+Discovery is in :mod:`.discovery`, the hub in :mod:`.hub`, volume backups in :mod:`.backup`, volume
+restores in :mod:`.restore`, mover pods in :mod:`.mover`; every cluster call goes through :mod:`.api`.
+Objects jdr creates are labelled with the run (or restore operation) and removed when it ends; leftovers
+of runs that died are removed by the next backup, which holds the repository's exclusive lock.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ class KubernetesDeployment:
         self._hub_stopped = False
         self._users_without_volume: list[str] = []
         self.repo: Repository | None = None  # bound by capture_hub_database (and usable by hub_database)
-        self.stats: dict[str, int] = {"movers": 0, "reused_inactive": 0, "snapshots": 0}
+        self.stats: dict[str, int] = {"movers": 0, "reused_inactive": 0, "snapshots": 0}  # see count()
         self._pvcs: tuple[float, list[dict[str, Any]]] | None = None  # (when, user PVCs) for restores
 
     # --- shared machinery ----------------------------------------------------------------------------
@@ -124,6 +124,11 @@ class KubernetesDeployment:
         if self._cache is not None:
             self._cache.stop()
 
+    def count(self, what: str) -> None:
+        """Count one event of this run (movers started, volumes reused without one, snapshots taken)."""
+        with self._lock:
+            self.stats[what] = self.stats.get(what, 0) + 1
+
     @property
     def restore_concurrency(self) -> int:
         """How many volumes a full restore puts back at once (read by dr.operations.restore)."""
@@ -156,7 +161,7 @@ class KubernetesDeployment:
             self.sweep_leftovers(repo, run)
         hub = self.hub(refresh=True)
         result = self.hub_ops.capture(hub, repo, run, level)
-        self.stats["movers"] += 1
+        self.count("movers")
         artifact = Artifact.from_dict(result["artifact"])
         try:
             with tempfile.TemporaryDirectory(prefix="jdr-hubdb-") as tmp:
