@@ -11,20 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.test_local_cli import orm_users
 from tests.fixtures.hub import HubProcess, HubWriter
 from tests.fixtures.sandbox import Sandbox, describe
-
-
-def orm_users(db: Path) -> list[str]:
-    from jupyterhub import orm
-
-    factory = orm.new_session_factory(f"sqlite:///{db}")
-    session = factory()
-    try:
-        return sorted(u.name for u in session.query(orm.User).all())
-    finally:
-        session.close()
-        factory.kw["bind"].dispose()
 
 
 def test_hub_db_backed_up_under_continuous_writes_restores_sound(sandbox: Sandbox,
