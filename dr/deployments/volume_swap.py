@@ -100,8 +100,10 @@ def restore_into(root: Path, archive: BinaryIO, *, run: str, index: Mapping[byte
                 _set_times(home_fd, before)  # a refused restore leaves the home exactly as it was
                 raise
             if into is not None and into_parts is not None:
-                _move_into(home_fd, state, into, into_parts, before)
-                state.remove()
+                try:
+                    _move_into(home_fd, state, into, into_parts, before)
+                finally:
+                    state.remove()
                 return SwapResult(stats.files, stats.bytes, None)
             journal = Journal(run=run, mode="paths" if paths else "full", phase="move-out",
                               root_attrs=root_attrs)
