@@ -20,7 +20,7 @@ from dr.repository import layout
 from dr.repository.artifacts import ArtifactWriter, Encryptor, VerifiedReader, check_encodings, is_encrypted
 from dr.repository.lock import RepositoryLock
 from dr.repository.store import Store
-from dr.util.timefmt import iso, utcnow
+from dr.util.timefmt import iso, real_utcnow, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -200,16 +200,22 @@ class Repository:
         Also discards uploads that were never completed. Returns the dead run ids cleaned up.
         """
         committed = set(self.run_ids())
+        referenced: set[str] | None = None
         dead: dict[str, list[str]] = {}
         for obj in self.store.list(layout.DATA):
             run = layout.run_of_data_key(obj.key)
             if run and run != current_run and run not in committed:
-                dead.setdefault(run, []).append(obj.key)
+                # A run dropped by prune leaves the artifacts that kept runs still reference (an unchanged
+                # volume's archive is referenced, not copied): those are not leftovers.
+                if referenced is None:
+                    referenced = {a.key for r in committed for a in self.load_manifest(r).artifacts()}
+                if obj.key not in referenced:
+                    dead.setdefault(run, []).append(obj.key)
         for run, keys in sorted(dead.items()):
             log.warning("cleaning up %d artifacts of run %s, which never completed", len(keys), run)
             for key in keys:
                 self.store.delete(key)
-        removed = self.store.cleanup_incomplete(utcnow())
+        removed = self.store.cleanup_incomplete(real_utcnow())  # the store's times are real ones
         if removed:
             log.warning("discarded %d incomplete uploads left by an interrupted run", removed)
         return sorted(dead)
