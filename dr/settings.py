@@ -248,6 +248,8 @@ def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -
             text = path.read_text(encoding="utf-8")
         except OSError as e:
             raise ConfigError(f"cannot read configuration {path}: {e.strerror}") from e
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"configuration {path} is not UTF-8 text (byte {e.start})") from e
         try:
             loaded = _yaml(text)
         except yaml.YAMLError as e:

@@ -184,7 +184,8 @@ def verify(ctx: Context, run: str | None, deep: bool) -> None:
         result = verify_runs(repo, run, deep)
 
     def text() -> str:
-        head = f"verified {result.checked} artifacts of {len(result.runs)} run(s)" + (" (deep)" if deep else "")
+        head = "".join(f"warning: {w}\n" for w in result.warnings)
+        head += f"verified {result.checked} artifacts of {len(result.runs)} run(s)" + (" (deep)" if deep else "")
         if result.ok:
             return head + ": all intact"
         return head + f": {len(result.problems)} PROBLEMS\n" + "\n".join(f"  {p}" for p in result.problems)

@@ -19,6 +19,7 @@ from typing import Any
 
 from dr.deployments.base import BackupContext, Volume, VolumeRestore, VolumeRestoreResult
 from dr.deployments.hubdb_swap import swap_in_database
+from dr.deployments.restore_checks import check_local_restore
 from dr.deployments.volume_backup import ALWAYS_EXCLUDED, backup_tree
 from dr.deployments.volume_swap import restore_into
 from dr.errors import DeploymentError, JdrError, UsageError
@@ -165,6 +166,13 @@ class LocalDeployment:
             log.error("%s: backup failed: %s", vol.label, e)
             return _replace(base, status="failed", error=f"{e.strerror or e}: {e.filename or home}",
                             seconds=time.monotonic() - started)
+
+    def check_volume_restore(self, req: VolumeRestore) -> None:
+        """Refuse, before anything is done, a restore that cannot be: see
+        :func:`dr.deployments.restore_checks.check_local_restore`."""
+        if req.target_user is None:
+            raise UsageError("a local deployment restores only users' homes")
+        check_local_restore(req, self.home_of(req.target_user), self.db_path)
 
     def restore_volume(self, req: VolumeRestore, repo: Repository) -> VolumeRestoreResult:
         from dr.archive.index import load_index
