@@ -114,11 +114,15 @@ class DeploymentSettings:
 @dataclass(frozen=True)
 class EncryptionSettings:
     key_file: str = ""
-    """Path of an age identity file (``AGE-SECRET-KEY-1…``); enables encryption of every artifact."""
+    """Path of an age identity file (``AGE-SECRET-KEY-1…``); enables encryption of every artifact. Its first
+    identity is the installation key (one of the repository's recipients); further lines only decrypt."""
     key_env: str = ""
-    """Name of an environment variable holding the age identity instead of a file."""
+    """Name of an environment variable holding the age identity (or several lines) instead of a file."""
+    identities: list[str] = field(default_factory=list)
+    """More age key files, only to decrypt: older keys kept after ``jdr key rotate``, a recovery key."""
     recipients: list[str] = field(default_factory=list)
-    """Extra age recipients (``age1…``) that can also decrypt, e.g. an offline escrow key."""
+    """Extra age recipients (``age1…``) given to a new repository, e.g. an offline recovery key; for an
+    existing repository each must already be one of its recipients (``jdr key add-recipient``)."""
     secret_in_clear: bool = False
     """Store the hub Secret unencrypted when no key is configured (off: the Secret is then not stored)."""
 

@@ -256,26 +256,6 @@ def unlock(ctx: Context, remove_all: bool) -> None:
     ctx.emit({"removed": removed}, "\n".join(["removed: " + r for r in removed]) or "no stale locks")
 
 
-@cli.group()
-def key() -> None:
-    """Encryption keys (age format)."""
-
-
-@key.command()
-@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
-@pass_ctx
-def generate(ctx: Context, path: Path) -> None:
-    """Create a new installation key file (mode 0600). Keep a copy somewhere safe."""
-    from dr.crypto.age import generate_identity
-    from dr.crypto.keys import write_key_file
-
-    identity = generate_identity()
-    write_key_file(path, identity)
-    ctx.emit({"path": str(path), "recipient": identity.recipient.text()},
-             f"wrote {path}\npublic key: {identity.recipient.text()}\n"
-             "without this key the encrypted backups cannot be restored: store a copy off-site")
-
-
 @cli.command()
 @click.option("--dir", "workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where to build the sandbox hub (default: a new temporary directory).")

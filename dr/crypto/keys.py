@@ -13,10 +13,19 @@ _HINT = "create one with `age-keygen -o FILE` (or jdr's key generation) and keep
 
 
 def load_identity(path: Path | None = None, text: str | None = None) -> Identity:
-    """The identity in key file ``path``, or in ``text`` (e.g. from a Kubernetes Secret); exactly one.
+    """The (first) identity in key file ``path``, or in ``text`` (e.g. from a Kubernetes Secret).
 
     Accepts the age key-file format. Raises ConfigError for a missing or unreadable file or a bad format;
     the message never contains the key.
+    """
+    return load_identities(path, text)[0]
+
+
+def load_identities(path: Path | None = None, text: str | None = None) -> list[Identity]:
+    """Every identity in key file ``path``, or in ``text``, in order; give exactly one of the two.
+
+    An age key file may hold several ``AGE-SECRET-KEY-1…`` lines (as ``age -d -i`` accepts). Raises
+    ConfigError as :func:`load_identity` does.
     """
     if (path is None) == (text is None):
         raise ConfigError("load_identity: give exactly one of a key file path or key text")
@@ -32,7 +41,7 @@ def load_identity(path: Path | None = None, text: str | None = None) -> Identity
             raise ConfigError(f"{where} cannot be read ({type(e).__name__})") from None
     assert text is not None
     try:
-        return Identity.parse(text)
+        return Identity.parse_all(text)
     except ConfigError as e:
         raise ConfigError(
             f"{where}: {e.message}", hint="expected an age key file (AGE-SECRET-KEY-1…)"

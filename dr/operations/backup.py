@@ -15,6 +15,7 @@ import dr
 from dr.deployments.base import BackupContext, CapturedHub, Deployment, Volume
 from dr.errors import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, JdrError, NotFoundError, UsageError
 from dr.model import METHODS, HubItem, Manifest, RunStatus, VolumeItem, new_run_id
+from dr.operations.keys import check_backup_keys, reusable
 from dr.repository import layout
 from dr.repository.repository import Repository
 from dr.util.testhooks import pause_at
@@ -71,11 +72,13 @@ def run_backup(repo: Repository, deployment: Deployment, opts: BackupOptions,
         raise UsageError(f"--method {opts.method!r}: not one of {', '.join(METHODS)}")
     started = now()
     run = new_run_id(started)
+    check_backup_keys(repo)  # a wrong key is refused before anything is written (docs/FORMAT.md, "Keys")
     if opts.dry_run:
         return _dry_run(repo, deployment, opts, run)
     with repo.lock("backup", run=run):
+        check_backup_keys(repo, locked=True, now=now)
         cleaned = repo.sweep_dead_runs(run)
-        previous = _previous_manifest(repo)
+        previous = reusable(repo, _previous_manifest(repo))
         log.info("run %s: backing up %s to %s", run, deployment.kind, repo.url)
         hub, volumes = _capture_hub(repo, deployment, run, opts)
         volumes = _select(volumes, opts.users)
