@@ -134,7 +134,10 @@ class RepositorySettings:
     endpoint_url: str = ""
     """S3 endpoint override (otherwise boto3's chain: ``AWS_ENDPOINT_URL``, profiles …)."""
     lock_stale_after: int = 900
-    """Seconds after which a lock whose holder stopped refreshing it is considered stale."""
+    """Seconds after which a lock whose holder stopped refreshing it is considered stale, judged by the
+    store's own clock (object time); at least 3 times ``lock_refresh_every``."""
+    lock_refresh_every: int = 60
+    """Seconds between refreshes of a held lock."""
 
 
 @dataclass(frozen=True)
@@ -174,6 +177,9 @@ class BackupSettings:
     """``archive``, ``snapshot`` or ``snapshot+archive`` (Kubernetes); local always archives."""
     excludes: list[str] = field(default_factory=list)
     """Glob patterns left out of volume archives (matched on the relative path and on each name)."""
+    full_every: str = "30d"
+    """Longest time an unchanged volume's archive is referenced by later runs, counted from the run that
+    wrote it (``30d``, ``2w``, ``1m``); then the volume is read and stored again. Empty: no bound."""
     compression_level: int = 3
     """zstd level (1-19)."""
     threads: int = 0
@@ -387,6 +393,13 @@ def _check_choices(settings: Settings) -> None:
             value = getattr(value, part)
         if value not in choices:
             raise ConfigError(f"{path}: {value!r} is not one of {', '.join(choices)}")
+    if settings.repository.lock_refresh_every < 1:
+        raise ConfigError("repository.lock_refresh_every: must be at least 1 second")
+    if settings.repository.lock_stale_after < 3 * settings.repository.lock_refresh_every:
+        raise ConfigError(
+            f"repository.lock_stale_after ({settings.repository.lock_stale_after}) must be at least 3 times "
+            f"repository.lock_refresh_every ({settings.repository.lock_refresh_every})",
+            hint="otherwise a running holder that missed a refresh could have its lock broken")
     if not 1 <= settings.backup.compression_level <= 22:
         raise ConfigError("backup.compression_level: must be between 1 and 22")
     for event in settings.notify.on:
