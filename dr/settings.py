@@ -100,7 +100,8 @@ class DeploymentSettings:
     hub_db: str = ""
     """local: path of the hub's SQLite database."""
     homes: str = ""
-    """local: template of a user's home directory, with ``{username}``, e.g. ``/home/jupyter-{username}``."""
+    """local: template of a user's home directory, with ``{username}`` (``/home/jupyter-{username}``) or
+    ``{tljh_username}`` (TLJH's system user name, hashed when long); ``tljh`` means ``/home/{tljh_username}``."""
     restart_hub: list[str] = field(default_factory=list)
     """local: command that restarts the hub (run after a hub restore)."""
     stop_hub: list[str] = field(default_factory=list)

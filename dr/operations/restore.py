@@ -104,8 +104,9 @@ class RestoreResult:
 def _manifest(repo: Repository, opts: RestoreOptions, user: str | None = None) -> Manifest:
     run = repo.resolve_run(opts.run, opts.at)
     manifest = repo.load_manifest(run)
+    latest_item = manifest.volume_for(user, opts.server) if user is not None else None
     if user is not None and opts.run in (None, "latest") and opts.at is None \
-            and manifest.volume_for(user, opts.server) is None:
+            and (latest_item is None or latest_item.status == "absent"):
         # `latest` for one user means the newest run that holds that user.
         for other in repo.run_ids():
             m = repo.load_manifest(other)

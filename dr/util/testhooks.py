@@ -5,7 +5,12 @@ With ``JDR_TEST_PAUSE_AT=<point>`` (and optionally ``JDR_TEST_PAUSE_AFTER=<n>``)
 sleeps, so that a test can SIGKILL the process in a known state. Points: ``artifact-upload`` (progress:
 bytes stored so far by one artifact), ``backup-commit`` (before the manifest is written),
 ``restore-extract`` (entries extracted into staging), ``restore-move-out`` / ``restore-move-in`` (entries
-moved during the swap, after the journal was written).
+moved during the swap, after the journal was written), ``hubdb-capture`` (about to copy the hub DB with
+the online backup API, its source connection open).
+
+With ``JDR_TEST_RESUME_FILE=<path>`` as well, the process does not wait to be killed: it goes on once that
+file exists, so that a test can make something happen at exactly that point (a write to the hub DB)
+without relying on timing.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import time
 
 ENV_POINT = "JDR_TEST_PAUSE_AT"
 ENV_AFTER = "JDR_TEST_PAUSE_AFTER"
+ENV_RESUME = "JDR_TEST_RESUME_FILE"
 
 
 def pause_at(point: str, progress: int = 0) -> None:
@@ -23,4 +29,9 @@ def pause_at(point: str, progress: int = 0) -> None:
         return
     sys.stderr.write(f"jdr-test-paused-at {point}\n")
     sys.stderr.flush()
-    time.sleep(3600)
+    resume = os.environ.get(ENV_RESUME)
+    deadline = time.monotonic() + 3600
+    while time.monotonic() < deadline:
+        if resume and os.path.exists(resume):
+            return
+        time.sleep(0.01)
