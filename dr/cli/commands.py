@@ -118,13 +118,10 @@ def ls(ctx: Context, run: str, path: str | None, user: str, server: str) -> None
 @click.option("--no-secret", is_flag=True, help="Do not restore the hub Secret (Kubernetes).")
 @click.option("--discard-previous", is_flag=True, help="Delete the replaced files after success "
                                                        "(default: keep them aside).")
-@click.option("--allow-external-links", is_flag=True,
-              help="Restore symlinks that point outside the home (never followed).")
 @pass_ctx
 def restore(ctx: Context, user: str | None, hub: bool, everything: bool, run: str | None, at: str | None,
             paths: tuple[str, ...], into: str | None, as_user: str | None, server: str, dry_run: bool,
-            yes: bool, force: bool, no_secret: bool, discard_previous: bool,
-            allow_external_links: bool) -> None:
+            yes: bool, force: bool, no_secret: bool, discard_previous: bool) -> None:
     """Restore one user's home (--user), the hub (--hub), or everything (--all)."""
     from dr.operations.restore import RestoreOptions, restore_all, restore_hub, restore_user
 
@@ -140,7 +137,7 @@ def restore(ctx: Context, user: str | None, hub: bool, everything: bool, run: st
     deployment = wiring.make_deployment(s)
     opts = RestoreOptions(run=run, at=_at(at), paths=paths, into=into,  # type: ignore[arg-type]
                           as_user=as_user, server=server, dry_run=dry_run, force=force,
-                          allow_external_links=allow_external_links, keep_previous=not discard_previous,
+                          keep_previous=not discard_previous,
                           include_secret=not no_secret)
     confirm = confirm_plan(ctx, yes)
     with progress_reporter("restore", enabled=not ctx.json and not dry_run) as progress:

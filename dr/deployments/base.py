@@ -59,7 +59,6 @@ class VolumeRestore:
     target_server: str = ""
     paths: tuple[str, ...] = ()  # ``--path`` globs; empty means the whole volume
     into: str | None = None  # ``--into SUBDIR``: restore beside the current files
-    allow_external_links: bool = False
     keep_previous: bool = True  # keep the replaced contents aside after success
     progress: Progress | None = None  # called with (files, bytes) done, for progress display
 

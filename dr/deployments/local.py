@@ -213,9 +213,8 @@ class LocalDeployment:
             drain(raw_index)
         with repo.open_artifact(item.archive) as archive:
             result = restore_into(home, archive, run=item.archive.run or "run", index=index,
-                                  paths=req.paths, into=req.into,
-                                  allow_external_links=req.allow_external_links,
-                                  keep_previous=req.keep_previous, drain=drain, progress=req.progress)
+                                  paths=req.paths, into=req.into, keep_previous=req.keep_previous,
+                                  drain=drain, progress=req.progress)
         return VolumeRestoreResult(target=str(home), files=result.files, bytes=result.bytes,
                                    previous=result.previous)
 

@@ -61,7 +61,6 @@ class RestoreOptions:
     server: str = ""
     dry_run: bool = False
     force: bool = False  # restore although the server seems to run and no Hub API is configured
-    allow_external_links: bool = False
     keep_previous: bool = True
     include_secret: bool = True
     concurrency: int = 4
@@ -290,8 +289,7 @@ def _restore_step(repo: Repository, deployment: Deployment, step: VolumeStep,
 
 def _volume_request(step: VolumeStep, opts: RestoreOptions) -> VolumeRestore:
     return VolumeRestore(item=step.item, target_user=step.target_user, target_server=step.target_server,
-                         paths=step.paths, into=step.into, allow_external_links=opts.allow_external_links,
-                         keep_previous=opts.keep_previous, progress=opts.progress)
+                         paths=step.paths, into=step.into, keep_previous=opts.keep_previous, progress=opts.progress)
 
 
 def os_error_text(e: OSError) -> str:
