@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from dr.hubdb.info import DbInfo
-from dr.model import Artifact, Manifest, VolumeItem
+from dr.model import Artifact, Manifest, VolumeItem, volume_label
 from dr.repository.repository import Repository
 
 Progress = Callable[[int, int], None]
@@ -34,9 +34,7 @@ class Volume:
 
     @property
     def label(self) -> str:
-        if self.user is None:
-            return f"pvc:{self.source.get('pvc', {}).get('name', self.key)}"
-        return f"{self.user}:{self.server}" if self.server else self.user
+        return volume_label(self.user, self.server, self.source, self.key)
 
 
 @dataclass(frozen=True)
