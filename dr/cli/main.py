@@ -91,10 +91,15 @@ class JdrGroup(click.Group):
 def cli(ctx: click.Context, config: Path | None, as_json: bool, verbose: int) -> None:
     """jdr — backup and disaster recovery for JupyterHub."""
     from dr.cli.logs import setup_logging
+    from dr.util.timefmt import check_clock
 
     ctx.obj = Context(config=config, json=as_json, verbose=verbose)
     fmt = os.environ.get("JDR_LOG_FORMAT", "auto")
     setup_logging(verbose, fmt if fmt in ("auto", "text", "json") else "auto")
+    try:
+        check_clock()  # an injected clock (JDR_NOW, for tests) that cannot be read stops every command
+    except ValueError as e:
+        raise UsageError(str(e), hint="JDR_NOW takes an ISO-8601 time such as 2026-09-01T02:00:00Z") from e
 
 
 def translate_unexpected(e: BaseException) -> JdrError:
@@ -140,7 +145,7 @@ def exit_with(code: int) -> None:
         sys.exit(code)
 
 
-from dr.cli import agent, commands, drill_cmd  # noqa: E402,F401  (registers the commands on ``cli``)
+from dr.cli import agent, commands, drill_cmd, key_cmd  # noqa: E402,F401  (registers the commands on ``cli``)
 
 __all__ = ["EXIT_USAGE", "cli", "main"]
 from dr.cli import worker_cmd  # noqa: E402,F401

@@ -213,11 +213,15 @@ def _inside(path: Path, base: Path) -> bool:
 
 
 def homes_base(template: str) -> Path | None:
-    """The fixed directory part of a homes template (``/home`` for ``/home/jupyter-{username}``)."""
-    if "{username}" not in template:
+    """The fixed directory part of a homes template (``/home`` for ``/home/jupyter-{username}`` and for
+    ``tljh``); None when ``template`` is not a homes layout."""
+    from dr.deployments.home_names import HomeLayout
+    from dr.errors import UsageError
+
+    try:
+        return Path(os.path.abspath(HomeLayout.parse(template).base))
+    except UsageError:
         return None
-    head = template.split("{username}", 1)[0]
-    return Path(os.path.abspath(head if head.endswith("/") else os.path.dirname(head) or "/"))
 
 
 class LocalDrillTarget:

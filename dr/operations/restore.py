@@ -34,7 +34,8 @@ from dr.hubapi import HubApi
 from dr.hubdb import schema
 from dr.hubdb.capture import inspect_database
 from dr.hubdb.info import DbInfo
-from dr.model import Manifest, VolumeItem
+from dr.model import Artifact, Manifest, VolumeItem
+from dr.operations.keys import check_run_keys
 from dr.policy.restore_plan import (
     RestorePlan,
     VolumeStep,
@@ -60,7 +61,6 @@ class RestoreOptions:
     server: str = ""
     dry_run: bool = False
     force: bool = False  # restore although the server seems to run and no Hub API is configured
-    allow_external_links: bool = False
     keep_previous: bool = True
     include_secret: bool = True
     concurrency: int = 4
@@ -103,8 +103,9 @@ class RestoreResult:
 def _manifest(repo: Repository, opts: RestoreOptions, user: str | None = None) -> Manifest:
     run = repo.resolve_run(opts.run, opts.at)
     manifest = repo.load_manifest(run)
+    latest_item = manifest.volume_for(user, opts.server) if user is not None else None
     if user is not None and opts.run in (None, "latest") and opts.at is None \
-            and manifest.volume_for(user, opts.server) is None:
+            and (latest_item is None or latest_item.status == "absent"):
         # `latest` for one user means the newest run that holds that user.
         for other in repo.run_ids():
             m = repo.load_manifest(other)
@@ -123,6 +124,7 @@ def restore_user(repo: Repository, deployment: Deployment, user: str, opts: Rest
     # Everything the operator typed is checked before anything happens: no server is stopped, nothing
     # is written, for a bad --as, --into or --path (exit 2).
     check_user_restore(repo, deployment, hub_api, step, opts)
+    check_run_keys(repo, manifest.run, _plan_artifacts(manifest, plan))
     if opts.dry_run:
         return RestoreResult(plan=plan, status="dry-run")
     if not confirm(plan):
@@ -181,6 +183,7 @@ def restore_hub(repo: Repository, deployment: Deployment, opts: RestoreOptions,
                 confirm: Confirm) -> RestoreResult:
     manifest = _manifest(repo, opts)
     plan = plan_hub_restore(manifest, include_secret=opts.include_secret and deployment.kind != "local")
+    check_run_keys(repo, manifest.run, _plan_artifacts(manifest, plan))
     if opts.dry_run:
         return RestoreResult(plan=plan, status="dry-run")
     if not confirm(plan):
@@ -195,6 +198,7 @@ def restore_all(repo: Repository, deployment: Deployment, opts: RestoreOptions, 
     """Disaster recovery: the hub first (stopped while volumes are restored), then every volume."""
     manifest = _manifest(repo, opts)
     plan = plan_full_restore(manifest, include_secret=opts.include_secret and deployment.kind != "local")
+    check_run_keys(repo, manifest.run, _plan_artifacts(manifest, plan))
     if opts.dry_run:
         return RestoreResult(plan=plan, status="dry-run", warnings=list(plan.warnings))
     if not confirm(plan):
@@ -219,6 +223,16 @@ def restore_all(repo: Repository, deployment: Deployment, opts: RestoreOptions, 
     failed = [i for i in items if i.status != "ok"]
     status = "done" if not failed else ("partial" if len(failed) < len(items) else "failed")
     return RestoreResult(plan=plan, status=status, hub=hub, items=items, warnings=list(plan.warnings))
+
+
+def _plan_artifacts(manifest: Manifest, plan: RestorePlan) -> list[Artifact]:
+    """The artifacts a restore plan reads (to check, before acting, that a configured key opens them)."""
+    arts: list[Artifact] = []
+    if plan.hub and manifest.hub is not None:
+        arts += [a for a in (manifest.hub.db, manifest.hub.secret if plan.hub_secret else None) if a]
+    for step in plan.volumes:
+        arts += step.item.artifacts()
+    return arts
 
 
 def _stop_server_for_dr(deployment: Deployment, hub_api: HubApi | None, user: str, server: str,
@@ -275,8 +289,7 @@ def _restore_step(repo: Repository, deployment: Deployment, step: VolumeStep,
 
 def _volume_request(step: VolumeStep, opts: RestoreOptions) -> VolumeRestore:
     return VolumeRestore(item=step.item, target_user=step.target_user, target_server=step.target_server,
-                         paths=step.paths, into=step.into, allow_external_links=opts.allow_external_links,
-                         keep_previous=opts.keep_previous, progress=opts.progress)
+                         paths=step.paths, into=step.into, keep_previous=opts.keep_previous, progress=opts.progress)
 
 
 def os_error_text(e: OSError) -> str:

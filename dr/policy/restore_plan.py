@@ -74,6 +74,9 @@ def plan_user_restore(manifest: Manifest, user: str, *, server: str = "", as_use
         raise NotFoundError(f"run {manifest.run} has no volume of user {user!r}"
                             f"{' (server ' + server + ')' if server else ''}",
                             hint=f"users in this run: {', '.join(known[:20]) or 'none'}")
+    if item.status == "absent":
+        raise NotFoundError(f"run {manifest.run} recorded no home of {user!r}: it did not exist then (absent)",
+                            hint="`jdr list --user NAME` shows the runs that hold a home of that user")
     if item.status != "ok":
         raise NotFoundError(f"run {manifest.run} failed to back up {user!r}: {item.error}",
                             hint="pick an earlier run with --run or --at")
@@ -161,6 +164,9 @@ def plan_full_restore(manifest: Manifest, *, include_secret: bool) -> RestorePla
         raise NotFoundError(f"run {manifest.run} holds no hub database", hint="pick another run")
     steps = []
     for item in manifest.volumes:
+        if item.status == "absent":
+            warnings.append(f"{item.label} had no home in this run; whatever is there now is left as it is")
+            continue
         if item.status != "ok":
             warnings.append(f"{item.label} failed in this run and will not be restored: {item.error}")
             continue
