@@ -61,8 +61,16 @@ class LockHeldError(JdrError):
     """Another jdr process holds the repository lock."""
 
 
+class LockLostError(JdrError):
+    """This process's repository lock was broken or removed while it worked; it commits nothing."""
+
+
 class IntegrityError(JdrError):
     """Data does not match what was recorded: a checksum, a size, a failed integrity_check."""
+
+
+class UnreadableObjectError(IntegrityError):
+    """The store fails to deliver part of an object on every attempt: the object is damaged there."""
 
 
 class HostileArchiveError(IntegrityError):

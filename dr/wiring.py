@@ -14,7 +14,7 @@ from dr.crypto.keys import load_identities
 from dr.deployments.base import Deployment
 from dr.errors import ConfigError, UsageError
 from dr.hubapi import HubApi
-from dr.policy.retention import RetentionPolicy
+from dr.policy.retention import Duration, RetentionPolicy, parse_duration
 from dr.repository.repository import Repository
 from dr.repository.store import Store
 from dr.settings import Settings
@@ -71,7 +71,8 @@ def make_encryptor(settings: Settings) -> Keyring | None:
 
 def open_repository(settings: Settings, *, create: bool = False, store: Store | None = None) -> Repository:
     return Repository.open(store or make_store(settings), make_encryptor(settings), create=create,
-                           stale_after=settings.repository.lock_stale_after)
+                           stale_after=settings.repository.lock_stale_after,
+                           refresh_every=settings.repository.lock_refresh_every)
 
 
 def make_deployment(settings: Settings) -> Deployment:
@@ -126,6 +127,17 @@ def retention_policy(settings: Settings) -> RetentionPolicy:
     if r.keep_within:
         data["keep_within"] = r.keep_within
     return RetentionPolicy.from_dict(data)
+
+
+def full_every(settings: Settings) -> Duration | None:
+    """``backup.full_every`` as a Duration (None when empty: no bound). Raises ConfigError naming the key."""
+    text = settings.backup.full_every.strip()
+    if not text:
+        return None
+    try:
+        return parse_duration(text)
+    except ValueError as e:
+        raise ConfigError(f"backup.full_every: {e}") from e
 
 
 def timezone(settings: Settings) -> ZoneInfo:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime
 from pathlib import Path
 
 from dr.crypto.age import Identity
 from dr.errors import ConfigError
+from dr.util.timefmt import utcnow
 
 _HINT = "create one with `age-keygen -o FILE` (or jdr's key generation) and keep a copy off the cluster"
 
@@ -53,7 +53,7 @@ def write_key_file(path: Path, identity: Identity) -> None:
 
     Refuses to overwrite an existing file (ConfigError): losing a key loses every backup made with it.
     """
-    created = datetime.now(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+    created = utcnow().replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
     content = f"# created: {created}\n# public key: {identity.recipient.text()}\n{identity.secret_text()}\n"
     try:
         # O_EXCL: no overwrite, even under a race; the mode is set at creation, never world-readable.

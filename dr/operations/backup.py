@@ -81,7 +81,6 @@ def run_backup(repo: Repository, deployment: Deployment, opts: BackupOptions,
         previous = reusable(repo, _previous_manifest(repo))
         log.info("run %s: backing up %s to %s", run, deployment.kind, repo.url)
         hub, volumes = _capture_hub(repo, deployment, run, opts)
-        volumes = _select(volumes, opts.users)
         ctx = BackupContext(repo=repo, run=run, full=opts.full, method=opts.method, excludes=opts.excludes,
                             level=opts.level, threads=opts.threads, previous=previous, progress=progress)
         items = list(deployment.backup_volumes(volumes, ctx))
@@ -109,11 +108,12 @@ def run_backup(repo: Repository, deployment: Deployment, opts: BackupOptions,
 
 def _capture_hub(repo: Repository, deployment: Deployment, run: str,
                  opts: BackupOptions) -> tuple[HubItem, list[Volume]]:
-    """Capture the hub DB (and Secret); the DB also tells which users and volumes there are."""
+    """Capture the hub DB (and Secret); the DB also tells which users and volumes there are, and the
+    ``--user`` names are checked against it before anything is stored (NotFoundError, exit 2)."""
     enc = repo.encrypted
     with _hub_database(deployment, repo, run, opts.level) as captured:
         db_file, info = captured.db_file, captured.info
-        volumes = deployment.volumes(info)
+        volumes = _select(deployment.volumes(info), opts.users)
         try:
             if captured.artifact is not None:  # the adapter stored it already (Kubernetes: a mover did)
                 db_art = captured.artifact
@@ -160,6 +160,8 @@ def _compress_file(path: Any, sink: Any, level: int) -> None:
 
 
 def _select(volumes: list[Volume], users: Sequence[str]) -> list[Volume]:
+    """The volumes of ``users`` (all, orphans included, when none are named); NotFoundError names any user
+    the hub database does not have."""
     if not users:
         return volumes
     known = {v.user for v in volumes}
@@ -216,6 +218,8 @@ def render_report(m: Manifest) -> str:
             how = f"unchanged since {v.reused_from}" if v.reused_from else \
                 f"{v.archive.size if v.archive else 0} bytes stored"
             lines.append(f"  {v.label}: ok, {v.files} files, {v.bytes} bytes ({how})")
+        elif v.status == "absent":
+            lines.append(f"  {v.label}: absent (no home {v.source.get('path', '')}; nothing to back up)")
         else:
             lines.append(f"  {v.label}: {v.status.upper()} {v.error or ''}")
         lines += [f"      warning: {w}" for w in v.warnings[:20]]

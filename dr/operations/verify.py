@@ -31,6 +31,7 @@ class VerifyResult:
     checked: int = 0
     problems: list[str] = field(default_factory=list)
     deep: bool = False
+    warnings: list[str] = field(default_factory=list)  # do not change the exit code
 
     @property
     def ok(self) -> bool:
@@ -42,7 +43,7 @@ class VerifyResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"runs": self.runs, "checked": self.checked, "problems": self.problems, "deep": self.deep,
-                "ok": self.ok}
+                "ok": self.ok, "warnings": self.warnings}
 
 
 def verify_runs(repo: Repository, run_ref: str | None, deep: bool,
@@ -58,7 +59,21 @@ def verify_runs(repo: Repository, run_ref: str | None, deep: bool,
             result.problems.append(f"run {run}: {e}")
             continue
         _verify_manifest(repo, manifest, deep, result, seen, on_item)
+    result.warnings += exposure_warnings(repo)
     return result
+
+
+def exposure_warnings(repo: Repository) -> list[str]:
+    """A warning when a file:// repository is readable or writable by other users than jdr's."""
+    exposed = getattr(repo.store, "exposed", None)
+    if exposed is None:  # S3: access is the bucket policy's business
+        return []
+    count, examples = exposed()
+    if not count:
+        return []
+    return [f"the repository is readable or writable by other users: {count} directories and files have "
+            f"group or other permissions (e.g. {', '.join(examples)}); it holds every home and the hub "
+            f"database: chmod -R go-rwx {getattr(repo.store, 'root', repo.url)}"]
 
 
 def _verify_manifest(repo: Repository, m: Manifest, deep: bool, result: VerifyResult, seen: set[str],

@@ -27,9 +27,9 @@ from dr.errors import (
 from dr.model import Artifact, Manifest, is_run_id
 from dr.repository import layout, recipients
 from dr.repository.artifacts import ArtifactWriter, VerifiedReader, check_encodings, is_encrypted
-from dr.repository.lock import RepositoryLock
+from dr.repository.lock import REFRESH_EVERY, RepositoryLock
 from dr.repository.store import Store
-from dr.util.timefmt import iso, utcnow
+from dr.util.timefmt import iso, real_utcnow, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -52,17 +52,18 @@ class Repository:
     """Typed access to one repository. Create with :meth:`open` (or :meth:`init`)."""
 
     def __init__(self, store: Store, config: dict[str, Any], encryptor: Keyring | None = None,
-                 stale_after: float = 900.0) -> None:
+                 stale_after: float = 900.0, refresh_every: float = REFRESH_EVERY) -> None:
         self.store = store
         self.config = config
         self.encryptor = encryptor
         self.stale_after = stale_after
+        self.refresh_every = refresh_every
 
     # --- opening ---------------------------------------------------------------------------------
 
     @classmethod
     def open(cls, store: Store, encryptor: Keyring | None = None, *, create: bool = False,
-             stale_after: float = 900.0) -> Repository:
+             stale_after: float = 900.0, refresh_every: float = REFRESH_EVERY) -> Repository:
         """Open the repository at ``store``; with ``create``, initialise an empty one.
 
         Raises NotFoundError when there is no repository and ``create`` is false, RepositoryError when
@@ -93,7 +94,7 @@ class Repository:
         if not config.get("encrypted") and encryptor is not None:
             raise UsageError(f"repository {store.url} was created without encryption, but an encryption "
                              "key is configured", hint="use a new repository URL for encrypted backups")
-        return cls(store, config, encryptor, stale_after)
+        return cls(store, config, encryptor, stale_after, refresh_every)
 
     @property
     def id(self) -> str:
@@ -261,7 +262,7 @@ class Repository:
 
     def lock(self, operation: str, run: str = "", exclusive: bool = True) -> RepositoryLock:
         return RepositoryLock(self.store, "exclusive" if exclusive else "shared", operation, run,
-                              stale_after=self.stale_after)
+                              stale_after=self.stale_after, refresh_every=self.refresh_every)
 
     def sweep_dead_runs(self, current_run: str) -> list[str]:
         """Delete artifacts of runs that never committed a manifest. Call only under an exclusive lock.
@@ -269,16 +270,22 @@ class Repository:
         Also discards uploads that were never completed. Returns the dead run ids cleaned up.
         """
         committed = set(self.run_ids())
+        referenced: set[str] | None = None
         dead: dict[str, list[str]] = {}
         for obj in self.store.list(layout.DATA):
             run = layout.run_of_data_key(obj.key)
             if run and run != current_run and run not in committed:
-                dead.setdefault(run, []).append(obj.key)
+                # A run dropped by prune leaves the artifacts that kept runs still reference (an unchanged
+                # volume's archive is referenced, not copied): those are not leftovers.
+                if referenced is None:
+                    referenced = {a.key for r in committed for a in self.load_manifest(r).artifacts()}
+                if obj.key not in referenced:
+                    dead.setdefault(run, []).append(obj.key)
         for run, keys in sorted(dead.items()):
             log.warning("cleaning up %d artifacts of run %s, which never completed", len(keys), run)
             for key in keys:
                 self.store.delete(key)
-        removed = self.store.cleanup_incomplete(utcnow())
+        removed = self.store.cleanup_incomplete(real_utcnow())  # the store's times are real ones
         if removed:
             log.warning("discarded %d incomplete uploads left by an interrupted run", removed)
         return sorted(dead)
