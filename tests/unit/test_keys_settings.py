@@ -46,3 +46,12 @@ def test_identities_without_an_installation_key_are_refused(tmp_path: Path) -> N
     with pytest.raises(ConfigError, match="does not exist"):
         make_encryptor(settings(tmp_path, f"encryption: {{key_file: {tmp_path / 'old.key'}, "
                                           f"identities: [{tmp_path / 'missing.key'}]}}\n"))
+
+
+def test_identities_files_cannot_reach_kubernetes_movers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_key_file(tmp_path / "old.key", generate_identity())
+    monkeypatch.setenv("JDR_TEST_KEYS", generate_identity().secret_text())
+    with pytest.raises(ConfigError, match=r"encryption\.identities: mover pods") as e:
+        make_encryptor(settings(tmp_path, "deployment: {kind: kubernetes}\nencryption: {key_env: JDR_TEST_KEYS, "
+                                          f"identities: [{tmp_path / 'old.key'}]}}\n"))
+    assert "key_env" in (e.value.hint or "")
