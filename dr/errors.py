@@ -40,6 +40,11 @@ class NotFoundError(UsageError):
     """Something the user named (a run, a user, a path in a run) does not exist."""
 
 
+class KeyMismatchError(UsageError):
+    """The configured encryption keys do not fit: a backup key that is not one of the repository's
+    recipients, or no configured key opens a run (the message names the fingerprints it needs)."""
+
+
 class RepositoryError(JdrError):
     """The repository cannot be read or written (unreachable, denied, corrupt layout)."""
 

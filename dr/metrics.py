@@ -56,7 +56,7 @@ class ItemMetrics:
 
     user: str  # raw username, or "pvc:<name>" for a volume without a user
     server: str = ""
-    status: Literal["ok", "failed", "skipped"] = "ok"
+    status: Literal["ok", "failed", "skipped", "absent"] = "ok"
     bytes_read: int = 0
     bytes_stored: int = 0  # bytes newly written to the repository (0 when the archive was reused)
     files: int = 0
@@ -303,7 +303,7 @@ class Metrics:
     def _record_item(self, item: ItemMetrics, finished: float) -> None:
         labels = {"user": item.user, "server": item.server}
         key = (item.user, item.server)
-        if item.status == "skipped":
+        if item.status in ("skipped", "absent"):  # absent: a user without a home has nothing to back up
             return
         if item.status == "ok":
             self.vol_last_success.labels(**labels).set(finished)

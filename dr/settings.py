@@ -100,7 +100,8 @@ class DeploymentSettings:
     hub_db: str = ""
     """local: path of the hub's SQLite database."""
     homes: str = ""
-    """local: template of a user's home directory, with ``{username}``, e.g. ``/home/jupyter-{username}``."""
+    """local: template of a user's home directory, with ``{username}`` (``/home/jupyter-{username}``) or
+    ``{tljh_username}`` (TLJH's system user name, hashed when long); ``tljh`` means ``/home/{tljh_username}``."""
     restart_hub: list[str] = field(default_factory=list)
     """local: command that restarts the hub (run after a hub restore)."""
     stop_hub: list[str] = field(default_factory=list)
@@ -114,11 +115,15 @@ class DeploymentSettings:
 @dataclass(frozen=True)
 class EncryptionSettings:
     key_file: str = ""
-    """Path of an age identity file (``AGE-SECRET-KEY-1…``); enables encryption of every artifact."""
+    """Path of an age identity file (``AGE-SECRET-KEY-1…``); enables encryption of every artifact. Its first
+    identity is the installation key (one of the repository's recipients); further lines only decrypt."""
     key_env: str = ""
-    """Name of an environment variable holding the age identity instead of a file."""
+    """Name of an environment variable holding the age identity (or several lines) instead of a file."""
+    identities: list[str] = field(default_factory=list)
+    """More age key files, only to decrypt: older keys kept after ``jdr key rotate``, a recovery key."""
     recipients: list[str] = field(default_factory=list)
-    """Extra age recipients (``age1…``) that can also decrypt, e.g. an offline escrow key."""
+    """Extra age recipients (``age1…``) given to a new repository, e.g. an offline recovery key; for an
+    existing repository each must already be one of its recipients (``jdr key add-recipient``)."""
     secret_in_clear: bool = False
     """Store the hub Secret unencrypted when no key is configured (off: the Secret is then not stored)."""
 
@@ -254,6 +259,8 @@ def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -
             text = path.read_text(encoding="utf-8")
         except OSError as e:
             raise ConfigError(f"cannot read configuration {path}: {e.strerror}") from e
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"configuration {path} is not UTF-8 text (byte {e.start})") from e
         try:
             loaded = _yaml(text)
         except yaml.YAMLError as e:

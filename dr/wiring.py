@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from dr.crypto.age import AgeReader, AgeWriter, Identity, Recipient
-from dr.crypto.keys import load_identity
+from dr.crypto.age import Recipient
+from dr.crypto.keyring import Keyring
+from dr.crypto.keys import load_identities
 from dr.deployments.base import Deployment
 from dr.errors import ConfigError, UsageError
 from dr.hubapi import HubApi
@@ -42,54 +43,30 @@ def make_store(settings: Settings) -> Store:
     raise ConfigError(f"repository: {url!r} is neither s3://bucket/prefix nor file:///path")
 
 
-class AgeEncryptor:
-    """Encrypts artifacts to the installation key (and any extra recipients) in the age format."""
-
-    def __init__(self, identity: Identity, extra: list[Recipient]) -> None:
-        self._identity = identity
-        self._recipients = [identity.recipient, *extra]
-
-    def writer(self, sink: Any) -> AgeWriter:
-        return AgeWriter(sink, self._recipients)
-
-    def reader(self, src: BinaryIO) -> BinaryIO:
-        return _ClosingAgeReader(src, self._identity)  # type: ignore[return-value]
-
-
-class _ClosingAgeReader(AgeReader):
-    def __init__(self, src: BinaryIO, identity: Identity) -> None:
-        self._raw_src = src
-        try:
-            super().__init__(src, [identity])
-        except BaseException:
-            src.close()
-            raise
-
-    def close(self) -> None:
-        try:
-            super().close()
-        finally:
-            self._raw_src.close()
-
-
-def make_encryptor(settings: Settings) -> AgeEncryptor | None:
+def make_encryptor(settings: Settings) -> Keyring | None:
+    """The keys configured under ``encryption``: None when encryption is off (no key_file/key_env)."""
     enc = settings.encryption
     if enc.key_file and enc.key_env:
         raise ConfigError("encryption: set key_file or key_env, not both")
     if enc.key_file:
-        identity = load_identity(path=Path(enc.key_file))
+        identities = load_identities(path=Path(enc.key_file))
     elif enc.key_env:
         text = os.environ.get(enc.key_env)
         if not text:
             raise ConfigError(f"encryption.key_env: the environment variable {enc.key_env} is not set")
-        identity = load_identity(text=text)
+        identities = load_identities(text=text)
     else:
+        if enc.identities:
+            raise ConfigError("encryption.identities: set encryption.key_file or key_env as well",
+                              hint="identities only add keys to decrypt with; the installation key writes")
         return None
+    for path in enc.identities:
+        identities += load_identities(path=Path(path))
     try:
         extra = [Recipient.parse(r) for r in enc.recipients]
     except (ValueError, ConfigError) as e:
         raise ConfigError(f"encryption.recipients: {e}") from e
-    return AgeEncryptor(identity, extra)
+    return Keyring(identities, extra)
 
 
 def open_repository(settings: Settings, *, create: bool = False, store: Store | None = None) -> Repository:

@@ -23,6 +23,7 @@ from dr.errors import (
     UsageError,
 )
 from dr.model import METHODS, HubItem, Manifest, RunStatus, VolumeItem, new_run_id
+from dr.operations.keys import check_backup_keys, reusable
 from dr.policy.retention import Duration, parse_duration
 from dr.repository import layout
 from dr.repository.damage import damaged_keys
@@ -85,15 +86,16 @@ def run_backup(repo: Repository, deployment: Deployment, opts: BackupOptions,
         raise UsageError(f"--method {opts.method!r}: not one of {', '.join(METHODS)}")
     started = now()
     run = new_run_id(started)
+    check_backup_keys(repo)  # a wrong key is refused before anything is written (docs/FORMAT.md, "Keys")
     if opts.dry_run:
         return _dry_run(repo, deployment, opts, run)
     with repo.lock("backup", run=run) as lock:
+        check_backup_keys(repo, locked=True, now=now)
         cleaned = repo.sweep_dead_runs(run)
-        previous = _previous_manifest(repo)
+        previous = reusable(repo, _previous_manifest(repo))
         damaged = damaged_keys(repo.store)
         log.info("run %s: backing up %s to %s", run, deployment.kind, repo.url)
         hub, volumes = _capture_hub(repo, deployment, run, opts)
-        volumes = _select(volumes, opts.users)
         ctx = BackupContext(repo=repo, run=run, full=opts.full, method=opts.method, excludes=opts.excludes,
                             level=opts.level, threads=opts.threads, previous=previous, progress=progress,
                             damaged=damaged, reuse_since=reuse_since(opts, started))
@@ -138,11 +140,12 @@ def _refuse_damaged(manifest: Manifest, damaged: frozenset[str]) -> None:
 
 def _capture_hub(repo: Repository, deployment: Deployment, run: str,
                  opts: BackupOptions) -> tuple[HubItem, list[Volume]]:
-    """Capture the hub DB (and Secret); the DB also tells which users and volumes there are."""
+    """Capture the hub DB (and Secret); the DB also tells which users and volumes there are, and the
+    ``--user`` names are checked against it before anything is stored (NotFoundError, exit 2)."""
     enc = repo.encrypted
     with _hub_database(deployment, repo, run, opts.level) as captured:
         db_file, info = captured.db_file, captured.info
-        volumes = deployment.volumes(info)
+        volumes = _select(deployment.volumes(info), opts.users)
         try:
             if captured.artifact is not None:  # the adapter stored it already (Kubernetes: a mover did)
                 db_art = captured.artifact
@@ -189,6 +192,8 @@ def _compress_file(path: Any, sink: Any, level: int) -> None:
 
 
 def _select(volumes: list[Volume], users: Sequence[str]) -> list[Volume]:
+    """The volumes of ``users`` (all, orphans included, when none are named); NotFoundError names any user
+    the hub database does not have."""
     if not users:
         return volumes
     known = {v.user for v in volumes}
@@ -245,6 +250,8 @@ def render_report(m: Manifest) -> str:
             how = f"unchanged since {v.reused_from}" if v.reused_from else \
                 f"{v.archive.size if v.archive else 0} bytes stored"
             lines.append(f"  {v.label}: ok, {v.files} files, {v.bytes} bytes ({how})")
+        elif v.status == "absent":
+            lines.append(f"  {v.label}: absent (no home {v.source.get('path', '')}; nothing to back up)")
         else:
             lines.append(f"  {v.label}: {v.status.upper()} {v.error or ''}")
         lines += [f"      warning: {w}" for w in v.warnings[:20]]

@@ -59,6 +59,7 @@ class VerifyResult:
     checked: int = 0
     problems: list[str] = field(default_factory=list)
     deep: bool = False
+    warnings: list[str] = field(default_factory=list)  # do not change the exit code
     damaged: list[Damage] = field(default_factory=list)  # also listed in ``problems``
     intact: set[str] = field(default_factory=set)  # artifact keys checked and found good
     referenced: set[str] = field(default_factory=set)  # artifact keys the verified runs name
@@ -76,8 +77,8 @@ class VerifyResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"runs": self.runs, "checked": self.checked, "problems": self.problems, "deep": self.deep,
-                "ok": self.ok, "damaged": [d.to_dict() for d in self.damaged], "cleared": self.cleared,
-                "next_steps": self.next_steps}
+                "ok": self.ok, "warnings": self.warnings, "damaged": [d.to_dict() for d in self.damaged],
+                "cleared": self.cleared, "next_steps": self.next_steps}
 
 
 def verify_runs(repo: Repository, run_ref: str | None, deep: bool,
@@ -97,9 +98,23 @@ def verify_runs(repo: Repository, run_ref: str | None, deep: bool,
             continue
         result.referenced.update(a.key for a in manifest.artifacts())
         _verify_manifest(repo, manifest, deep, result, seen, on_item)
+    result.warnings += exposure_warnings(repo)
     update_damage_records(repo, result, every_run=run_ref is None and every_manifest_read)
     result.next_steps = next_steps(result)
     return result
+
+
+def exposure_warnings(repo: Repository) -> list[str]:
+    """A warning when a file:// repository is readable or writable by other users than jdr's."""
+    exposed = getattr(repo.store, "exposed", None)
+    if exposed is None:  # S3: access is the bucket policy's business
+        return []
+    count, examples = exposed()
+    if not count:
+        return []
+    return [f"the repository is readable or writable by other users: {count} directories and files have "
+            f"group or other permissions (e.g. {', '.join(examples)}); it holds every home and the hub "
+            f"database: chmod -R go-rwx {getattr(repo.store, 'root', repo.url)}"]
 
 
 def _verify_manifest(repo: Repository, m: Manifest, deep: bool, result: VerifyResult, seen: set[str],
