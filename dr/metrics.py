@@ -540,7 +540,7 @@ def _kept_families(previous: Path, new_body: bytes) -> bytes:
     if not kept:
         return b""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Replay(kept))  # type: ignore[arg-type]
+    registry.register(_Replay(kept))
     return bytes(generate_latest(registry))
 
 
