@@ -72,15 +72,22 @@ class Artifact:
     sha256: str  # hex digest of the stored bytes
     encoding: str = "zstd"  # "zstd", "zstd+age", "age", "identity"
     run: str = ""  # the run that wrote it (differs from the manifest's run when reused)
+    # Fingerprints of the age recipients it is encrypted to (any one of their keys opens it); empty when
+    # not encrypted, or encrypted by a jdr that did not record them.
+    recipients: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"key": self.key, "size": self.size, "sha256": self.sha256, "encoding": self.encoding,
-                "run": self.run}
+        d: dict[str, Any] = {"key": self.key, "size": self.size, "sha256": self.sha256,
+                             "encoding": self.encoding, "run": self.run}
+        if self.recipients:
+            d["recipients"] = list(self.recipients)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Artifact:
         return cls(key=str(d["key"]), size=int(d["size"]), sha256=str(d["sha256"]),
-                   encoding=str(d.get("encoding", "zstd")), run=str(d.get("run", "")))
+                   encoding=str(d.get("encoding", "zstd")), run=str(d.get("run", "")),
+                   recipients=tuple(str(r) for r in d.get("recipients") or ()))
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,8 @@ class BackupContext:
     threads: int = 0
     previous: Manifest | None = None  # the newest run to reuse unchanged volumes from
     progress: Progress | None = None
+    damaged: frozenset[str] = frozenset()  # artifact keys recorded damaged: never referenced again
+    reuse_since: datetime | None = None  # artifacts written before this are not referenced (full_every)
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,6 @@ class VolumeRestore:
     target_server: str = ""
     paths: tuple[str, ...] = ()  # ``--path`` globs; empty means the whole volume
     into: str | None = None  # ``--into SUBDIR``: restore beside the current files
-    allow_external_links: bool = False
     keep_previous: bool = True  # keep the replaced contents aside after success
     progress: Progress | None = None  # called with (files, bytes) done, for progress display
 

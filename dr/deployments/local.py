@@ -20,6 +20,8 @@ from typing import Any
 from dr.deployments.base import BackupContext, Volume, VolumeRestore, VolumeRestoreResult
 from dr.deployments.home_names import HomeLayout
 from dr.deployments.hubdb_swap import swap_in_database
+from dr.deployments.restore_checks import check_local_restore, restore_owner_map
+from dr.deployments.reuse import decide_reuse
 from dr.deployments.volume_backup import ALWAYS_EXCLUDED, backup_tree
 from dr.deployments.volume_swap import restore_into
 from dr.errors import DeploymentError, JdrError, UsageError
@@ -165,9 +167,7 @@ class LocalDeployment:
         if not home.is_dir():
             return _replace(base, status="failed", error=f"home {home} is not a directory")
         try:
-            reusable = (not ctx.full and prev is not None and prev.status == "ok"
-                        and prev.archive is not None and ctx.repo.artifact_exists(prev.archive)
-                        and prev.index is not None and ctx.repo.artifact_exists(prev.index))
+            reusable = decide_reuse(ctx, prev, vol.label).reusable
             tree = backup_tree(home, ctx.repo, ctx.run, vol.key, excludes=ctx.excludes, level=ctx.level,
                                threads=ctx.threads, progress=ctx.progress,
                                previous_fingerprint=prev.fingerprint if reusable and prev else None)
@@ -188,6 +188,11 @@ class LocalDeployment:
             return _replace(base, status="failed", error=f"{e.strerror or e}: {e.filename or home}",
                             seconds=time.monotonic() - started)
 
+    def check_volume_restore(self, req: VolumeRestore) -> None:
+        """Refuse, before anything is done, a restore that cannot be: see
+        :func:`dr.deployments.restore_checks.check_local_restore`."""
+        check_local_restore(req, self._target_home(req), self.db_path)
+
     def restore_volume(self, req: VolumeRestore, repo: Repository) -> VolumeRestoreResult:
         from dr.archive.index import load_index
 
@@ -205,9 +210,9 @@ class LocalDeployment:
             drain(raw_index)
         with repo.open_artifact(item.archive) as archive:
             result = restore_into(home, archive, run=item.archive.run or "run", index=index,
-                                  paths=req.paths, into=req.into,
-                                  allow_external_links=req.allow_external_links,
-                                  keep_previous=req.keep_previous, drain=drain, progress=req.progress)
+                                  paths=req.paths, into=req.into, keep_previous=req.keep_previous,
+                                  drain=drain, progress=req.progress,
+                                  map_owner=restore_owner_map(req, home))
         return VolumeRestoreResult(target=str(home), files=result.files, bytes=result.bytes,
                                    previous=result.previous)
 
