@@ -76,7 +76,11 @@ def test_restore_stops_a_running_server_through_the_hub_api(
                          hub_api={"url": hub.url, "token_env": "JDR_TEST_HUB_TOKEN"})
     sandbox.env["JDR_TEST_HUB_TOKEN"] = hub.token
     doc = sandbox.jdr_json("backup")  # the DB of a live hub
-    assert sorted(v["user"] for v in doc["manifest"]["volumes"]) == ["alice", "bob"]
+    volumes = doc["manifest"]["volumes"]
+    assert sorted(v["user"] for v in volumes if v["user"] is not None) == ["alice", "bob"]
+    # This hub has no dave or Émile: their sandbox homes belong to no hub user, so they are orphans.
+    assert sorted(Path(v["source"]["path"]).name for v in volumes if v["user"] is None) == \
+        ["jupyter-dave", "jupyter-Émile"]
 
     hub.start_server("bob")
     pid = hub.server_pid("bob")
