@@ -11,6 +11,7 @@ archive is referenced at all.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,6 +23,12 @@ from dr.repository.store import Store
 from tests.fixtures.sandbox import Sandbox, describe
 
 pytestmark = pytest.mark.faults
+
+
+@pytest.fixture
+def sandbox(make_sandbox: Callable[..., Sandbox], repo_url: str) -> Sandbox:
+    """Small homes: these tests are about which archives a run references, not about their content."""
+    return make_sandbox(repo_url)
 
 
 def flip(store: Store, key: str) -> None:
@@ -61,8 +68,7 @@ def assert_names_only_good(sb: Sandbox, run: str) -> None:
     assert doc["ok"] is True and doc["damaged"] == [], doc
 
 
-@pytest.mark.parametrize("kind,what", [("flip", "archive"), ("flip", "index"), ("delete", "archive"),
-                                       ("truncate", "index")])
+@pytest.mark.parametrize("kind,what", [("flip", "archive"), ("truncate", "index")])
 def test_verify_records_damage_and_the_next_backup_reads_the_volume_again(
         sandbox: Sandbox, kind: str, what: str) -> None:
     first = sandbox.jdr_json("backup")
