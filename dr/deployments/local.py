@@ -20,7 +20,7 @@ from typing import Any
 from dr.deployments.base import BackupContext, Volume, VolumeRestore, VolumeRestoreResult
 from dr.deployments.home_names import HomeLayout
 from dr.deployments.hubdb_swap import swap_in_database
-from dr.deployments.restore_checks import check_local_restore
+from dr.deployments.restore_checks import check_local_restore, restore_owner_map
 from dr.deployments.volume_backup import ALWAYS_EXCLUDED, backup_tree
 from dr.deployments.volume_swap import restore_into
 from dr.errors import DeploymentError, JdrError, UsageError
@@ -192,9 +192,7 @@ class LocalDeployment:
     def check_volume_restore(self, req: VolumeRestore) -> None:
         """Refuse, before anything is done, a restore that cannot be: see
         :func:`dr.deployments.restore_checks.check_local_restore`."""
-        if req.target_user is None:
-            raise UsageError("a local deployment restores only users' homes")
-        check_local_restore(req, self.home_of(req.target_user), self.db_path)
+        check_local_restore(req, self._target_home(req), self.db_path)
 
     def restore_volume(self, req: VolumeRestore, repo: Repository) -> VolumeRestoreResult:
         from dr.archive.index import load_index
@@ -214,7 +212,8 @@ class LocalDeployment:
         with repo.open_artifact(item.archive) as archive:
             result = restore_into(home, archive, run=item.archive.run or "run", index=index,
                                   paths=req.paths, into=req.into, keep_previous=req.keep_previous,
-                                  drain=drain, progress=req.progress)
+                                  drain=drain, progress=req.progress,
+                                  map_owner=restore_owner_map(req, home))
         return VolumeRestoreResult(target=str(home), files=result.files, bytes=result.bytes,
                                    previous=result.previous)
 
