@@ -28,7 +28,7 @@ def backup_job(settings: Settings, metrics: Metrics) -> int:
     result = run_backup(repo, wiring.make_deployment(settings), BackupOptions(
         method=settings.backup.method, excludes=tuple(settings.backup.excludes),
         level=settings.backup.compression_level, threads=settings.backup.threads,
-        secret_in_clear=settings.encryption.secret_in_clear))
+        secret_in_clear=settings.encryption.secret_in_clear, full_every=wiring.full_every(settings)))
     after_backup(settings, repo, result, metrics)
     return result.exit_code
 
