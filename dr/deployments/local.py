@@ -224,8 +224,8 @@ class LocalDeployment:
             return self.home_of(req.target_user)
         path = req.item.source.get("path")
         if not req.item.source.get("orphan") or not isinstance(path, str) or not self.layout.matches(path):
-            raise UsageError(f"{req.item.label}: not a home directory of deployment.homes "
-                             f"({self.layout.template}); a local deployment restores only homes")
+            raise DeploymentError(f"{req.item.label}: not a home directory of deployment.homes "
+                                  f"({self.layout.template}); a local deployment restores only homes")
         return Path(os.path.normpath(path))
 
 
