@@ -100,3 +100,23 @@ def test_unreadable_configuration(sandbox: Sandbox, tmp_path: Path) -> None:
         for args in (("restore", "--user", "bob", "--yes"), ("prune",), ("verify",)):
             doc = _error_doc(sandbox.run_jdr("--json", "--config", str(config), *args), 2)
             assert words in str(doc["error"]) and doc["kind"] == "ConfigError", (config, args, doc)
+
+
+@pytest.mark.parametrize("repo_url", ["file"], indirect=True)
+def test_odd_selections_are_usage_errors_in_bounded_time(sandbox: Sandbox) -> None:
+    """An unset variable as --run, a malformed glob for ``jdr ls``, and globs that made the old regular
+    expressions backtrack for minutes (``*****…x``, many ``**``): each answers at once, exit 2."""
+    run = sandbox.jdr_json("backup")["run"]
+    doc = _error_doc(sandbox.run_jdr("--json", "restore", "--user", "bob", "--run", "", "--yes"), 2)
+    assert "empty run id" in str(doc["error"]), doc
+    doc = _error_doc(sandbox.run_jdr("--json", "ls", run, "--user", "bob", "[z-a]"), 2)
+    assert "malformed path glob" in str(doc["error"]), doc
+    for glob in ("*" * 40 + "x", "*a" * 30 + "q", "/".join(["**", "n*"] * 15) + "/q"):
+        proc = sandbox.run_jdr("--json", "restore", "--user", "bob", "--dry-run", "--path", glob, timeout=60)
+        doc = _error_doc(proc, 2)
+        assert "nothing matches" in str(doc["error"]), doc
+    # The rewritten matching still selects what it should.
+    plan = sandbox.jdr_json("restore", "--user", "bob", "--dry-run", "--path", "**/**/*o*e*.txt")
+    assert plan["plan"]["volumes"][0]["paths"] == ["**/**/*o*e*.txt"]
+    names = [e["path"] for e in sandbox.jdr_json("ls", run, "--user", "bob", "**/n*t*s.t?t")["entries"]]
+    assert names == ["notebooks/notes.txt"], names
