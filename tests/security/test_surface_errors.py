@@ -120,3 +120,16 @@ def test_odd_selections_are_usage_errors_in_bounded_time(sandbox: Sandbox) -> No
     assert plan["plan"]["volumes"][0]["paths"] == ["**/**/*o*e*.txt"]
     names = [e["path"] for e in sandbox.jdr_json("ls", run, "--user", "bob", "**/n*t*s.t?t")["entries"]]
     assert names == ["notebooks/notes.txt"], names
+
+
+@pytest.mark.parametrize("repo_url", ["file"], indirect=True)
+def test_malformed_urls_in_the_configuration(sandbox: Sandbox) -> None:
+    sandbox.jdr_json("backup")
+    cases = [({"JDR_HUB_API_URL": "http://[::1", "JDR_HUB_TOKEN": "x"}, "hub_api.url: not a URL"),
+             ({"JDR_HUB_API_URL": "http://hub:port/hub/api", "JDR_HUB_TOKEN": "x"}, "hub_api.url: not a URL"),
+             ({"JDR_HUB_API_URL": "hub:8081", "JDR_HUB_TOKEN": "x"}, "must be an http(s) URL"),
+             ({"JDR_CATALOG_URL": "bogus://x"}, "catalog.url: cannot use")]
+    for env, words in cases:
+        args = ("restore", "--user", "bob", "--yes") if "JDR_HUB_API_URL" in env else ("list",)
+        doc = _error_doc(sandbox.run_jdr("--json", *args, env=env), 2)
+        assert words in str(doc["error"]) and doc["kind"] == "ConfigError", (env, doc)
