@@ -35,7 +35,11 @@ class Context:
     @property
     def settings(self) -> Settings:
         if self._settings is None:
+            from dr.cli.logs import setup_logging
+
             self._settings = load_settings(self.config)
+            # log_format from the file (JDR_LOG_FORMAT, an override of the same key, is already applied).
+            setup_logging(self.verbose, self._settings.log_format)
         return self._settings
 
     def emit(self, doc: Any, text: str | Callable[[], str]) -> None:

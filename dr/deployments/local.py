@@ -21,6 +21,7 @@ from dr.deployments.base import BackupContext, Volume, VolumeRestore, VolumeRest
 from dr.deployments.home_names import HomeLayout
 from dr.deployments.hubdb_swap import swap_in_database
 from dr.deployments.restore_checks import check_local_restore, restore_owner_map
+from dr.deployments.reuse import decide_reuse
 from dr.deployments.volume_backup import ALWAYS_EXCLUDED, backup_tree
 from dr.deployments.volume_swap import restore_into
 from dr.errors import DeploymentError, JdrError, UsageError
@@ -166,9 +167,7 @@ class LocalDeployment:
         if not home.is_dir():
             return _replace(base, status="failed", error=f"home {home} is not a directory")
         try:
-            reusable = (not ctx.full and prev is not None and prev.status == "ok"
-                        and prev.archive is not None and ctx.repo.artifact_exists(prev.archive)
-                        and prev.index is not None and ctx.repo.artifact_exists(prev.index))
+            reusable = decide_reuse(ctx, prev, vol.label).reusable
             tree = backup_tree(home, ctx.repo, ctx.run, vol.key, excludes=ctx.excludes, level=ctx.level,
                                threads=ctx.threads, progress=ctx.progress,
                                previous_fingerprint=prev.fingerprint if reusable and prev else None)
@@ -225,8 +224,8 @@ class LocalDeployment:
             return self.home_of(req.target_user)
         path = req.item.source.get("path")
         if not req.item.source.get("orphan") or not isinstance(path, str) or not self.layout.matches(path):
-            raise UsageError(f"{req.item.label}: not a home directory of deployment.homes "
-                             f"({self.layout.template}); a local deployment restores only homes")
+            raise DeploymentError(f"{req.item.label}: not a home directory of deployment.homes "
+                                  f"({self.layout.template}); a local deployment restores only homes")
         return Path(os.path.normpath(path))
 
 
