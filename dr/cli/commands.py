@@ -123,6 +123,9 @@ def restore(ctx: Context, user: str | None, hub: bool, everything: bool, run: st
         raise UsageError("--path, --into and --as go with --user")
     if run is not None and at is not None:
         raise UsageError("--run and --at cannot be used together")
+    if run is not None and not run.strip():
+        raise UsageError("--run '': an empty run id (is a shell variable unset?)",
+                         hint="give a run id, a unique prefix of one, or latest")
     s = ctx.settings
     repo = wiring.open_repository(s)
     deployment = wiring.make_deployment(s)
