@@ -20,7 +20,8 @@ def path_matcher(globs: Sequence[str]) -> Callable[[IndexEntry], bool]:
     matches any number of components, none included. An entry is selected when a glob matches its path or
     the path of any directory above it, so naming a directory selects everything under it:
     ``notebooks/*.ipynb``, ``thesis`` (= ``thesis/**``), ``**/data.csv``, ``data.csv`` (only at the top).
-    The root entry (``.``) is never selected. Raises ValueError for an empty glob list or an empty glob.
+    The root entry (``.``) is never selected. Raises ValueError for an empty glob list, an empty glob or a
+    malformed one (``[z-a]``).
     """
     if not globs:
         raise ValueError("no path globs given")
@@ -57,7 +58,10 @@ def _compile(glob: str) -> re.Pattern[str]:
                 regex += "(?:[^/]+/)*"
         else:
             regex += _component(part) + ("" if last else "/")
-    return re.compile(regex, re.DOTALL)
+    try:
+        return re.compile(regex, re.DOTALL)
+    except re.error as e:  # e.g. a reversed range, "[z-a]"
+        raise ValueError(f"malformed path glob {glob!r}: {e.msg}") from None
 
 
 def _component(part: str) -> str:

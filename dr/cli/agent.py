@@ -93,12 +93,11 @@ def backup_volume(ctx: Context, run: str, key: str, root: Path, excludes: tuple[
 @click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=Path("/data"))
 @click.option("--path", "paths", multiple=True)
 @click.option("--into", default=None)
-@click.option("--allow-external-links", is_flag=True)
 @click.option("--discard-previous", is_flag=True)
 @_result_option
 @pass_ctx
 def restore_volume(ctx: Context, run: str, item_json: str | None, source: Path | None, root: Path,
-                   paths: tuple[str, ...], into: str | None, allow_external_links: bool, discard_previous: bool,
+                   paths: tuple[str, ...], into: str | None, discard_previous: bool,
                    result_file: Path) -> None:
     """Restore into the volume mounted at --root (staged, then swapped)."""
     from dr.deployments.kubernetes import agent as tasks
@@ -109,10 +108,10 @@ def restore_volume(ctx: Context, run: str, item_json: str | None, source: Path |
     def task(repo: Repository) -> dict[str, Any]:
         if source is not None:
             return tasks.copy_volume(source=source, root=root, run=run, paths=paths, into=into,
-                                     allow_external_links=allow_external_links, keep_previous=not discard_previous)
+                                     keep_previous=not discard_previous)
         item = VolumeItem.from_dict(_json_arg(item_json or "", "--item-json"))
         return tasks.restore_volume(repo, item, root=root, paths=paths, into=into,
-                                    allow_external_links=allow_external_links, keep_previous=not discard_previous)
+                                    keep_previous=not discard_previous)
 
     _run_task(ctx, run, "restore", result_file, task)
 

@@ -109,13 +109,10 @@ def ls(ctx: Context, run: str, path: str | None, user: str, server: str) -> None
 @click.option("--no-secret", is_flag=True, help="Do not restore the hub Secret (Kubernetes).")
 @click.option("--discard-previous", is_flag=True, help="Delete the replaced files after success "
                                                        "(default: keep them aside).")
-@click.option("--allow-external-links", is_flag=True,
-              help="Restore symlinks that point outside the home (never followed).")
 @pass_ctx
 def restore(ctx: Context, user: str | None, hub: bool, everything: bool, run: str | None, at: str | None,
             paths: tuple[str, ...], into: str | None, as_user: str | None, server: str, dry_run: bool,
-            yes: bool, force: bool, no_secret: bool, discard_previous: bool,
-            allow_external_links: bool) -> None:
+            yes: bool, force: bool, no_secret: bool, discard_previous: bool) -> None:
     """Restore one user's home (--user), the hub (--hub), or everything (--all)."""
     from dr.operations.restore import RestoreOptions, restore_all, restore_hub, restore_user
 
@@ -131,7 +128,7 @@ def restore(ctx: Context, user: str | None, hub: bool, everything: bool, run: st
     deployment = wiring.make_deployment(s)
     opts = RestoreOptions(run=run, at=_at(at), paths=paths, into=into,  # type: ignore[arg-type]
                           as_user=as_user, server=server, dry_run=dry_run, force=force,
-                          allow_external_links=allow_external_links, keep_previous=not discard_previous,
+                          keep_previous=not discard_previous,
                           include_secret=not no_secret)
     confirm = confirm_plan(ctx, yes)
     with progress_reporter("restore", enabled=not ctx.json and not dry_run) as progress:
@@ -176,10 +173,12 @@ def verify(ctx: Context, run: str | None, deep: bool) -> None:
         result = verify_runs(repo, run, deep)
 
     def text() -> str:
-        head = f"verified {result.checked} artifacts of {len(result.runs)} run(s)" + (" (deep)" if deep else "")
+        head = "".join(f"warning: {w}\n" for w in result.warnings)
+        head += f"verified {result.checked} artifacts of {len(result.runs)} run(s)" + (" (deep)" if deep else "")
         if result.ok:
             return head + ": all intact"
-        return head + f": {len(result.problems)} PROBLEMS\n" + "\n".join(f"  {p}" for p in result.problems)
+        return (head + f": {len(result.problems)} PROBLEMS\n" + "\n".join(f"  {p}" for p in result.problems)
+                + "".join(f"\nnext step: {step}" for step in result.next_steps))
 
     ctx.emit(result.to_dict(), text)
     exit_with(result.exit_code)
@@ -227,36 +226,14 @@ def rebuild(ctx: Context) -> None:
 def unlock(ctx: Context, remove_all: bool) -> None:
     """Remove stale repository locks (of processes that died)."""
     from dr.repository import layout
-    from dr.repository.lock import is_stale, list_locks
-    from dr.util.timefmt import utcnow
+    from dr.repository.lock import list_locks, stale_locks
 
     repo = wiring.open_repository(ctx.settings)
     removed = []
-    for lock in list_locks(repo.store):
-        if remove_all or is_stale(lock, utcnow(), repo.stale_after):
-            repo.store.delete(layout.lock_key(lock.id))
-            removed.append(lock.describe())
+    for lock in list_locks(repo.store) if remove_all else stale_locks(repo.store, repo.stale_after):
+        repo.store.delete(layout.lock_key(lock.id))
+        removed.append(lock.describe())
     ctx.emit({"removed": removed}, "\n".join(["removed: " + r for r in removed]) or "no stale locks")
-
-
-@cli.group()
-def key() -> None:
-    """Encryption keys (age format)."""
-
-
-@key.command()
-@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
-@pass_ctx
-def generate(ctx: Context, path: Path) -> None:
-    """Create a new installation key file (mode 0600). Keep a copy somewhere safe."""
-    from dr.crypto.age import generate_identity
-    from dr.crypto.keys import write_key_file
-
-    identity = generate_identity()
-    write_key_file(path, identity)
-    ctx.emit({"path": str(path), "recipient": identity.recipient.text()},
-             f"wrote {path}\npublic key: {identity.recipient.text()}\n"
-             "without this key the encrypted backups cannot be restored: store a copy off-site")
 
 
 @cli.command()

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from dr.model import IndexEntry, Manifest
+from dr.policy.keys import run_keys
 from dr.util.timefmt import iso
 
 if TYPE_CHECKING:
@@ -37,6 +38,10 @@ def manifest_text(m: Manifest) -> str:
     lines = [f"run {m.run}  {m.status}",
              f"  started  {iso(m.started)}", f"  finished {iso(m.finished)}",
              f"  deployment {m.deployment}", f"  jdr {m.jdr_version}"]
+    keys = run_keys(m)
+    if keys.encrypted:
+        lines.append("  keys: " + (", ".join(sorted(keys.fingerprints)) + " (any one of them restores this run)"
+                                   if keys.known else "not recorded (encrypted by an older jdr)"))
     if m.hub is not None:
         if m.hub.db is not None:
             lines.append(f"  hub database: {m.hub.status}, {human_bytes(m.hub.db_bytes)}, revision "

@@ -231,6 +231,9 @@ def _check_users(manifest: Manifest, info: DbInfo | None, report: DrillReport) -
         elif item.status == "skipped":
             skipped.append(user)
             report.notes.append(f"user {user}: skipped by the backup ({item.error or 'no volume'})")
+        elif item.status == "absent":
+            skipped.append(user)
+            report.notes.append(f"user {user}: had no home when the run was made (absent)")
     for v in manifest.volumes:
         if v.user is not None and v.user not in known:
             not_in_db.append(v.label)

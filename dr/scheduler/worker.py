@@ -38,7 +38,7 @@ from dr.errors import EXIT_FAILED, EXIT_OK, Interrupted, JdrError
 from dr.metrics import Metrics
 from dr.scheduler.health import HealthServer
 from dr.scheduler.schedule import JobSpec, make_trigger
-from dr.util.timefmt import iso
+from dr.util.timefmt import iso, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ class Worker:
         for name, spec in self.jobs.items():
             extra: dict[str, Any] = {}
             if name in catch_up:
-                extra["next_run_time"] = datetime.now(UTC)
+                extra["next_run_time"] = datetime.now(UTC)  # APScheduler runs on the real clock
             self._scheduler.add_job(
                 self._run, trigger=self.triggers[name], args=(name,), id=name, name=name,
                 max_instances=1, coalesce=True, misfire_grace_time=self.misfire_grace_seconds,
@@ -187,7 +187,7 @@ class Worker:
 
     def _run(self, name: str) -> int | None:
         with self._lock:
-            self._running[name] = datetime.now(UTC)
+            self._running[name] = utcnow()
             if self._active is not None:
                 log.info("job %s waits: job %s is running (jobs of one worker run one after the other)",
                          name, self._active)
@@ -208,7 +208,7 @@ class Worker:
                 self._lock.notify_all()
 
     def _run_now(self, name: str) -> int:
-        started = datetime.now(UTC)
+        started = utcnow()
         with self._lock:
             self._running[name] = started
         self._save_state(name, started)
@@ -226,7 +226,7 @@ class Worker:
         except Exception as e:
             code, error = EXIT_FAILED, f"{type(e).__name__}: {e}"
             log.exception("job %s crashed", name)
-        finished = datetime.now(UTC)
+        finished = utcnow()
         self.metrics.record_job(name, code, started, finished)
         with self._lock:
             self._last[name] = JobResult(started, finished, code, error)
@@ -278,7 +278,7 @@ class Worker:
         """Cron jobs whose latest scheduled time since their last recorded start has passed, within the
         misfire grace: each runs once right away, however many runs were missed."""
         state = self._load_state()
-        now = datetime.now(UTC)
+        now = utcnow()
         due: set[str] = set()
         for name, trigger in self.triggers.items():
             if name not in state or not isinstance(trigger, CronTrigger):
@@ -334,6 +334,6 @@ class Worker:
                     "last": last.to_dict() if last else None,
                     "skipped": self._skipped.get(name, 0),
                 }
-        doc = {"status": "ok" if running else "stopping", "time": iso(datetime.now(UTC)),
+        doc = {"status": "ok" if running else "stopping", "time": iso(utcnow()),
                "timezone": str(self.tz), "jobs": jobs}
         return running, doc

@@ -24,7 +24,7 @@ from dr.archive.index import load_index
 from dr.archive.writer import write_archive
 from dr.deployments.hubdb_swap import swap_in_database
 from dr.deployments.volume_backup import ALWAYS_EXCLUDED, backup_tree
-from dr.deployments.volume_swap import JOURNAL, RESTORE_DIR, restore_into
+from dr.deployments.volume_swap import restore_into
 from dr.errors import JdrError, UsageError
 from dr.hubdb.capture import capture_database, inspect_database
 from dr.model import Artifact, VolumeItem
@@ -63,12 +63,7 @@ def backup_volume(repo: Repository, *, run: str, key: str, root: Path, excludes:
     """Archive the volume at ``root``. Never raises for the volume's own problems: returns a failed result."""
     started = time.monotonic()
     notes: list[str] = []
-    if (root / RESTORE_DIR / JOURNAL).exists():
-        # A restore into this volume was killed during its swap: some entries may still sit in
-        # .jdr-restore/ (nothing is lost, but the home is not whole until the restore is re-run).
-        notes.append("an interrupted restore left this volume half swapped (.jdr-restore/journal.json): "
-                     "re-run the restore to finish it")
-    try:
+    try:  # a volume that a killed restore left half swapped is a failed item (backup_tree refuses it)
         tree = backup_tree(root, repo, run, key, excludes=excludes, level=level, threads=threads,
                            previous_fingerprint=previous_fingerprint)
     except JdrError as e:
@@ -83,7 +78,7 @@ def backup_volume(repo: Repository, *, run: str, key: str, root: Path, excludes:
 
 
 def restore_volume(repo: Repository, item: VolumeItem, *, root: Path, paths: tuple[str, ...], into: str | None,
-                   allow_external_links: bool, keep_previous: bool) -> dict[str, Any]:
+                   keep_previous: bool) -> dict[str, Any]:
     """Restore ``item``'s archive into the volume at ``root`` (staged, then swapped)."""
     if item.archive is None or item.index is None:
         raise UsageError(f"{item.label}: the item has no archive to restore")
@@ -92,12 +87,12 @@ def restore_volume(repo: Repository, item: VolumeItem, *, root: Path, paths: tup
         drain(raw_index)
     with repo.open_artifact(item.archive) as archive:
         res = restore_into(root, archive, run=item.archive.run or "run", index=index, paths=paths, into=into,
-                           allow_external_links=allow_external_links, keep_previous=keep_previous, drain=drain)
+                           keep_previous=keep_previous, drain=drain)
     return {"status": "ok", "files": res.files, "bytes": res.bytes, "previous": res.previous}
 
 
 def copy_volume(*, source: Path, root: Path, run: str, paths: tuple[str, ...], into: str | None,
-                allow_external_links: bool, keep_previous: bool) -> dict[str, Any]:
+                keep_previous: bool) -> dict[str, Any]:
     """Restore from another mounted volume (a PVC made from a snapshot) with the same staged swap.
 
     The source tree is streamed through the archive writer into the archive reader (an in-memory pipe,
@@ -123,8 +118,7 @@ def copy_volume(*, source: Path, root: Path, run: str, paths: tuple[str, ...], i
         with open(read_fd, "rb") as stream:
             try:
                 res = restore_into(root, stream, run=run, index=None, paths=paths, into=into,
-                                   allow_external_links=allow_external_links, keep_previous=keep_previous,
-                                   drain=drain)
+                                   keep_previous=keep_previous, drain=drain)
             except BaseException:
                 if failure:
                     raise failure[0] from None

@@ -225,6 +225,10 @@ def mover_env(settings: Settings) -> tuple[tuple[str, str], ...]:
         raise ConfigError("encryption.key_file: mover pods cannot read a key file of the jdr pod",
                           hint="on Kubernetes use encryption.key_env, with the key in the Secret named by "
                                "deployment.kubernetes.mover_env_from_secret")
+    if enc.identities:
+        raise ConfigError("encryption.identities: mover pods cannot read key files of the jdr pod",
+                          hint="on Kubernetes put every key in the Secret behind encryption.key_env, one "
+                               "AGE-SECRET-KEY line each (the first is the installation key)")
     env: list[tuple[str, str]] = [("JDR_REPOSITORY_URL", settings.repository.url),
                                   ("JDR_LOG_FORMAT", "json"), ("PYTHONUNBUFFERED", "1"), ("HOME", "/tmp")]
     if settings.repository.endpoint_url:

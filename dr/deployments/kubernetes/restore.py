@@ -156,8 +156,6 @@ def _run_restore_mover(dep: KubernetesDeployment, req: VolumeRestore, claim: str
         args += ["--path", p]
     if req.into is not None:
         args += ["--into", req.into]
-    if req.allow_external_links:
-        args.append("--allow-external-links")
     if not req.keep_previous:
         args.append("--discard-previous")
     spec = MoverSpec(name=short_name("jdr-rs", op, claim), run=op, role="restore", args=tuple(args), mounts=mounts,
