@@ -44,7 +44,7 @@ def backup(ctx: Context, users: tuple[str, ...], method: str | None, full: bool,
     def text() -> str:
         if result.status == "dry-run":
             return "\n".join(["would back up the hub database and:"] + [
-                f"  {p['user']}{':' + p['server'] if p['server'] else ''}  {p['source']}"
+                f"  {p['label']}  {p['source']}"
                 + ("  (server running)" if p["running"] else "") for p in result.planned])
         if result.manifest is None:
             return f"run {result.run}: FAILED {result.error}"
