@@ -34,6 +34,8 @@ class BackupOptions:
     level: int = 3
     threads: int = 0
     secret_in_clear: bool = False
+    #: ``backup.full_every``, which the CLI passes since 3f5261b; honoured once the integrity work lands.
+    full_every: Any = None
 
 
 @dataclass
