@@ -195,14 +195,31 @@ class CatalogSettings:
 
 @dataclass(frozen=True)
 class MetricsSettings:
+    textfile_dir: str = ""
+    """Directory of node_exporter's textfile collector: each command writes its own file there
+    (``jdr_backup.prom``, ``jdr_prune.prom``, ``jdr_drill.prom``, ``jdr_repository.prom``)."""
     textfile: str = ""
-    """Write metrics of one-shot runs to this file (node_exporter textfile collector)."""
+    """Older form of ``textfile_dir``: the per-command files are written into this file's directory."""
     pushgateway: str = ""
-    """Push metrics of one-shot runs to this Pushgateway URL."""
+    """Push metrics of one-shot runs to this Pushgateway URL (one group per command: job ``jdr_backup`` …)."""
     port: int = 9090
     """Port of the worker's /metrics and /healthz endpoint (0: off)."""
-    bind: str = "0.0.0.0"  # noqa: S104 - a pod must be scraped from outside
-    """Address the worker's endpoint listens on."""
+    bind: str = "127.0.0.1"
+    """Address the worker's endpoint listens on. In a pod that Prometheus scrapes, set ``0.0.0.0``."""
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    lock_wait: int = 3600
+    """Seconds a job of ``jdr worker`` keeps retrying (with back-off) while another process holds the
+    repository lock, before it gives up loudly (log, metric, webhook)."""
+    lock_retry_min: int = 15
+    """First wait before retrying a locked repository; it doubles up to ``lock_retry_max``."""
+    lock_retry_max: int = 300
+    """Longest wait between two retries of a locked repository."""
+    stop_grace: int = 80
+    """Seconds a running job may take to finish after SIGTERM (systemd's default stop timeout is 90 s,
+    Kubernetes' terminationGracePeriodSeconds 30 s: raise it there to match)."""
 
 
 @dataclass(frozen=True)
@@ -238,6 +255,7 @@ class Settings:
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     notify: NotifySettings = field(default_factory=NotifySettings)
     drill: DrillSettings = field(default_factory=DrillSettings)
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
     log_format: str = "auto"
     """``text``, ``json``, or ``auto`` (JSON when not on a terminal inside Kubernetes)."""
 
@@ -274,9 +292,15 @@ def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -
         raw["repository"] = {"url": raw["repository"]}
     if isinstance(raw.get("retention"), dict) and isinstance(raw["retention"].get("keep_within"), int):
         raw["retention"]["keep_within"] = f"{raw['retention']['keep_within']}d"
-    _apply_env(raw, Settings, "", env)
-    settings: Settings = _build(Settings, raw, "")
-    _check_choices(settings)
+    try:
+        _apply_env(raw, Settings, "", env)
+        settings: Settings = _build(Settings, raw, "")
+        _check_choices(settings)
+    except ConfigError as e:
+        if path is None:
+            raise
+        # Name the file: with JDR_CONFIG set by a CronJob, "retention.keep_daily: …" alone is a riddle.
+        raise ConfigError(f"{e.message} (configuration {path})", hint=e.hint) from e
     return settings
 
 

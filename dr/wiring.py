@@ -60,6 +60,10 @@ def make_encryptor(settings: Settings) -> Keyring | None:
             raise ConfigError("encryption.identities: set encryption.key_file or key_env as well",
                               hint="identities only add keys to decrypt with; the installation key writes")
         return None
+    if enc.identities and settings.deployment.kind == "kubernetes":
+        raise ConfigError("encryption.identities: mover pods cannot read key files of the jdr pod",
+                          hint="on Kubernetes put every key in the Secret behind encryption.key_env, one "
+                               "AGE-SECRET-KEY line each (the first is the installation key)")
     for path in enc.identities:
         identities += load_identities(path=Path(path))
     try:

@@ -22,7 +22,7 @@ from dr.archive.index import load_index
 from dr.archive.writer import write_archive
 from dr.deployments.volume_swap import SwapResult, restore_into
 from dr.model import IndexEntry
-from tests.treeutil import file_sha256, snapshot_tree
+from tests.treeutil import snapshot_tree
 
 STATE = re.compile(rb"^\.jdr-restore-[0-9a-f]{16}(/|$)")
 KEPT = re.compile(rb"^jdr-replaced-\d{8}T\d{6}Z(-\d+)?(/|$)")
@@ -88,9 +88,12 @@ def make_sentinel(path: Path) -> Path:
     return path
 
 
-def sentinel_state(path: Path) -> tuple[dict[bytes, dict[str, Any]], str]:
-    """What must not change: the sentinel tree (with its root's own attributes) and /etc/passwd."""
-    return snapshot_tree(path), file_sha256(Path("/etc/passwd"))
+def sentinel_state(path: Path) -> tuple[dict[bytes, dict[str, Any]], dict[str, Any]]:
+    """What must not change: the sentinel tree, with its root's own attributes, and the directory holding
+    it (its listing and attributes but mtime: tests create things beside it). Not /etc/passwd: other
+    tests on a shared machine add users."""
+    st = os.lstat(path.parent)
+    return snapshot_tree(path), {"mode": st.st_mode, "uid": st.st_uid, "gid": st.st_gid}
 
 
 @dataclass(frozen=True)

@@ -373,6 +373,15 @@ class Catalog:
             text = conn.execute(select(s.runs.c.manifest).where(s.runs.c.id == run_id)).scalar()
         return Manifest.from_dict(json.loads(text)) if text is not None else None
 
+    def totals(self) -> tuple[int, int]:
+        """(runs, bytes of the distinct artifacts they reference): what the repository holds for its runs."""
+        distinct = select(s.artifacts.c.key, func.max(s.artifacts.c.size).label("size")).group_by(
+            s.artifacts.c.key).subquery()
+        with self.engine.connect() as conn:
+            runs = conn.execute(select(func.count()).select_from(s.runs)).scalar() or 0
+            size = conn.execute(select(func.coalesce(func.sum(distinct.c.size), 0))).scalar() or 0
+        return int(runs), int(size)
+
     def artifact_refs(self) -> dict[str, set[str]]:
         """For each artifact key, the runs that reference it (what prune's mark phase needs)."""
         refs: dict[str, set[str]] = {}

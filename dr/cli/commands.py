@@ -33,21 +33,12 @@ def _at(value: str | None) -> object:
 @pass_ctx
 def backup(ctx: Context, users: tuple[str, ...], method: str | None, full: bool, dry_run: bool) -> None:
     """Run one backup: the hub database (and Secret) and every user's volume."""
-    from dr.operations.backup import BackupOptions, render_report, run_backup
-    from dr.operations.reporting import after_backup
+    from dr.cli import jobs
+    from dr.operations.backup import render_report
 
-    s = ctx.settings
-    store = wiring.make_store(s)  # the whole configuration is checked before anything is created
-    deployment = wiring.make_deployment(s)
-    repo = wiring.open_repository(s, create=not dry_run, store=store)
-    opts = BackupOptions(users=users, method=method or s.backup.method, full=full, dry_run=dry_run,
-                         excludes=tuple(s.backup.excludes), level=s.backup.compression_level,
-                         threads=s.backup.threads, secret_in_clear=s.encryption.secret_in_clear,
-                         full_every=wiring.full_every(s))
     with progress_reporter("backup", enabled=not ctx.json) as progress:
-        result = run_backup(repo, deployment, opts, progress=progress)
-    if not dry_run:
-        after_backup(s, repo, result)
+        result = jobs.backup(ctx.settings, users=users, method=method, full=full, dry_run=dry_run,
+                             progress=progress)
 
     def text() -> str:
         if result.status == "dry-run":
@@ -198,17 +189,9 @@ def verify(ctx: Context, run: str | None, deep: bool) -> None:
 @pass_ctx
 def prune(ctx: Context, dry_run: bool) -> None:
     """Apply the retention policy, saying why each run is kept or dropped."""
-    from dr.operations.prune import prune as do_prune
-    from dr.operations.reporting import after_prune
+    from dr.cli import jobs
 
-    s = ctx.settings
-    repo = wiring.open_repository(s)
-    deployment = wiring.make_deployment(s) if s.deployment.kind == "kubernetes" else None
-    deleter = getattr(deployment, "delete_snapshots", None)
-    result = do_prune(repo, wiring.retention_policy(s), wiring.timezone(s), dry_run=dry_run,
-                      delete_snapshots=deleter)
-    if not dry_run:
-        after_prune(s, repo, result)
+    result = jobs.prune(ctx.settings, dry_run=dry_run)
 
     def text() -> str:
         lines = [f"{'KEEP' if d.keep else 'DROP'} {d.run}  {', '.join(d.reasons)}" for d in result.decisions]

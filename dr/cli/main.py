@@ -35,7 +35,11 @@ class Context:
     @property
     def settings(self) -> Settings:
         if self._settings is None:
+            from dr.cli.logs import setup_logging
+
             self._settings = load_settings(self.config)
+            # log_format from the file (JDR_LOG_FORMAT, an override of the same key, is already applied).
+            setup_logging(self.verbose, self._settings.log_format)
         return self._settings
 
     def emit(self, doc: Any, text: str | Callable[[], str]) -> None:
@@ -82,7 +86,7 @@ class JdrGroup(click.Group):
 
 @click.group(cls=JdrGroup, context_settings={"help_option_names": ["-h", "--help"],
                                                "max_content_width": 100})
-@click.option("--config", "config", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--config", "config", type=click.Path(path_type=Path),
               envvar="JDR_CONFIG", help="Configuration file (YAML). Default: $JDR_CONFIG.")
 @click.option("--json", "as_json", is_flag=True, help="Print one machine-readable JSON document.")
 @click.option("-v", "--verbose", count=True, help="More logging on stderr (-vv for debug).")

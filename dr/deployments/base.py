@@ -48,6 +48,8 @@ class BackupContext:
     threads: int = 0
     previous: Manifest | None = None  # the newest run to reuse unchanged volumes from
     progress: Progress | None = None
+    damaged: frozenset[str] = frozenset()  # artifact keys recorded damaged: never referenced again
+    reuse_since: datetime | None = None  # artifacts written before this are not referenced (full_every)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,8 @@ from typing import Any
 from dr.deployments.base import BackupContext, Volume, VolumeRestore, VolumeRestoreResult
 from dr.deployments.home_names import HomeLayout
 from dr.deployments.hubdb_swap import swap_in_database
-from dr.deployments.restore_checks import check_local_restore
+from dr.deployments.restore_checks import check_local_restore, restore_owner_map
+from dr.deployments.reuse import decide_reuse
 from dr.deployments.volume_backup import ALWAYS_EXCLUDED, backup_tree
 from dr.deployments.volume_swap import restore_into
 from dr.errors import DeploymentError, JdrError, UsageError
@@ -166,9 +167,7 @@ class LocalDeployment:
         if not home.is_dir():
             return _replace(base, status="failed", error=f"home {home} is not a directory")
         try:
-            reusable = (not ctx.full and prev is not None and prev.status == "ok"
-                        and prev.archive is not None and ctx.repo.artifact_exists(prev.archive)
-                        and prev.index is not None and ctx.repo.artifact_exists(prev.index))
+            reusable = decide_reuse(ctx, prev, vol.label).reusable
             tree = backup_tree(home, ctx.repo, ctx.run, vol.key, excludes=ctx.excludes, level=ctx.level,
                                threads=ctx.threads, progress=ctx.progress,
                                previous_fingerprint=prev.fingerprint if reusable and prev else None)
@@ -192,9 +191,7 @@ class LocalDeployment:
     def check_volume_restore(self, req: VolumeRestore) -> None:
         """Refuse, before anything is done, a restore that cannot be: see
         :func:`dr.deployments.restore_checks.check_local_restore`."""
-        if req.target_user is None:
-            raise UsageError("a local deployment restores only users' homes")
-        check_local_restore(req, self.home_of(req.target_user), self.db_path)
+        check_local_restore(req, self._target_home(req), self.db_path)
 
     def restore_volume(self, req: VolumeRestore, repo: Repository) -> VolumeRestoreResult:
         from dr.archive.index import load_index
@@ -214,7 +211,8 @@ class LocalDeployment:
         with repo.open_artifact(item.archive) as archive:
             result = restore_into(home, archive, run=item.archive.run or "run", index=index,
                                   paths=req.paths, into=req.into, keep_previous=req.keep_previous,
-                                  drain=drain, progress=req.progress)
+                                  drain=drain, progress=req.progress,
+                                  map_owner=restore_owner_map(req, home))
         return VolumeRestoreResult(target=str(home), files=result.files, bytes=result.bytes,
                                    previous=result.previous)
 
@@ -226,8 +224,8 @@ class LocalDeployment:
             return self.home_of(req.target_user)
         path = req.item.source.get("path")
         if not req.item.source.get("orphan") or not isinstance(path, str) or not self.layout.matches(path):
-            raise UsageError(f"{req.item.label}: not a home directory of deployment.homes "
-                             f"({self.layout.template}); a local deployment restores only homes")
+            raise DeploymentError(f"{req.item.label}: not a home directory of deployment.homes "
+                                  f"({self.layout.template}); a local deployment restores only homes")
         return Path(os.path.normpath(path))
 
 

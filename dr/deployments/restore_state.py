@@ -205,10 +205,11 @@ def create(home_fd: int) -> StateDir:
     raise DeploymentError("cannot create a restore state directory (every name tried exists)")
 
 
-def find(home_fd: int) -> Iterator[StateDir]:
+def find(home_fd: int, *, owners: tuple[int, ...] = ()) -> Iterator[StateDir]:
     """Open every state directory jdr left at the root of the home (name, owner, type and mode checked
     through a descriptor opened without following links); entries that merely look like one are skipped.
-    Each yielded StateDir must be closed by the caller."""
+    ``owners``: also accept directories of these owners (to *detect* root's state from a non-root
+    process; such a directory cannot be acted on). Each yielded StateDir must be closed by the caller."""
     for raw in sorted(os.listdir(home_fd)):
         name = os.fsencode(raw)
         if name == LEGACY_STATE_NAME:
@@ -223,24 +224,38 @@ def find(home_fd: int) -> Iterator[StateDir]:
             fd = fsops.open_dir(raw, home_fd)
         except OSError:
             continue  # a link or a file named like ours: the user's, not ours
-        try:
-            _check_ours(os.fstat(fd), raw)
-        except DeploymentError:
+        st = os.fstat(fd)
+        if not (stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o700
+                and (st.st_uid == os.geteuid() or st.st_uid in owners)):
             os.close(fd)
             continue
         yield StateDir(home_fd, raw, fd)
 
 
 def unfinished(home_fd: int) -> str | None:
-    """The name of a state directory whose journal says a swap is half done, or None."""
-    for state in find(home_fd):
+    """The name of a state directory whose journal says a swap is half done, or None. A root-owned state
+    that this (non-root) process cannot read counts as half done: nothing proves otherwise."""
+    for state in find(home_fd, owners=(0,)):
         with state:
+            if os.fstat(state.fd).st_uid != os.geteuid():
+                if _has_journal_unverified(state.fd):
+                    return state.name
+                continue
             try:
                 if state.read_journal() is not None:
                     return state.name
             except DeploymentError:
                 return state.name
     return None
+
+
+def _has_journal_unverified(fd: int) -> bool:
+    try:
+        return os.stat(JOURNAL, dir_fd=fd, follow_symlinks=False) is not None
+    except FileNotFoundError:
+        return False
+    except PermissionError:
+        return True
 
 
 def attrs_of(st: os.stat_result) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 Kubernetes mover pods (``jdr agent backup-volume``), so both write byte-for-byte the same artifacts.
 
 The tree is fingerprinted first (a listing, no contents read); when the fingerprint equals the one of the
-previous run's archive, nothing is uploaded and the caller references that archive instead.
+previous run's archive, nothing is uploaded and the caller references that archive instead (only when
+the reuse decision, dr/deployments/reuse.py, found that archive good).
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ def backup_tree(root: Path, repo: Repository, run: str, key: str, *, excludes: S
                 level: int = 3, threads: int = 0, previous_fingerprint: str | None = None,
                 progress: Callable[[int, int], None] | None = None) -> TreeBackup:
     """Archive the tree at ``root`` as volume ``key`` of ``run``, unless its fingerprint equals
-    ``previous_fingerprint`` (pass it only when the previous archive is known to exist).
+    ``previous_fingerprint`` (pass it only when :func:`dr.deployments.reuse.decide_reuse` allows the
+    previous archive to be referenced again: not damaged, not too old, present at its size).
 
     ``threads`` is the ``backup.threads`` setting: 0 means one zstd worker per CPU, so that compression
     runs beside (not after) the reading of files, as in ``tar | zstd -T0``.

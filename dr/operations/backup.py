@@ -8,20 +8,32 @@ import logging
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import dr
 from dr.deployments.base import BackupContext, CapturedHub, Deployment, Volume
-from dr.errors import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, JdrError, NotFoundError, UsageError
+from dr.errors import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    IntegrityError,
+    JdrError,
+    NotFoundError,
+    UsageError,
+)
 from dr.model import METHODS, HubItem, Manifest, RunStatus, VolumeItem, new_run_id
 from dr.operations.keys import check_backup_keys, reusable
+from dr.policy.retention import Duration, parse_duration
 from dr.repository import layout
+from dr.repository.damage import damaged_keys
 from dr.repository.repository import Repository
 from dr.util.testhooks import pause_at
 from dr.util.timefmt import iso, utcnow
 
 log = logging.getLogger(__name__)
+
+DEFAULT_FULL_EVERY = "30d"
 
 
 @dataclass(frozen=True)
@@ -34,8 +46,8 @@ class BackupOptions:
     level: int = 3
     threads: int = 0
     secret_in_clear: bool = False
-    #: ``backup.full_every``, which the CLI passes since 3f5261b; honoured once the integrity work lands.
-    full_every: Any = None
+    #: ``backup.full_every``: no artifact written longer ago than this is referenced again (None: no bound).
+    full_every: Duration | None = field(default_factory=lambda: parse_duration(DEFAULT_FULL_EVERY))
 
 
 @dataclass
@@ -77,14 +89,16 @@ def run_backup(repo: Repository, deployment: Deployment, opts: BackupOptions,
     check_backup_keys(repo)  # a wrong key is refused before anything is written (docs/FORMAT.md, "Keys")
     if opts.dry_run:
         return _dry_run(repo, deployment, opts, run)
-    with repo.lock("backup", run=run):
+    with repo.lock("backup", run=run) as lock:
         check_backup_keys(repo, locked=True, now=now)
         cleaned = repo.sweep_dead_runs(run)
         previous = reusable(repo, _previous_manifest(repo))
+        damaged = damaged_keys(repo.store)
         log.info("run %s: backing up %s to %s", run, deployment.kind, repo.url)
         hub, volumes = _capture_hub(repo, deployment, run, opts)
         ctx = BackupContext(repo=repo, run=run, full=opts.full, method=opts.method, excludes=opts.excludes,
-                            level=opts.level, threads=opts.threads, previous=previous, progress=progress)
+                            level=opts.level, threads=opts.threads, previous=previous, progress=progress,
+                            damaged=damaged, reuse_since=reuse_since(opts, started))
         items = list(deployment.backup_volumes(volumes, ctx))
         failures = [f"{i.label}: {i.error}" for i in items if i.status == "failed"]
         if hub.status != "ok":
@@ -101,11 +115,27 @@ def run_backup(repo: Repository, deployment: Deployment, opts: BackupOptions,
             log.error("run %s captured nothing; no manifest is written", run)
             return BackupResult(run=run, status="failed", manifest=manifest, cleaned_runs=cleaned,
                                 error="; ".join(failures) or "nothing to back up")
+        _refuse_damaged(manifest, damaged)
         pause_at("backup-commit")
+        lock.ensure_held()  # a holder whose lock was broken or removed must not commit
         repo.commit_manifest(manifest)
         _write_report(repo, manifest)
         log.info("run %s committed: %s, %d volumes, %d failures", run, status, len(items), len(failures))
         return BackupResult(run=run, status=status, manifest=manifest, cleaned_runs=cleaned)
+
+
+def reuse_since(opts: BackupOptions, started: datetime) -> datetime | None:
+    """Artifacts written by runs that started before this instant are not referenced again."""
+    return opts.full_every.before(started, UTC) if opts.full_every is not None else None
+
+
+def _refuse_damaged(manifest: Manifest, damaged: frozenset[str]) -> None:
+    """The last word before commit: a run never names an artifact recorded damaged (the reuse decision,
+    dr/deployments/reuse.py, already re-read those volumes; this guards every deployment adapter)."""
+    bad = sorted(a.key for a in manifest.artifacts() if a.key in damaged)
+    if bad:
+        raise IntegrityError(f"refusing to commit run {manifest.run}: it would reference artifacts recorded "
+                             f"damaged: {', '.join(bad)}", hint="run the backup again with --full")
 
 
 def _capture_hub(repo: Repository, deployment: Deployment, run: str,

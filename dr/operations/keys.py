@@ -15,13 +15,13 @@ docs/FORMAT.md ("Keys") describes what is recorded. Contracts:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from dr.crypto.age import AgeReader, NoIdentityMatches, Recipient
+from dr.crypto.age import AgeReader, Identity, NoIdentityMatches, Recipient
 from dr.crypto.keys import load_identity
 from dr.errors import ConfigError, IntegrityError, KeyMismatchError, UsageError
 from dr.model import Artifact, Manifest
@@ -114,7 +114,7 @@ def adopt_recipients(repo: Repository, now: Now = utcnow) -> list[RecipientEntry
         encrypted = [a for a in manifest.artifacts() if is_encrypted(a)]
         if not encrypted:
             continue
-        if not _opens(repo, encrypted[0], keyring.current):
+        if not _opens(repo, encrypted[0], [keyring.current]):
             mine = keyring.current.recipient
             raise KeyMismatchError(
                 f"the configured key {mine.fingerprint} ({mine.text()}) does not open run {run}, the newest "
@@ -128,11 +128,11 @@ def adopt_recipients(repo: Repository, now: Now = utcnow) -> list[RecipientEntry
     return entries
 
 
-def _opens(repo: Repository, artifact: Artifact, identity: Any) -> bool:
-    """Whether ``identity`` opens ``artifact`` (reads and authenticates only its header)."""
+def _opens(repo: Repository, artifact: Artifact, identities: Sequence[Identity]) -> bool:
+    """Whether one of ``identities`` opens ``artifact`` (reads and authenticates only its header)."""
     src = repo.store.open_reader(artifact.key)
     try:
-        AgeReader(src, [identity])
+        AgeReader(src, identities)
         return True
     except NoIdentityMatches:
         return False
@@ -147,11 +147,16 @@ def _opens(repo: Repository, artifact: Artifact, identity: Any) -> bool:
 
 def check_run_keys(repo: Repository, run: str, artifacts: Iterable[Artifact]) -> None:
     """Refuse (KeyMismatchError, exit 2) when no configured key opens one of ``artifacts`` of ``run``,
-    naming the fingerprints it needs. Artifacts whose recipients were not recorded are checked when read."""
-    held = set(repo.encryptor.fingerprints) if repo.encryptor is not None else set()
+    naming the fingerprints it needs. An artifact whose recipients were not recorded (an older jdr) is
+    tried: its header is read and authenticated."""
+    keyring = repo.encryptor
     for a in artifacts:
-        if is_encrypted(a) and (repo.encryptor is None or (a.recipients and not held & set(a.recipients))):
+        if not is_encrypted(a):
+            continue
+        if keyring is None or (a.recipients and not set(keyring.fingerprints) & set(a.recipients)):
             raise repo.missing_key(f"run {run}", a.recipients)
+        if not a.recipients and not _opens(repo, a, keyring.identities):
+            raise repo.missing_key(f"run {run}", ())
 
 
 # --- changing the recipients -------------------------------------------------------------------------

@@ -222,8 +222,8 @@ class Repository:
         to = [Recipient.parse(e.recipient) for e in self.recipients] if enc else []
         if enc and not to:
             raise KeyMismatchError(f"repository {self.url} does not record its recipients yet",
-                                   hint="run `jdr backup` (or `jdr key list`) once with the repository's "
-                                        "key configured: it records them")
+                                   hint="run `jdr backup` once with the repository's key configured: "
+                                        "it records them")
         encoding = (f"{base_encoding}+age" if base_encoding != "identity" else "age") if enc else base_encoding
         return ArtifactWriter(self.store, key, run, encoding, self.encryptor if enc else None, to)
 

@@ -190,6 +190,9 @@ def test_a_repository_made_before_recipients_were_recorded_adopts_the_key_that_o
     assert "recipients" not in json.loads(store.get(layout.CONFIG))
     with pytest.raises(KeyMismatchError, match="older jdr"):
         Repository.open(store, Keyring([b])).open_artifact(art)
+    with pytest.raises(KeyMismatchError, match="older jdr"):  # a restore is refused before it acts
+        keys.check_run_keys(Repository.open(store, Keyring([b])), run, [art])
+    keys.check_run_keys(Repository.open(store, Keyring([b, a])), run, [art])
     repo = Repository.open(store, Keyring([a]))
     keys.check_backup_keys(repo, locked=True, now=now)
     assert [e.fingerprint for e in Repository.open(store).recipients] == [a.recipient.fingerprint]

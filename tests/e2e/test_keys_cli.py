@@ -8,6 +8,7 @@ with the keys it lists; a lost key is named by fingerprint; ``list``/``show`` ne
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +138,9 @@ def test_recovery_recipient_and_rotation_keep_every_run_restorable_with_the_keys
 
 
 def test_a_lost_key_is_named_and_list_show_need_no_key(sb: Sandbox) -> None:
+    for user in sb.users:  # valid notebooks, so that a drill passes on what it can open
+        (sb.home(user) / "notebooks" / "work.ipynb").write_text(json.dumps(
+            {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
     key_a, rec_a = new_key(sb, "a")
     key_n, rec_n = new_key(sb, "n")
     sb.write_config(encryption={"key_file": str(key_a)})
@@ -156,6 +160,10 @@ def test_a_lost_key_is_named_and_list_show_need_no_key(sb: Sandbox) -> None:
     deep = sb.jdr_json("verify", run1, "--deep", code=1)
     assert any(fingerprint(rec_a) in p for p in deep["problems"])
     assert sb.jdr_json("verify", run2, "--deep")["ok"]
+    drill = sb.run_jdr("--json", "drill", "--run", run1, "--no-start-hub")  # a drill finds it too
+    assert drill.returncode == 1 and fingerprint(rec_a) in drill.stdout, describe(drill)
+    ok = sb.run_jdr("drill", "--run", run2, "--no-start-hub")
+    assert ok.returncode == 0, describe(ok)
 
     sb.write_config()  # no key at all: the manifests and the recipients are plain
     runs = sb.jdr_json("list")

@@ -300,15 +300,16 @@ def test_unchanged_homes_are_referenced_and_full_uploads_again(sandbox: Sandbox)
 
 
 def test_partial_run_and_json_everywhere(sandbox: Sandbox) -> None:
-    # A home that is missing fails its item; the run commits what succeeded and exits 1.
-    (sandbox.home("dave") / "notebooks" / "notes.txt").unlink()
+    # A home that cannot be read fails its item; the run commits what succeeded and exits 1. (A home that
+    # does not exist at all is "absent", not a failure: tests/e2e/test_local_homes.py.)
     import shutil
 
     shutil.rmtree(sandbox.home("dave"))
+    sandbox.home("dave").write_text("not a directory\n")
     doc = backup(sandbox, code=1)
     assert doc["status"] == "partial"
     dave = next(v for v in doc["manifest"]["volumes"] if v["user"] == "dave")
-    assert dave["status"] == "failed" and "does not exist" in dave["error"]
+    assert dave["status"] == "failed" and "is not a directory" in dave["error"]
     runs = sandbox.jdr_json("list")
     assert runs[0]["status"] == "partial"
     refused = sandbox.jdr_json("restore", "--user", "dave", "--yes", code=2)

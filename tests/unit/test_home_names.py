@@ -89,3 +89,29 @@ def test_scan_finds_real_directories_of_the_layout(tmp_path: Path) -> None:
     os.symlink(tmp_path / "jupyter-a", tmp_path / "jupyter-link")  # never followed
     assert layout.scan() == [tmp_path / "jupyter-a" / "work", tmp_path / "jupyter-b" / "work"]
     assert HomeLayout.parse(str(tmp_path / "missing" / "{username}")).scan() == []
+
+
+def test_an_orphan_restores_only_into_a_home_of_the_layout(tmp_path: Path) -> None:
+    """A manifest is plain JSON in the repository: an orphan item naming any other path (crafted, or from
+    another layout) is refused before anything is read or written."""
+    from dr.deployments.base import VolumeRestore
+    from dr.deployments.local import LocalDeployment
+    from dr.errors import DeploymentError
+    from dr.model import Artifact, VolumeItem
+    from dr.settings import DeploymentSettings
+
+    homes = tmp_path / "home"
+    dep = LocalDeployment(DeploymentSettings(hub_db=str(tmp_path / "hub.sqlite"),
+                                             homes=str(homes / "jupyter-{username}")))
+    art = Artifact(key="data/r/volumes/x.tar.zst", size=1, sha256="0" * 64)
+    for path in ("/etc", str(tmp_path / "outside"), str(homes / "jupyter-x" / ".." / ".." / "outside"),
+                 str(homes / "ubuntu")):
+        item = VolumeItem(key="home-x-00000000", user=None, source={"path": path, "orphan": True},
+                          archive=art, index=art)
+        with pytest.raises(DeploymentError, match=r"not a home directory of deployment\.homes"):
+            dep.restore_volume(VolumeRestore(item=item, target_user=None), repo=None)  # type: ignore[arg-type]
+    # a PVC item (Kubernetes) is no home either
+    pvc = VolumeItem(key="pvc-x", user=None, source={"pvc": {"name": "claim-x"}}, archive=art, index=art)
+    with pytest.raises(DeploymentError, match="restores only homes"):
+        dep.restore_volume(VolumeRestore(item=pvc, target_user=None), repo=None)  # type: ignore[arg-type]
+    assert not (tmp_path / "outside").exists() and not homes.exists()
