@@ -215,8 +215,8 @@ def _previous_manifest(repo: Repository) -> Manifest | None:
 def _dry_run(repo: Repository, deployment: Deployment, opts: BackupOptions, run: str) -> BackupResult:
     with _hub_database(deployment, repo, run, opts.level, keep=False) as captured:
         volumes = _select(deployment.volumes(captured.info), opts.users)
-    planned = [{"user": v.user, "server": v.server, "key": v.key, "source": v.source, "running": v.running}
-               for v in volumes]
+    planned = [{"user": v.user, "server": v.server, "key": v.key, "label": v.label, "source": v.source,
+                "running": v.running} for v in volumes]
     return BackupResult(run=run, status="dry-run", planned=planned)
 
 

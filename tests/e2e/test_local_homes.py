@@ -106,6 +106,8 @@ def test_tljh_naming_and_orphans(sandbox: Sandbox, make_hub_db: Callable[..., Pa
     assert orphan["status"] == "ok" and orphan["source"] == {"path": str(homes / "jupyter-olduser"),
                                                              "orphan": True}
     assert orphan["files"] > 0 and orphan["key"].startswith("home-jupyter-olduser-")
+    dry = sb.run_jdr("backup", "--dry-run")
+    assert f"home:{homes / 'jupyter-olduser'}" in dry.stdout and LONG_HOME in dry.stdout, describe(dry)
     show = sb.run_jdr("show", "latest")
     assert f"home:{homes / 'jupyter-olduser'}" in show.stdout, describe(show)
 
