@@ -30,7 +30,13 @@ from typing import Any
 
 import yaml
 
+from dr.model import volume_label
 from dr.repository import layout
+from dr.repository.damage import damage_key
+from dr.repository.file import FileStore
+from dr.repository.repository import Repository
+from dr.repository.s3 import S3Store
+from dr.repository.store import Store
 from tests.fixtures.sandbox import Sandbox
 from tests.season.operator import Operator
 from tests.season.world import Tree, home_tree
@@ -46,6 +52,7 @@ class RunRecord:
     hub_users: list[str]
     day: int
     keys: set[str] = field(default_factory=set)  # fingerprints of the keys that open every artifact
+    volumes: dict[str, set[str]] = field(default_factory=dict)  # label -> keys of its artifacts
 
 
 @dataclass
@@ -54,6 +61,11 @@ class Ledger:
 
     runs: dict[str, RunRecord] = field(default_factory=dict)
     dropped: set[str] = field(default_factory=set)
+    damaged: set[str] = field(default_factory=set)  # artifact keys the season damaged in the repository
+
+    def damaged_in(self, record: RunRecord) -> set[str]:
+        """Labels of the volumes of ``record`` whose artifacts the season damaged."""
+        return {label for label, keys in record.volumes.items() if keys & self.damaged}
 
     def alive(self) -> list[RunRecord]:
         return sorted((r for r in self.runs.values() if r.run not in self.dropped),
@@ -67,11 +79,35 @@ def listed_runs_are_the_committed_ones(op: Operator, ledger: Ledger, now: dateti
     return list(listed)
 
 
-def every_artifact_is_whole(op: Operator, sb: Sandbox, now: datetime) -> None:
-    doc = op.run(now, "verify").doc
-    assert doc["ok"] is True, doc
-    assert sb.keys(layout.LOCKS) == [], f"locks left behind: {sb.keys(layout.LOCKS)}"
-    assert sb.incomplete_uploads() == [], f"incomplete uploads left behind: {sb.incomplete_uploads()}"
+def keys(store: Store, prefix: str) -> list[str]:
+    return [o.key for o in store.list(prefix)]
+
+
+def incomplete_uploads(store: Store) -> list[str]:
+    """Uploads started and never committed: S3 multipart uploads, or files under ``.incomplete/``."""
+    if isinstance(store, S3Store):
+        return sorted(k for k, _ in store.incomplete_uploads())
+    assert isinstance(store, FileStore)
+    d = store.root / ".incomplete"
+    return sorted(p.name for p in d.iterdir()) if d.is_dir() else []
+
+
+def every_artifact_is_whole(op: Operator, store: Store, ledger: Ledger, now: datetime) -> None:
+    """``jdr verify`` finds every artifact whole, but exactly the ones the season damaged that a listed run
+    still names (each reported, and recorded in ``damage/``); no lock and no incomplete upload remains."""
+    named = {k for r in ledger.alive() for keys in r.volumes.values() for k in keys}
+    expected = ledger.damaged & named
+    out = op.run(now, "verify", expect=None)
+    doc = out.doc
+    if not expected:
+        assert out.code == 0 and doc["ok"] is True, out
+    else:
+        assert out.code != 0 and doc["ok"] is False, out
+        assert {d["key"] for d in doc["damaged"]} == expected, doc["damaged"]
+        assert {damage_key(k) for k in expected} <= set(keys(store, "damage/")), keys(store, "damage/")
+        assert doc["next_steps"], doc
+    assert keys(store, layout.LOCKS) == [], f"locks left behind: {keys(store, layout.LOCKS)}"
+    assert incomplete_uploads(store) == [], f"incomplete uploads left behind: {incomplete_uploads(store)}"
 
 
 def dr_config(sb: Sandbox, place: Path, key_file: Path, fresh_hub: Path) -> Path:
@@ -102,18 +138,26 @@ def new_machine(sb: Sandbox, place: Path) -> Iterator[Path]:
 
 
 def run_restores_exactly(op: Operator, sb: Sandbox, record: RunRecord, place: Path, now: datetime,
-                         key_file: Path, fresh_hub: Path) -> None:
-    """``jdr restore --all --run R`` on a new machine holding only ``key_file`` gives what R recorded."""
+                         key_file: Path, fresh_hub: Path, damaged: set[str]) -> None:
+    """``jdr restore --all --run R`` on a new machine holding only ``key_file`` gives what R recorded, but
+    for the volumes labelled ``damaged``, which it must refuse."""
     config = dr_config(sb, place, key_file, fresh_hub)
     try:
         with new_machine(sb, place) as homes:
-            doc = op.run(now, "restore", "--all", "--run", record.run, "--yes", config=config).doc
-            assert doc["status"] == "done", doc
-            restored = {i["label"]: i for i in doc["items"]}
-            assert sorted(restored) == sorted(record.homes), (record.run, sorted(restored), sorted(record.homes))
-            on_disk = sorted(d.name for d in homes.iterdir())
+            out = op.run(now, "restore", "--all", "--run", record.run, "--yes", config=config, expect=None)
+            doc = out.doc
+            items = {i["label"]: i for i in doc["items"]}
+            assert sorted(items) == sorted(record.homes), (record.run, sorted(items), sorted(record.homes))
+            # A volume whose archive was damaged is refused (its checksum), the others restore exactly.
+            refused = {label for label, i in items.items() if i["status"] != "ok"}
+            assert refused == damaged, (record.run, refused, damaged, out)
+            assert doc["status"] == ("done" if not damaged else "partial") and out.code == (1 if damaged else 0), out
+            restored = {label: i for label, i in items.items() if label not in damaged}
+            on_disk = sorted(d.name for d in homes.iterdir() if any((homes / d.name).iterdir()))
             assert on_disk == sorted(Path(restored[label]["target"]).name for label in restored), on_disk
             for label, recorded in record.homes.items():
+                if label in damaged:
+                    continue
                 want = as_restored(recorded)
                 got = home_tree(Path(restored[label]["target"]))
                 assert got == want, (f"run {record.run} (day {record.day}): {label} restores differently:\n"
@@ -136,6 +180,18 @@ def as_restored(tree: Tree) -> Tree:
     for path, rec in tree.items():
         clear = stat.S_ISUID if rec["type"] == "dir" else stat.S_ISUID | stat.S_ISGID
         out[path] = {**rec, "mode": rec["mode"] & ~clear}
+    return out
+
+
+def run_volumes(manifest: dict[str, Any]) -> dict[str, set[str]]:
+    """Label -> keys of the artifacts of each volume of a run (its manifest, as ``--json`` shows it); the
+    hub as ``hub``."""
+    out: dict[str, set[str]] = {}
+    hub = manifest.get("hub") or {}
+    out["hub"] = {a["key"] for a in (hub.get("db"), hub.get("secret")) if a}
+    for v in manifest.get("volumes") or []:
+        label = volume_label(v.get("user"), v.get("server") or "", v.get("source") or {}, v["key"])
+        out[label] = {a["key"] for a in (v.get("archive"), v.get("index")) if a}
     return out
 
 
@@ -194,16 +250,16 @@ def expected_kept(records: Iterable[RunRecord], policy: Policy, tz: tzinfo) -> s
     return keep
 
 
-def retention_holds(sb: Sandbox, before: list[RunRecord], kept: set[str], policy: Policy, tz: tzinfo) -> None:
+def retention_holds(store: Store, before: list[RunRecord], kept: set[str], policy: Policy, tz: tzinfo) -> None:
     """``before``: the runs there were when prune started; ``kept``: the runs listed after it."""
     want = expected_kept(before, policy, tz)
     assert kept == want, (f"retention kept {sorted(kept)}\nthe policy implies {sorted(want)}")
     assert len(kept) <= policy.keep_daily + policy.keep_weekly + policy.keep_monthly + 1
-    repo = sb.repo()
+    repo = Repository.open(store)
     referenced: dict[str, int] = {}
     for run in kept:
         for a in repo.load_manifest(run).artifacts():
             referenced[a.key] = a.size
-    stored = {o.key: o.size for o in sb.store().list(layout.DATA)}
+    stored = {o.key: o.size for o in store.list(layout.DATA)}
     assert stored == referenced, (f"unreferenced: {sorted(set(stored) - set(referenced))[:10]}; "
                                   f"missing: {sorted(set(referenced) - set(stored))[:10]}")

@@ -25,7 +25,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from dr.repository import layout
+from dr.repository.repository import Repository
+from dr.repository.store import Store
 from tests.faultproxy import FaultProxy, Rule
+from tests.fixtures.promtool import SeriesRecorder, Timeline, firing_alerts, names
 from tests.fixtures.sandbox import Sandbox
 from tests.season import invariants as inv
 from tests.season.calendar import Fire, at, days, job_fires
@@ -54,6 +57,7 @@ EVENTS: dict[int, str] = {
     52: "night: the repository is unreachable or its disk is full",
     58: "the administrator removes Émile's orphan home",
     60: "gina joins",
+    65: "a byte flips in the repository, in the archive of carol's unchanged home that every recent run reuses",
     70: "carol deletes a file; the restore of her full home runs out of space; a --path restore then works",
     75: "hank is added by an administrator and never logs in (no home)",
     80: "an offline recovery key is added as a recipient",
@@ -72,18 +76,25 @@ class Season:
     world: World = field(init=False)
     op: Operator = field(init=False)
     ledger: inv.Ledger = field(default_factory=inv.Ledger)
-    wrong_days: dict[int, str] = field(default_factory=dict)  # day -> what was wrong (for the alerts)
+    wrong_days: dict[int, set[str]] = field(default_factory=dict)  # day -> the alerts its 08:00 must show
     journal: list[str] = field(default_factory=list)
     deep_checks: int = 0
     keys: dict[str, tuple[Path, str]] = field(default_factory=dict)  # name -> (key file, fingerprint)
     expect_keys: set[str] = field(default_factory=set)  # names of the keys every new run must list
     sections: dict[str, Any] = field(default_factory=dict)  # the configuration, by section
     _killed_run: str | None = None
+    _damage_found: bool = False  # verify has seen (and recorded) the damaged artifact
     _night_fault: str | None = None
 
     def __post_init__(self) -> None:
         self.world = World(self.sb, SEED)
         self.op = Operator(self.sb)
+        self.origin = at(START, 0, 0, TZ)
+        self.textfiles = self.tmp / "metrics"
+        # The commands write simulated times already (the injected clock): sim seconds = value - origin.
+        self.recorder = SeriesRecorder(Timeline.fixed(self.origin.timestamp()), interval=240,
+                                       evaluation_interval=3600)
+        self.store: Store = self.sb.store()  # one store for the season's own looks into the repository
 
     # --- set-up ---------------------------------------------------------------------------------------
 
@@ -98,7 +109,7 @@ class Season:
             repository=repository, encryption={"key_file": str(self.keys["installation"][0])},
             retention=POLICY.as_settings(), schedule={**SCHEDULE, "timezone": str(TZ)},
             drill={"scratch": str(self.tmp / "drills")},
-            metrics={"textfile": str(self.tmp / "metrics" / "jdr.prom")})
+            metrics={"textfile_dir": str(self.textfiles)})
         (self.tmp / "drills").mkdir()
 
     def write_config(self, **sections: Any) -> None:
@@ -126,9 +137,12 @@ class Season:
             with self._night(i):
                 for fire in by_day.get(day, []):
                     getattr(self, f"job_{fire.job}")(i, fire.when)
+                    if self.textfiles.is_dir():  # what node_exporter exposes from a minute after the job
+                        self.recorder.snapshot(self.sim(fire.when) + 60, self.textfiles)
             self.check(i, at(day, 8, 0, TZ))
             self.daytime(i, day)
         self.final_check(end)
+        self.alerts_fire_on_the_wrong_days()
 
     @contextlib.contextmanager
     def _night(self, i: int) -> Iterator[None]:
@@ -147,22 +161,35 @@ class Season:
             return
         yield
 
+    def sim(self, when: datetime) -> float:
+        return (when - self.origin).total_seconds()
+
+    def alerts_fire_on_the_wrong_days(self) -> None:
+        """docs/alerts.yaml, evaluated by promtool on the textfiles the commands wrote, at 08:00 of every
+        day: exactly the alerts that the day's trouble implies, and none on the other days."""
+        checks = {self.sim(at(START + timedelta(days=i), 8, 0, TZ)): i for i in range(DAYS)}
+        fired = firing_alerts(self.recorder, checks, workdir=self.tmp)
+        got = {checks[t]: names(a) for t, a in fired.items() if a}
+        want = {i: alerts for i, alerts in self.wrong_days.items() if alerts}
+        assert got == want, f"alerts fired {got}\nexpected {want}"
+        self.journal.append(f"alerts: {len(got)} days with alerts, as expected: {got}")
+
     # --- the worker's jobs ----------------------------------------------------------------------------
 
     def job_backup(self, i: int, now: datetime) -> None:
         truth, users = self.world.snapshot(), self.world.users()
         if self._night_fault and "killed" in self._night_fault:
             self.op.kill_at(now, "backup-commit", "backup")
-            dead = {layout.run_of_data_key(k) for k in self.sb.keys(layout.DATA)} - set(self.ledger.runs)
+            dead = {layout.run_of_data_key(k) for k in inv.keys(self.store, layout.DATA)} - set(self.ledger.runs)
             assert len(dead) == 1, dead  # its artifacts are all there; its manifest is not
             self._killed_run = dead.pop()
-            self.wrong_days[i] = "the backup was killed"
+            self.wrong_days[i] = {"JdrNoSuccessfulBackup"}  # a killed process publishes nothing
             self.journal.append(f"day {i}: backup killed before commit ({self._killed_run})")
             return
         if self._night_fault and "unreachable" in self._night_fault:
             out = self.op.run(now, "backup", expect=3)
-            assert self.sb.repo().run_ids() == [r.run for r in self.ledger.alive()], "a run was committed"
-            self.wrong_days[i] = "no backup: " + self._night_fault
+            assert Repository.open(self.store).run_ids() == [r.run for r in self.ledger.alive()], "a run was committed"
+            self.wrong_days[i] = {"JdrNoSuccessfulBackup", "JdrBackupFailed"}
             self.journal.append(f"day {i}: backup failed as expected ({out.doc.get('error')})")
             return
         out = self.op.run(now, "backup")
@@ -173,15 +200,20 @@ class Season:
         if self._killed_run is not None:
             # The killed run's leftovers are gone: swept by this backup, or already by the prune after it.
             assert set(doc["cleaned_runs"]) <= {self._killed_run}, doc["cleaned_runs"]
-            assert self.sb.keys(layout.run_data_prefix(self._killed_run)) == []
+            assert inv.keys(self.store, layout.run_data_prefix(self._killed_run)) == []
             self.journal.append(f"day {i}: the killed run's leftovers are gone "
                                 f"({'this backup' if doc['cleaned_runs'] else 'the prune'} removed them)")
             self._killed_run = None
         keys = inv.run_keys(doc["manifest"])
         want = {self.keys[k][1] for k in self.expect_keys}
         assert keys == want, f"run {run} opens with {sorted(keys)}, expected {sorted(want)} ({self.expect_keys})"
+        volumes = inv.run_volumes(doc["manifest"])
+        if self.ledger.damaged:
+            # Once verify has found the damage, no new run names a damaged artifact: the volume is read again.
+            named = {k for ks in volumes.values() for k in ks} & self.ledger.damaged
+            assert not named or not self._damage_found, f"run {run} names damaged artifacts {named}"
         self.ledger.runs[run] = inv.RunRecord(run=run, started=now, status="complete", homes=truth,
-                                              hub_users=users, day=i, keys=keys)
+                                              hub_users=users, day=i, keys=keys, volumes=volumes)
 
     def job_prune(self, i: int, now: datetime) -> None:
         before = self.ledger.alive()
@@ -189,13 +221,14 @@ class Season:
             # Unreachable, or full: prune cannot even write its lock (so on a full disk the command that
             # frees space cannot run; the administrator must make room first).
             out = self.op.run(now, "prune", expect=3)
+            self.wrong_days.setdefault(i, set()).add("JdrPruneFailed")
             self.journal.append(f"day {i}: prune failed as expected ({out.doc.get('error')})")
             return
         doc = self.op.run(now, "prune").doc
-        kept = set(self.sb.repo().run_ids())
+        kept = set(Repository.open(self.store).run_ids())
         assert kept <= {r.run for r in before}, "a run appeared during prune"
         assert set(doc["runs_deleted"]) == {r.run for r in before} - kept, doc
-        inv.retention_holds(self.sb, before, kept, POLICY, TZ)
+        inv.retention_holds(self.store, before, kept, POLICY, TZ)
         self.ledger.dropped |= {r.run for r in before} - kept
 
     def job_drill(self, i: int, now: datetime) -> None:
@@ -211,7 +244,8 @@ class Season:
         """Every run listed is the ledger's, every artifact is whole; one run restored deeply (the newest
         on even days, an older one picked at random on odd days; both on the day after an event)."""
         inv.listed_runs_are_the_committed_ones(self.op, self.ledger, now)
-        inv.every_artifact_is_whole(self.op, self.sb, now)
+        inv.every_artifact_is_whole(self.op, self.store, self.ledger, now)
+        self._damage_found = bool(self.ledger.damaged)
         alive = self.ledger.alive()
         if not alive:
             return
@@ -230,12 +264,12 @@ class Season:
         self.deep_checks += 1
         key = usable[self.deep_checks % len(usable)]
         inv.run_restores_exactly(self.op, self.sb, record, self.tmp / f"dr-{self.deep_checks}", now, key,
-                                 self.fresh_hub)
+                                 self.fresh_hub, self.ledger.damaged_in(record))
 
     def final_check(self, end: datetime) -> None:
         now = end + timedelta(hours=8)
         inv.listed_runs_are_the_committed_ones(self.op, self.ledger, now)
-        inv.every_artifact_is_whole(self.op, self.sb, now)
+        inv.every_artifact_is_whole(self.op, self.store, self.ledger, now)
         for record in self.ledger.alive():
             self.deep(record, now)
 
@@ -333,6 +367,21 @@ class Season:
 
     def event_day_60(self, i: int, now: datetime) -> None:
         self.world.join("gina")
+
+    def event_day_65(self, i: int, now: datetime) -> None:
+        """Bit rot: one byte of an archive that the newest run references, reused from an older run (carol's
+        home has not changed for weeks). The next backup cannot know (same size); the morning's verify
+        finds it and records it; the backup after that reads carol's home again."""
+        newest = self.ledger.alive()[0]
+        label = "carol"
+        (key,) = [k for k in newest.volumes[label] if ".tar.zst" in k]
+        assert not key.startswith(f"data/{newest.run}/"), "carol's archive is reused from an older run"
+        data = bytearray(self.store.get(key))
+        data[len(data) // 2] ^= 0x01
+        self.store.put(key, bytes(data))
+        self.ledger.damaged.add(key)
+        runs = [r.run for r in self.ledger.alive() if key in r.volumes.get(label, set())]
+        self.journal.append(f"day {i}: flipped a byte of {key}, named by {len(runs)} runs")
 
     def event_day_70(self, i: int, now: datetime) -> None:
         """carol's home is full: a whole-home restore needs room for a second copy, and must fail cleanly."""

@@ -31,7 +31,7 @@ def _report(season: Season, started: float) -> None:
     print("\n".join(season.journal))
 
 
-def test_season_on_a_file_repository(make_sandbox: Callable[..., Sandbox], tmp_path: Path,
+def test_season_on_a_file_repository(make_sandbox: Callable[..., Sandbox], tmp_path: Path, promtool: str,
                                      fresh_hub: Path) -> None:
     started = time.monotonic()
     with tmpfs(tmp_path / "repo-disk", "256m") as disk:
@@ -48,7 +48,7 @@ def test_season_on_a_file_repository(make_sandbox: Callable[..., Sandbox], tmp_p
 
 @pytest.mark.s3
 def test_season_on_s3(make_sandbox: Callable[..., Sandbox], s3_bucket: str, s3_server: S3Server,
-                      tmp_path: Path, fresh_hub: Path) -> None:
+                      tmp_path: Path, fresh_hub: Path, promtool: str) -> None:
     started = time.monotonic()
     with FaultProxy(s3_server.endpoint_url) as proxy:
         sb = make_sandbox(s3_bucket, full_alice=True)
