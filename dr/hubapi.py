@@ -64,7 +64,12 @@ class HubApi:
     """The Hub REST API at ``url`` (e.g. ``http://hub:8081/hub/api``), authenticated by ``token``."""
 
     def __init__(self, url: str, token: str, timeout: float = 30.0, poll_interval: float = 0.5) -> None:
-        if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+        try:
+            parts = urllib.parse.urlsplit(url)
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError as e:
+            raise ConfigError(f"hub_api.url: not a URL: {url!r} ({e})") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(f"hub_api.url must be an http(s) URL, not {url!r}")
         self.url = url.rstrip("/")
         self._token = token

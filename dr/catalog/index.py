@@ -21,7 +21,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from dr.catalog import schema as s
-from dr.errors import RepositoryError
+from dr.errors import ConfigError, RepositoryError
 from dr.model import Manifest
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,11 @@ class Catalog:
 
     def __init__(self, url: str, *, repository_url: str = "", repository_id: str = "") -> None:
         self.url = url
-        self.engine = _engine(url)
+        try:
+            self.engine = _engine(url)
+        except (SQLAlchemyError, ValueError) as e:  # a malformed URL, an unknown dialect
+            raise ConfigError(f"catalog.url: cannot use {url!r}: {e}",
+                              hint="a SQLAlchemy URL such as sqlite:////var/cache/jdr/catalog.sqlite") from e
         try:
             self._open(repository_url, repository_id)
         except SQLAlchemyError as e:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -123,6 +124,9 @@ def restore(ctx: Context, user: str | None, hub: bool, everything: bool, run: st
         raise UsageError("--path, --into and --as go with --user")
     if run is not None and at is not None:
         raise UsageError("--run and --at cannot be used together")
+    if run is not None and not run.strip():
+        raise UsageError("--run '': an empty run id (is a shell variable unset?)",
+                         hint="give a run id, a unique prefix of one, or latest")
     s = ctx.settings
     repo = wiring.open_repository(s)
     deployment = wiring.make_deployment(s)
@@ -130,9 +134,20 @@ def restore(ctx: Context, user: str | None, hub: bool, everything: bool, run: st
                           as_user=as_user, server=server, dry_run=dry_run, force=force,
                           keep_previous=not discard_previous,
                           include_secret=not no_secret)
-    confirm = confirm_plan(ctx, yes)
+    asked = confirm_plan(ctx, yes)
     with progress_reporter("restore", enabled=not ctx.json and not dry_run) as progress:
         opts = replace(opts, progress=progress)
+
+        def confirm(plan: Any) -> bool:
+            # The prompt is answered before the bar starts (it starts at the first file restored); the
+            # total comes from the sizes the run's index recorded.
+            ok = asked(plan)
+            if ok:
+                total = render.restore_total(plan)
+                if total is not None:
+                    progress.set_total(*total)
+            return ok
+
         if user is not None:
             result = restore_user(repo, deployment, user, opts, confirm,
                                   wiring.make_hub_api(s) if not dry_run else None)

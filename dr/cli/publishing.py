@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 
 
 @contextmanager
-def _catalog(settings: Settings, repo: Repository | None) -> Iterator[Catalog | None]:
+def catalog_for(settings: Settings, repo: Repository | None) -> Iterator[Catalog | None]:
+    """The catalog of ``repo``, or None (logged) when there is no repository or the catalog cannot open."""
     if repo is None:
         yield None
         return
@@ -47,7 +48,7 @@ def backup_done(settings: Settings, repo: Repository, result: BackupResult,
                 metrics: Metrics | None = None) -> None:
     from dr.operations.reporting import after_backup
 
-    with _catalog(settings, repo) as catalog:
+    with catalog_for(settings, repo) as catalog:
         after_backup(settings, repo, result, metrics, catalog)
 
 
@@ -55,7 +56,7 @@ def backup_error(settings: Settings, repo: Repository | None, error: Exception, 
                  metrics: Metrics | None = None) -> None:
     from dr.operations.reporting import backup_failed
 
-    with _catalog(settings, repo) as catalog:
+    with catalog_for(settings, repo) as catalog:
         backup_failed(settings, repo, error, started, metrics, catalog)
 
 
@@ -63,7 +64,7 @@ def prune_done(settings: Settings, repo: Repository, result: PruneResult, starte
                metrics: Metrics | None = None) -> None:
     from dr.operations.reporting import after_prune
 
-    with _catalog(settings, repo) as catalog:
+    with catalog_for(settings, repo) as catalog:
         after_prune(settings, repo, result, started, metrics, catalog)
 
 

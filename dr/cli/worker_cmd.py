@@ -82,7 +82,7 @@ def seed_metrics(settings: Settings, metrics: Metrics) -> None:
     except Exception as e:  # the worker must start even when the repository is down tonight
         log.warning("metrics: cannot open the repository at start-up (%s); metrics fill in as jobs run", e)
         return
-    with publishing._catalog(settings, repo) as catalog:
+    with publishing.catalog_for(settings, repo) as catalog:
         facts = try_repository_facts(repo, catalog)
     if facts is not None:
         metrics.record_repository(facts.repository)

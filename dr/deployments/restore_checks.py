@@ -35,7 +35,7 @@ def check_local_restore(req: VolumeRestore, home: Path, hub_db: Path) -> None:
         if len(os.fsencode(part)) > NAME_MAX:
             raise UsageError(f"user {target!r}: the home directory name {part[:40]!r}… is longer than "
                              f"{NAME_MAX} bytes")
-    home_st = _lstat(home)
+    home_st = _stat(home, follow=True)  # the home's path is the operator's (as the engine opens it)
     if target != req.item.user:
         _check_known_user(target, hub_db)
         if home_st is None or not stat.S_ISDIR(home_st.st_mode):
@@ -62,7 +62,7 @@ def _check_into(home: Path, home_st: os.stat_result, into: str) -> None:
     current = home
     for part in [p for p in into.split("/") if p not in ("", ".")]:
         current = current / part
-        st = _lstat(current)
+        st = _stat(current, follow=False)  # inside the home: the user's, never followed
         if st is None:
             break  # created by the restore, on the file system of its parent
         if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
@@ -77,9 +77,9 @@ def _check_into(home: Path, home_st: os.stat_result, into: str) -> None:
         raise UsageError(f"--into {into!r}: {current} already exists; choose a new directory name")
 
 
-def _lstat(path: Path) -> os.stat_result | None:
+def _stat(path: Path, *, follow: bool) -> os.stat_result | None:
     try:
-        return os.lstat(path)
+        return os.stat(path, follow_symlinks=follow)
     except FileNotFoundError:
         return None
     except OSError as e:
@@ -93,5 +93,5 @@ def restore_owner_map(req: VolumeRestore, home: Path) -> OwnerMap | None:
     restore, which keeps the archive's owners): see :func:`dr.policy.owners.owner_map`."""
     if req.target_user is None or req.target_user == req.item.user:
         return None
-    st = os.lstat(home)
+    st = os.stat(home)
     return owner_map((st.st_uid, st.st_gid))

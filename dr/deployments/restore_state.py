@@ -192,7 +192,11 @@ def create(home_fd: int) -> StateDir:
             os.mkdir(name, 0o700, dir_fd=home_fd)
         except FileExistsError:
             continue  # planted, or (1 in 2^64) taken: never reused
-        fd = fsops.open_dir(name, home_fd)
+        try:
+            fd = fsops.open_dir(name, home_fd)
+        except OSError as e:  # swapped for a link or a file between mkdir and open
+            raise DeploymentError(f"restore state {name} was replaced while it was being created "
+                                  f"({e.strerror})", hint="stop whatever changes the home, then retry") from None
         try:
             st = os.fstat(fd)
             if stat.S_IMODE(st.st_mode) != 0o700:  # a umask cannot widen 0700, but a default ACL might

@@ -66,6 +66,9 @@ def backup_tree(root: Path, repo: Repository, run: str, key: str, *, excludes: S
     fp, files, size = fingerprint(root, excludes)
     if previous_fingerprint is not None and previous_fingerprint == fp:
         return TreeBackup(fingerprint=fp, files=files, bytes=size, unchanged=True)
+    expect = getattr(progress, "expect", None)
+    if expect is not None:
+        expect(files, size)  # the listing's totals, so that a progress bar can show an ETA
     enc = repo.encrypted
     with repo.artifact_writer(layout.volume_archive_key(run, key, enc), run) as aw, \
             repo.artifact_writer(layout.volume_index_key(run, key, enc), run) as iw:

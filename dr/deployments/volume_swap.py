@@ -190,8 +190,8 @@ def _move_out(home_fd: int, aside: _Aside) -> None:
     restores handed over (``jdr-replaced-*`` directories: the user's to delete, not ours to bury)."""
     for moved, name in enumerate(sorted(os.listdir(home_fd))):
         st = fsops.lstat_at(name, home_fd)
-        if st is None or is_restore_state(os.fsencode(name), st):
-            continue
+        if st is None or is_restore_state(os.fsencode(name), st) or aside.is_state(st):
+            continue  # jdr's state, also when the user renamed it (it is found by identity)
         if stat.S_ISDIR(st.st_mode) and KEPT_NAME.fullmatch(name):
             continue
         pause_at("restore-move-out", moved)
@@ -223,6 +223,12 @@ def _merge_one(src_fd: int, dst_fd: int, name: str, aside: _Aside) -> None:
     if s_st is None:
         return
     for _ in range(_ATTEMPTS):
+        d_st = fsops.lstat_at(name, dst_fd)
+        if d_st is not None and aside.is_state(d_st):
+            raise DeploymentError(
+                f"the restore's own state directory was renamed to {os.fsdecode(name)!r} while it ran",
+                hint=f"rename it back to {aside.state.name} (its contents are the restore's), then run the "
+                     "restore again to finish it")
         if stat.S_ISDIR(s_st.st_mode):
             pause_at("restore-merge-dir")
             d_fd = _open_dir_or_none(name, dst_fd)
@@ -275,6 +281,11 @@ class _Aside:
     @classmethod
     def top(cls, state: StateDir, owner: tuple[int, int]) -> _Aside:
         return cls(None, REPLACED, state, owner)
+
+    def is_state(self, st: os.stat_result) -> bool:
+        """Whether ``st`` is the state directory itself (which the user may have renamed)."""
+        own = os.fstat(self.state.fd)
+        return (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino)
 
     def sub(self, name: str) -> _Aside:
         child = _Aside(self, name, self.state, self.owner)

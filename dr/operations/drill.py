@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from dr.deployments.drill import NOTEBOOK_SAMPLE, DrillTarget
-from dr.errors import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, Interrupted, JdrError, ObjectNotFound
+from dr.errors import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, IntegrityError, Interrupted, JdrError, ObjectNotFound
 from dr.hubdb import schema
 from dr.hubdb.info import DbInfo
 from dr.metrics import Metrics
@@ -42,6 +42,7 @@ from dr.operations.drill_report import DrillReport, HistoryPoint, VolumeFinding,
 from dr.operations.observed import drill_metrics, last_passed_drill
 from dr.operations.reporting import publish, webhooks
 from dr.operations.restore import fetch_hub_db
+from dr.operations.verify import record_damaged_item
 from dr.repository import layout
 from dr.repository.repository import Repository
 from dr.settings import Settings
@@ -253,6 +254,8 @@ def _restore_volume(repo: Repository, target: DrillTarget, item: VolumeItem, not
         finding.status = "failed"
         finding.problems.append(f"volume {item.label}: restore failed: {e}")
         log.error("%s: restore failed: %s", item.label, e)
+        if isinstance(e, IntegrityError):
+            _record_damage(repo, item)
         return finding
     finding.seconds = time.monotonic() - t0
     finding.files, finding.bytes, finding.index_files = restored.files, restored.bytes, restored.index_files
@@ -267,6 +270,14 @@ def _restore_volume(repo: Repository, target: DrillTarget, item: VolumeItem, not
     log.info("%s: restored %d files, %d bytes in %.2f s; %d notebooks checked (%s)", item.label,
              restored.files, restored.bytes, finding.seconds, check.notebooks_checked, check.validator)
     return finding
+
+
+def _record_damage(repo: Repository, item: VolumeItem) -> None:
+    """Record which of the item's artifacts is damaged, so that the next backup reads the volume again."""
+    try:
+        record_damaged_item(repo, item.archive.run if item.archive else "", item, found_by="drill")
+    except JdrError as e:
+        log.warning("%s: could not record the damage found: %s", item.label, e)
 
 
 # --- evidence ------------------------------------------------------------------------------------------

@@ -331,7 +331,8 @@ def rotate(repo: Repository, new: Recipient, old: str | None = None, name: str =
 
 @dataclass
 class KeyReport:
-    """``jdr key list``: the recipients, the configured keys, and which runs each key restores."""
+    """``jdr key list``: the recipients, the configured keys, which runs each key restores, and the keys
+    each run lists (``runs``: newest first; ``keys`` is null when not recorded, [] when not encrypted)."""
 
     url: str
     encrypted: bool
@@ -342,6 +343,7 @@ class KeyReport:
     runs_by_key: dict[str, list[str]]
     unknown_runs: list[str]
     unreadable_runs: list[str]  # runs that no configured key opens
+    run_keys: dict[str, list[str] | None] = field(default_factory=dict)  # run -> the keys it lists
 
     def _entry(self, e: RecipientEntry, current: bool) -> dict[str, Any]:
         return {**e.to_dict(), "current": current, "configured": e.fingerprint in self.configured,
@@ -352,7 +354,8 @@ class KeyReport:
                 "recipients": [self._entry(e, True) for e in self.recipients],
                 "retired": [self._entry(e, False) for e in self.retired],
                 "configured": self.configured, "unknown_runs": self.unknown_runs,
-                "unreadable_runs": self.unreadable_runs}
+                "unreadable_runs": self.unreadable_runs,
+                "runs": [{"run": run, "keys": fps} for run, fps in self.run_keys.items()]}
 
     def lines(self) -> list[str]:
         if not self.encrypted:
@@ -389,6 +392,11 @@ def list_keys(repo: Repository) -> KeyReport:
     usage = key_usage(manifests)
     held = repo.encryptor.fingerprints if repo.encryptor is not None else []
     unreadable = [m.run for m in manifests if run_keys(m).opens_with(held) is False]
+    listed: dict[str, list[str] | None] = {}
+    for m in manifests:
+        keys = run_keys(m)
+        listed[m.run] = sorted(keys.fingerprints) if keys.known else None  # [] when not encrypted
     return KeyReport(url=repo.url, encrypted=repo.encrypted, recorded=recipients.recorded(repo.config),
                      recipients=repo.recipients, retired=recipients.retired(repo.config), configured=held,
-                     runs_by_key=usage.by_key, unknown_runs=usage.unknown, unreadable_runs=unreadable)
+                     runs_by_key=usage.by_key, unknown_runs=usage.unknown, unreadable_runs=unreadable,
+                     run_keys=listed)

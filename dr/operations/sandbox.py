@@ -40,10 +40,10 @@ def make_hub_db(path: Path, users: tuple[str, ...]) -> None:
     except ImportError as e:
         raise UsageError("jdr demo needs the jupyterhub package to build a real hub database",
                          hint="pip install 'jdr[demo]'") from e
-    import logging
+    from dr.util.logconfig import keep_logging_config
 
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    factory = orm.new_session_factory(f"sqlite:///{path}")
+    with keep_logging_config():  # alembic's INFO lines must not leak into jdr's output
+        factory = orm.new_session_factory(f"sqlite:///{path}")
     db = factory()
     try:
         # As JupyterHub.init_db does: tokens the hub issues belong to its own OAuth client.

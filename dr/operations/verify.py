@@ -209,6 +209,21 @@ def _shallow(repo: Repository, run: str, label: str, user: str | None, art: Arti
         result.intact.add(art.key)
 
 
+def record_damaged_item(repo: Repository, run: str, item: VolumeItem, found_by: str) -> list[Damage]:
+    """For an operation that failed to read ``item`` (a drill, a restore): check its artifacts' sizes and
+    SHA-256 (as a shallow verify does) and record those found damaged, so that the next backup reads the
+    volume again. Returns what was recorded; raises what the store raises for another reason."""
+    result = VerifyResult(runs=[run])
+    seen: set[str] = set()
+    for art, label in ((item.archive, item.label), (item.index, f"{item.label} index")):
+        if art is not None:
+            _shallow(repo, run, label, item.user, art, result, seen)
+    now = utcnow()
+    for d in result.damaged:
+        record_damage(repo.store, d.artifact, d.problem, found_by=found_by, found=now, run=run, label=d.label)
+    return result.damaged
+
+
 def _problem(e: BaseException) -> str:
     if isinstance(e, ObjectNotFound):
         return "missing"

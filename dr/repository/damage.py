@@ -7,7 +7,8 @@ the body says what was found, when, and by what (for people, and for ``jdr verif
 
 Who writes them: ``jdr verify`` (shallow and ``--deep``) for every artifact it finds missing, of another
 size, with another SHA-256, or (deep) whose content does not match its index; a backup for a reused
-artifact it finds missing or of another size. Who reads them: the backup, which never references a
+artifact it finds missing or of another size; a drill for the artifact of a volume whose restore failed
+its checksum. Who reads them: the backup, which never references a
 damaged artifact again (it re-reads the volume and uploads a fresh archive). Artifacts are immutable, so
 a record stays true until the artifact is gone; ``jdr verify`` removes the record of an artifact it finds
 intact again (someone put the original bytes back) and, when it checks every run, the records of

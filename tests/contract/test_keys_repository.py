@@ -185,6 +185,7 @@ def test_a_repository_made_before_recipients_were_recorded_adopts_the_key_that_o
     store.put(layout.manifest_key(run), json.dumps(legacy.to_dict()).encode())
 
     assert keys.list_keys(Repository.open(store)).unknown_runs == [run]
+    assert keys.list_keys(Repository.open(store)).to_dict()["runs"] == [{"run": run, "keys": None}]
     with pytest.raises(KeyMismatchError, match=f"does not open run {run}"):
         keys.check_backup_keys(Repository.open(store, Keyring([b])), locked=True, now=now)
     assert "recipients" not in json.loads(store.get(layout.CONFIG))

@@ -135,6 +135,7 @@ def test_recovery_recipient_and_rotation_keep_every_run_restorable_with_the_keys
     assert sorted(by_fp[fa]["runs"]) == sorted([run1["run"], run2["run"], run3["run"]])
     assert sorted(by_fp[fn]["runs"]) == sorted([run4["run"], run5["run"]])
     assert by_fp[fr]["configured"] and usage["unreadable_runs"] == [run1["run"]]
+    assert {r["run"]: set(r["keys"]) for r in usage["runs"]} == listed  # what scripts check runs against
 
 
 def test_a_lost_key_is_named_and_list_show_need_no_key(sb: Sandbox) -> None:

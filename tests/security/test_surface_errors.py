@@ -100,3 +100,36 @@ def test_unreadable_configuration(sandbox: Sandbox, tmp_path: Path) -> None:
         for args in (("restore", "--user", "bob", "--yes"), ("prune",), ("verify",)):
             doc = _error_doc(sandbox.run_jdr("--json", "--config", str(config), *args), 2)
             assert words in str(doc["error"]) and doc["kind"] == "ConfigError", (config, args, doc)
+
+
+@pytest.mark.parametrize("repo_url", ["file"], indirect=True)
+def test_odd_selections_are_usage_errors_in_bounded_time(sandbox: Sandbox) -> None:
+    """An unset variable as --run, a malformed glob for ``jdr ls``, and globs that made the old regular
+    expressions backtrack for minutes (``*****…x``, many ``**``): each answers at once, exit 2."""
+    run = sandbox.jdr_json("backup")["run"]
+    doc = _error_doc(sandbox.run_jdr("--json", "restore", "--user", "bob", "--run", "", "--yes"), 2)
+    assert "empty run id" in str(doc["error"]), doc
+    doc = _error_doc(sandbox.run_jdr("--json", "ls", run, "--user", "bob", "[z-a]"), 2)
+    assert "malformed path glob" in str(doc["error"]), doc
+    for glob in ("*" * 40 + "x", "*a" * 30 + "q", "/".join(["**", "n*"] * 15) + "/q"):
+        proc = sandbox.run_jdr("--json", "restore", "--user", "bob", "--dry-run", "--path", glob, timeout=60)
+        doc = _error_doc(proc, 2)
+        assert "nothing matches" in str(doc["error"]), doc
+    # The rewritten matching still selects what it should.
+    plan = sandbox.jdr_json("restore", "--user", "bob", "--dry-run", "--path", "**/**/*o*e*.txt")
+    assert plan["plan"]["volumes"][0]["paths"] == ["**/**/*o*e*.txt"]
+    names = [e["path"] for e in sandbox.jdr_json("ls", run, "--user", "bob", "**/n*t*s.t?t")["entries"]]
+    assert names == ["notebooks/notes.txt"], names
+
+
+@pytest.mark.parametrize("repo_url", ["file"], indirect=True)
+def test_malformed_urls_in_the_configuration(sandbox: Sandbox) -> None:
+    sandbox.jdr_json("backup")
+    cases = [({"JDR_HUB_API_URL": "http://[::1", "JDR_HUB_TOKEN": "x"}, "hub_api.url: not a URL"),
+             ({"JDR_HUB_API_URL": "http://hub:port/hub/api", "JDR_HUB_TOKEN": "x"}, "hub_api.url: not a URL"),
+             ({"JDR_HUB_API_URL": "hub:8081", "JDR_HUB_TOKEN": "x"}, "must be an http(s) URL"),
+             ({"JDR_CATALOG_URL": "bogus://x"}, "catalog.url: cannot use")]
+    for env, words in cases:
+        args = ("restore", "--user", "bob", "--yes") if "JDR_HUB_API_URL" in env else ("list",)
+        doc = _error_doc(sandbox.run_jdr("--json", *args, env=env), 2)
+        assert words in str(doc["error"]) and doc["kind"] == "ConfigError", (env, doc)

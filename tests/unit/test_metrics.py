@@ -302,3 +302,36 @@ def test_push_to_nothing_returns_false(caplog: pytest.LogCaptureFixture) -> None
     with caplog.at_level(logging.WARNING, logger="dr.metrics"):
         assert not Metrics().push(f"http://127.0.0.1:{port}", job="jdr", timeout=2)
     assert "could not push metrics" in caplog.text
+
+
+def test_textfile_merge_keeps_what_the_new_run_did_not_know(tmp_path: Path) -> None:
+    target = tmp_path / "jdr_backup.prom"
+    first = Metrics()
+    first.record_backup(backup(status="complete"))
+    first.write_textfile(target, ["backup"], counters=False, merge=True)
+    success = value(target.read_text(), "jdr_backup_last_success_timestamp_seconds")
+    # A run that failed before it could read the repository: its time and status, nothing else known.
+    failed = Metrics()
+    failed.record_backup(BackupMetrics("", T0 + timedelta(days=1), T0 + timedelta(days=1, seconds=5), "failed",
+                                       committed=False))
+    failed.write_textfile(target, ["backup"], counters=False, merge=True)
+    text = target.read_text()
+    assert value(text, "jdr_backup_last_status", status="failed") == 1
+    assert value(text, "jdr_backup_last_status", status="complete") == 0
+    assert value(text, "jdr_backup_last_run_timestamp_seconds") == (T0 + timedelta(days=1, seconds=5)).timestamp()
+    assert value(text, "jdr_backup_last_success_timestamp_seconds") == success  # kept, not dropped or zeroed
+    assert value(text, "jdr_backup_last_files") == 42  # the last committed run's
+    assert text.count("# TYPE jdr_backup_last_status gauge") == 1  # no family twice
+
+
+def test_push_merge_is_a_post_of_one_group(gateway: tuple[str, Recorder]) -> None:
+    url, rec = gateway
+    m = Metrics()
+    m.record_backup(backup(status="complete"))
+    m.record_prune(PruneMetrics(T0, T0 + timedelta(seconds=3), True))
+    assert m.push(url, job="jdr_prune", groups=["prune"], counters=False, merge=True)
+    [req] = rec.requests
+    assert req["method"] == "POST" and req["path"] == "/metrics/job/jdr_prune"
+    body = req["body"].decode()
+    assert "jdr_prune_last_duration_seconds 3.0" in body
+    assert "jdr_backup" not in body and "_total" not in body

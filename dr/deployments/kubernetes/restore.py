@@ -6,7 +6,7 @@ attempt left on that PVC, and otherwise refuses. Then, by what the run holds:
 
 - an archive (``archive`` and ``snapshot+archive``): a mover mounts the PVC read-write and restores into
   it staged, then swapped (``jdr agent restore-volume`` → :func:`dr.deployments.volume_swap.restore_into`);
-  the replaced contents stay in the volume under ``.jdr-restore/previous-*``. A vanished PVC is first
+  the replaced contents are handed to the volume's owner as ``jdr-replaced-<time>/`` in it. A vanished PVC is first
   recreated under its remembered name with its recorded labels, annotations, class, access modes and size
   (KubeSpawner 7.1 does not recreate a remembered PVC).
 - only a snapshot, whole volume, same user: the old PV is set to ``Retain`` (so its data survives), the
