@@ -71,7 +71,7 @@ class Season:
     tmp: Path
     backend: str  # "file" or "s3"
     fresh_hub: Path  # the database of a freshly installed hub (no users), for the new machines of restores
-    proxy: FaultProxy | None = None  # S3: every request of jdr goes through it
+    proxy: FaultProxy | None = None  # S3: the outage night's requests go through it
     repo_mount: Path | None = None  # file: the repository's own small filesystem
     world: World = field(init=False)
     op: Operator = field(init=False)
@@ -102,11 +102,8 @@ class Season:
         start = at(START, 0, 0, TZ)
         self.new_key("installation", start)
         self.expect_keys = {"installation"}
-        repository: Any = self.sb.repo_url
-        if self.proxy is not None:
-            repository = {"url": self.sb.repo_url, "endpoint_url": self.proxy.url}
         self.write_config(
-            repository=repository, encryption={"key_file": str(self.keys["installation"][0])},
+            repository=self.sb.repo_url, encryption={"key_file": str(self.keys["installation"][0])},
             retention=POLICY.as_settings(), schedule={**SCHEDULE, "timezone": str(TZ)},
             drill={"scratch": str(self.tmp / "drills")},
             metrics={"textfile_dir": str(self.textfiles)})
@@ -149,10 +146,14 @@ class Season:
         """The night's fault, around that night's jobs."""
         if self._night_fault and "unreachable" in self._night_fault:
             if self.proxy is not None:
+                # S3 that night is reached through the fault proxy, which resets every connection (the
+                # other nights go straight to SeaweedFS: every byte through a Python proxy is slow).
                 self.proxy.add(Rule(action="reset", times=None))
+                self.write_config(repository={"url": self.sb.repo_url, "endpoint_url": self.proxy.url})
                 try:
                     yield
                 finally:
+                    self.write_config(repository=self.sb.repo_url)
                     self.proxy.clear()
                 return
             assert self.repo_mount is not None
