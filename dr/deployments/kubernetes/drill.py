@@ -32,7 +32,6 @@ RoleBindings. :class:`KubernetesDrillTarget` implements :class:`dr.deployments.d
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -432,26 +431,33 @@ class KubernetesDrillTarget:
     def _clean(self, ns: str) -> None:
         """Delete every object a drill made in ``ns`` (pods, PVCs, the Secret copy), wait until the PVCs are
         gone (their PVs are then reclaimed by their class), and release the namespace (the ConfigMap, last)."""
-        for res in (PODS, SECRETS, PVCS):
+        claims, version = self.kube.list(PVCS, ns, label_selector=drill_selector())
+        for res in (PODS, SECRETS):
             items, _ = self.kube.list(res, ns, label_selector=drill_selector())
             for obj in items:
                 self.kube.delete(res, obj["metadata"]["name"], ns, grace_seconds=0 if res is PODS else None)
-        self._wait_no_pvcs(ns)
+        for pvc in claims:
+            self.kube.delete(PVCS, pvc["metadata"]["name"], ns)
+        self._wait_pvcs_gone(ns, {str(p["metadata"]["name"]) for p in claims}, version)
         self.kube.delete(CONFIGMAPS, HOLDER_NAME, ns)
 
-    def _wait_no_pvcs(self, ns: str) -> None:
+    def _wait_pvcs_gone(self, ns: str, names: set[str], version: str) -> None:
+        """Watch (from before the deletions, so no event is missed) until every PVC in ``names`` is deleted."""
+        left = set(names)
         deadline = time.monotonic() + PVC_TIMEOUT
-        while True:
-            items, version = self.kube.list(PVCS, ns, label_selector=drill_selector())
-            if not items:
-                return
-            left = deadline - time.monotonic()
-            if left <= 0:
-                names = ", ".join(o["metadata"]["name"] for o in items)
-                raise DeploymentError(f"the drill's PVCs in {ns} were not gone within {PVC_TIMEOUT:.0f}s: {names}",
-                                      hint=f"kubectl -n {ns} describe pvc")
-            with contextlib.suppress(KubeGone):
-                for kind, _obj in self.kube.watch(PVCS, ns, resource_version=version, label_selector=drill_selector(),
-                                                  timeout_seconds=max(1, min(int(left), 30))):
+        while left:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DeploymentError(f"the drill's PVCs in {ns} were not gone within {PVC_TIMEOUT:.0f}s: "
+                                      f"{', '.join(sorted(left))}", hint=f"kubectl -n {ns} describe pvc")
+            try:
+                for kind, obj in self.kube.watch(PVCS, ns, resource_version=version, label_selector=drill_selector(),
+                                                 timeout_seconds=max(1, min(int(remaining), 30))):
+                    version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
                     if kind == "DELETED":
-                        break
+                        left.discard(str(obj["metadata"]["name"]))
+                        if not left:
+                            return
+            except KubeGone:
+                items, version = self.kube.list(PVCS, ns, label_selector=drill_selector())
+                left &= {str(o["metadata"]["name"]) for o in items}
