@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from tests.k8s.conftest import jdr_objects
+from tests.k8s.conftest import jdr_objects, set_mover_env
 
 pytestmark = [pytest.mark.k8s, pytest.mark.s3]
 
@@ -57,7 +57,8 @@ def test_movers_run_as_the_owner_without_capabilities_and_get_only_what_their_jo
     assert k8s_cluster.core.read_namespace(ns.namespace).metadata.labels[
         "pod-security.kubernetes.io/enforce"] == "restricted"
     # the mover Secret also holds the hub token, as the README's jdr-secrets does: it must not reach movers
-    jdr = jdr_k8s(ns.namespace, hub=ns, encrypted=True, mover_env={"JDR_HUB_TOKEN": ns.token})
+    jdr = jdr_k8s(ns.namespace, hub=ns, encrypted=True)
+    set_mover_env(k8s_cluster, ns.namespace, JDR_HUB_TOKEN=ns.token)
     spy = MoverSpy(k8s_cluster, ns.namespace)
     try:
         out = jdr.run("--json", "backup").json()
