@@ -117,6 +117,11 @@ def test_backup_and_restore_as_the_cronjob_service_account_use_exactly_the_grant
         assert (ns.user_dir("bob") / "README.md").exists()
         (ns.user_dir("alice") / "README.md").write_text("changed after the snapshot\n")
         jdr.run("restore", "--user", "alice", "--run", snap_run, "--yes", env=env)  # copied from its snapshot
+        emile = ns.users["Émile"].pvc_name  # a vanished PVC: recreated from its snapshot, waited for until bound
+        k8s_cluster.core.delete_namespaced_persistent_volume_claim(emile, ns.namespace)
+        k8s_cluster.wait_gone(k8s_cluster.core.read_namespaced_persistent_volume_claim, emile, ns.namespace)
+        jdr.run("restore", "--user", "Émile", "--run", snap_run, "--yes", env=env)
+        assert (ns.user_dir("Émile") / "README.md").exists()
         jdr.run("restore", "--hub", "--yes", env=env)
         jdr.run("prune", env=env)
         seconds = time.monotonic() - t0
@@ -134,7 +139,7 @@ def test_backup_and_restore_as_the_cronjob_service_account_use_exactly_the_grant
         assert [p.read_text() for p in kept] == ["changed after the snapshot\n"]
         assert ("", "persistentvolumes") not in {(g, r) for g, r, _ in used_cluster}
         assert jdr_objects(k8s_cluster, ns.namespace)["pods"] == []
-        print(f"\nRBAC run (4 backups, 3 restores, prune) as ServiceAccount jdr: {seconds:.1f}s, "
+        print(f"\nRBAC run (4 backups, 4 restores, prune) as ServiceAccount jdr: {seconds:.1f}s, "
               f"{len(audit)} API calls, verbs used = verbs granted ({len(used_ns)} namespaced, "
               f"{len(used_cluster)} cluster-scoped)")
     finally:
