@@ -86,6 +86,13 @@ def test_movers_run_as_the_owner_without_capabilities_and_get_only_what_their_jo
     assert "JDR_TEST_KEY" in env_names(restores[0])
     assert restores[0].spec.security_context.fs_group == 100
     assert {tuple(v["source"]["owner"]) for v in out["manifest"]["volumes"]} == {(1000, 100)}
+    # issue #11 item 7: without a Hub API, the message says the running server was seen in the pod list
+    nohub = jdr_k8s(ns.namespace, encrypted=True)
+    res = nohub.run("restore", "--user", "alice", "--yes", check=False)
+    assert res.code == 3, res.stderr[-3000:]
+    alice = ns.users["alice"]
+    assert (f"the pod list of namespace {ns.namespace} shows alice's server running (pod {alice.pod_name} mounts "
+            f"PVC {alice.pvc_name}; the hub was not asked), and no hub_api is configured to stop it") in res.stderr
     assert all("owners" not in v["source"] for v in out["manifest"]["volumes"])
 
 

@@ -255,7 +255,7 @@ class KubernetesDeployment:
         pvc, pods = self._server_pods(user, server)
         who = f"{user}'s server" + (f" {server!r}" if server else "")
         return (f"the pod list of namespace {self.namespace} shows {who} running (pod {', '.join(pods)} mounts "
-                f"PVC {pvc}; no Hub API configured, the hub was not asked)")
+                f"PVC {pvc}; the hub was not asked)")
 
     def _server_pods(self, user: str, server: str) -> tuple[str, list[str]]:
         pvc = volume_restores.find_target_pvc(self, user, server, None)
