@@ -39,13 +39,13 @@ def cleanup(k8s_cluster, docs):
             print(f"warning: cleanup of {d['kind']} {d['metadata']['name']}: {e!r}")
 
 
-def can(k8s_cluster, namespace, sa, verb, resource, in_ns):
+def can(k8s_cluster, namespace, sa, verb, resource, in_ns, group=""):
     token = k8s_cluster.service_account_token(namespace, sa)
     from kubernetes import client
 
     api = client.AuthorizationV1Api(k8s_cluster.token_client(token))
     review = api.create_self_subject_access_review({"spec": {"resourceAttributes": {
-        "namespace": in_ns, "verb": verb, "resource": resource}}})
+        "namespace": in_ns, "verb": verb, "resource": resource, "group": group}}})
     return review.status.allowed
 
 
@@ -64,7 +64,7 @@ def test_base_applies_as_documented_into_jupyterhub(k8s_cluster):
         applied = server_side_apply(k8s_cluster.api, docs)
         assert len(applied) == len(docs)
         assert can(k8s_cluster, "jupyterhub", "jdr", "create", "pods", "jupyterhub")
-        assert can(k8s_cluster, "jupyterhub", "jdr", "get", "volumesnapshotcontents", "")
+        assert can(k8s_cluster, "jupyterhub", "jdr", "get", "volumesnapshotcontents", "", "snapshot.storage.k8s.io")
         assert not can(k8s_cluster, "jupyterhub", "jdr", "patch", "persistentvolumes", "")
     finally:
         cleanup(k8s_cluster, docs)
@@ -93,7 +93,7 @@ def test_documented_overlay_moves_everything_and_replaces_the_image(k8s_cluster,
         server_side_apply(k8s_cluster.api, docs)
         sa = f"jdr-{k8s_namespace}"
         assert can(k8s_cluster, k8s_namespace, sa, "create", "pods", k8s_namespace)
-        assert can(k8s_cluster, k8s_namespace, sa, "get", "volumesnapshotcontents", "")  # the binding's subject
+        assert can(k8s_cluster, k8s_namespace, sa, "get", "volumesnapshotcontents", "", "snapshot.storage.k8s.io")  # the binding's subject
         assert not can(k8s_cluster, k8s_namespace, sa, "create", "pods", "default")
     finally:
         cleanup(k8s_cluster, docs)
@@ -123,7 +123,7 @@ def test_drill_kustomization_makes_a_restricted_namespace_with_the_role_there(k8
         assert k8s_cluster.core.read_namespace(scratch).metadata.labels[
             "pod-security.kubernetes.io/enforce"] == "restricted"
         assert can(k8s_cluster, k8s_namespace, "jdr", "create", "pods", scratch)
-        assert can(k8s_cluster, k8s_namespace, "jdr", "list", "storageclasses", "")
+        assert can(k8s_cluster, k8s_namespace, "jdr", "list", "storageclasses", "", "storage.k8s.io")
         assert not can(k8s_cluster, k8s_namespace, "jdr", "create", "pods", k8s_namespace)
         assert not can(k8s_cluster, k8s_namespace, "jdr", "delete", "namespaces", "")
     finally:
