@@ -20,7 +20,7 @@ import time
 import pytest
 import yaml
 
-from tests.k8s.conftest import TEST_KEY, jdr_objects
+from tests.k8s.conftest import jdr_objects
 from tests.k8s.kustomize import ROOT, kustomize_build, server_side_apply
 from tests.k8s.test_disaster_recovery import backed_up_namespace, check_user_volumes, db_users
 from tests.k8s.test_kustomize import documented_overlay
@@ -72,7 +72,7 @@ def run_commands(k8s_cluster, z2jh_namespace, s3_server, tmp_path, old, jdr, ns,
             case ["kubectl", "-n", name, "create", "secret", "generic", "jdr-secrets", *literals]:
                 keys = [re.match(r"--from-literal=([A-Z_0-9]+)=", lit).group(1) for lit in literals]
                 assert keys == ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "JDR_ENCRYPTION_KEY", "JDR_HUB_TOKEN"]
-                values = {**s3_server.env(), "JDR_ENCRYPTION_KEY": TEST_KEY, "JDR_HUB_TOKEN": old.token}
+                values = {**s3_server.env(), "JDR_ENCRYPTION_KEY": jdr.env["JDR_TEST_KEY"], "JDR_HUB_TOKEN": old.token}
                 # the test's S3 server also needs its endpoint and region (an S3-compatible store would too)
                 data = {k: values[k] for k in [*keys, "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION"]}
                 k8s_cluster.core.create_namespaced_secret(name, {
