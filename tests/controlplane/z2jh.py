@@ -252,8 +252,12 @@ class Z2JHNamespace:
 
     def write_file(self, pvc_name: str, rel: str, data: bytes | str, uid: int = 1000, gid: int = 100,
                    mode: int = 0o644) -> Path:
-        p = self.pvc_dir(pvc_name) / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
+        root = self.pvc_dir(pvc_name)
+        p = root / rel
+        for d in reversed(p.relative_to(root).parents[:-1]):  # directories the user makes, owned by them
+            if not (root / d).exists():
+                (root / d).mkdir()
+                os.chown(root / d, uid, gid)
         p.write_bytes(data.encode() if isinstance(data, str) else data)
         os.chown(p, uid, gid)
         p.chmod(mode)
