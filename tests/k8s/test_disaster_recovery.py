@@ -4,6 +4,7 @@ and jdr runs with a fresh configuration and an empty cache (no catalog, no clust
 from __future__ import annotations
 
 import base64
+import os
 import sqlite3
 import sys
 import time
@@ -44,6 +45,7 @@ def backed_up_namespace(k8s_cluster, z2jh_namespace, jdr_k8s, **kw):
     old.write_file(old.users["alice"].pvc_name, "big/blob.bin", bytes(range(256)) * 4096)
     old.write_file(old.users["bob/analysis"].pvc_name, "private.txt", "only bob\n", mode=0o600)
     (old.user_dir("alice") / "link-to-readme").symlink_to("README.md")
+    os.lchown(old.user_dir("alice") / "link-to-readme", 1000, 100)  # alice's own link (the test runs as root)
     jdr = jdr_k8s(old.namespace, hub=old, encrypted=True)
     out = jdr.run("--json", "backup").json()
     assert out["status"] == "complete", out
