@@ -40,6 +40,11 @@ class NotFoundError(UsageError):
     """Something the user named (a run, a user, a path in a run) does not exist."""
 
 
+class KeyMismatchError(UsageError):
+    """The configured encryption keys do not fit: a backup key that is not one of the repository's
+    recipients, or no configured key opens a run (the message names the fingerprints it needs)."""
+
+
 class RepositoryError(JdrError):
     """The repository cannot be read or written (unreachable, denied, corrupt layout)."""
 
@@ -56,8 +61,16 @@ class LockHeldError(JdrError):
     """Another jdr process holds the repository lock."""
 
 
+class LockLostError(JdrError):
+    """This process's repository lock was broken or removed while it worked; it commits nothing."""
+
+
 class IntegrityError(JdrError):
     """Data does not match what was recorded: a checksum, a size, a failed integrity_check."""
+
+
+class UnreadableObjectError(IntegrityError):
+    """The store fails to deliver part of an object on every attempt: the object is damaged there."""
 
 
 class HostileArchiveError(IntegrityError):

@@ -2,8 +2,9 @@
 
 jdr registers as a JupyterHub service whose role grants ``list:users``, ``read:users``,
 ``admin:server_state`` and ``admin:servers``. Only the standard library is used (``urllib.request``).
-The token travels in the ``Authorization`` header and nowhere else: it is never logged and never part of
-an error message.
+The token travels in the ``Authorization`` header and nowhere else: it is never logged, never part of
+an error message, and never sent across a redirect to another origin (scheme, host or port): a hub (or
+anything in front of it) that redirects elsewhere gets the request without credentials.
 """
 
 from __future__ import annotations
@@ -33,11 +34,42 @@ class HubHttpError(HubApiError):
         self.hub_message = hub_message
 
 
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return scheme, (parts.hostname or "").lower(), port or {"http": 80, "https": 443}.get(scheme)
+
+
+class _NoCredentialsAcrossOrigins(urllib.request.HTTPRedirectHandler):
+    """Follows redirects as urllib does, but drops ``Authorization`` when the origin changes."""
+
+    def redirect_request(self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any,
+                         newurl: str) -> urllib.request.Request | None:
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and _origin(req.full_url) != _origin(new.full_url):
+            new.remove_header("Authorization")
+            log.warning("the hub API redirected to another origin (%s://%s:%s); following without the token",
+                        *_origin(new.full_url))
+        return new
+
+
+_OPENER = urllib.request.build_opener(_NoCredentialsAcrossOrigins)
+
+
 class HubApi:
     """The Hub REST API at ``url`` (e.g. ``http://hub:8081/hub/api``), authenticated by ``token``."""
 
     def __init__(self, url: str, token: str, timeout: float = 30.0, poll_interval: float = 0.5) -> None:
-        if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+        try:
+            parts = urllib.parse.urlsplit(url)
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError as e:
+            raise ConfigError(f"hub_api.url: not a URL: {url!r} ({e})") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(f"hub_api.url must be an http(s) URL, not {url!r}")
         self.url = url.rstrip("/")
         self._token = token
@@ -187,7 +219,7 @@ class HubApi:
             request.add_header("Content-Type", "application/json")
         log.debug("hub api %s %s", method, path)
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
+            with _OPENER.open(request, timeout=self.timeout) as response:
                 raw = response.read()
                 status = int(response.status)
         except urllib.error.HTTPError as e:

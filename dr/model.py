@@ -20,7 +20,8 @@ MANIFEST_FORMAT = "jdr-manifest"
 MANIFEST_VERSION = 1
 
 RunStatus = Literal["complete", "partial", "failed"]
-ItemStatus = Literal["ok", "failed", "skipped"]
+#: ``absent``: a hub user with no volume at all (never logged in); nothing to lose, so not a failure.
+ItemStatus = Literal["ok", "failed", "skipped", "absent"]
 Method = Literal["archive", "snapshot", "snapshot+archive"]
 METHODS: tuple[str, ...] = ("archive", "snapshot", "snapshot+archive")
 
@@ -41,14 +42,20 @@ def run_time(run_id: str) -> datetime:
     return datetime.strptime(run_id[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
 
 
-def volume_key(user: str | None, server: str = "", claim: str | None = None) -> str:
+def volume_key(user: str | None, server: str = "", claim: str | None = None, home: str | None = None) -> str:
     """A stable, filesystem- and URL-safe key for one volume of a run.
 
     Usernames may hold any character (``alice@example.com``, ``Émile``), so the key is a readable ASCII
-    slug plus a short hash of the exact identity; two users never share a key.
+    slug plus a short hash of the exact identity; two users never share a key. A volume without a user is
+    identified by its PVC (``claim``) or, on a local deployment, by its home directory (``home``, an
+    orphan home).
     """
-    ident = f"user:{user}\0server:{server}" if user is not None else f"claim:{claim}"
-    readable = user if user is not None else f"pvc-{claim}"
+    if user is not None:
+        ident, readable = f"user:{user}\0server:{server}", user
+    elif home is not None:
+        ident, readable = f"home:{home}", f"home-{home.rstrip('/').rsplit('/', 1)[-1]}"
+    else:
+        ident, readable = f"claim:{claim}", f"pvc-{claim}"
     if server:
         readable = f"{readable}-{server}"
     slug = re.sub(r"[^a-z0-9]+", "-", (readable or "").lower()).strip("-")[:40] or "x"
@@ -65,15 +72,22 @@ class Artifact:
     sha256: str  # hex digest of the stored bytes
     encoding: str = "zstd"  # "zstd", "zstd+age", "age", "identity"
     run: str = ""  # the run that wrote it (differs from the manifest's run when reused)
+    # Fingerprints of the age recipients it is encrypted to (any one of their keys opens it); empty when
+    # not encrypted, or encrypted by a jdr that did not record them.
+    recipients: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"key": self.key, "size": self.size, "sha256": self.sha256, "encoding": self.encoding,
-                "run": self.run}
+        d: dict[str, Any] = {"key": self.key, "size": self.size, "sha256": self.sha256,
+                             "encoding": self.encoding, "run": self.run}
+        if self.recipients:
+            d["recipients"] = list(self.recipients)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Artifact:
         return cls(key=str(d["key"]), size=int(d["size"]), sha256=str(d["sha256"]),
-                   encoding=str(d.get("encoding", "zstd")), run=str(d.get("run", "")))
+                   encoding=str(d.get("encoding", "zstd")), run=str(d.get("run", "")),
+                   recipients=tuple(str(r) for r in d.get("recipients") or ()))
 
 
 @dataclass(frozen=True)
@@ -137,6 +151,16 @@ class Snapshot:
                       ("name", "namespace", "content_name", "handle", "restore_size", "snapshot_class")})
 
 
+def volume_label(user: str | None, server: str, source: dict[str, Any], key: str) -> str:
+    """How a volume is named in messages: ``alice``, ``bob:analysis``, ``pvc:<claim>`` for a PVC without a
+    user, ``home:<path>`` for an orphan home directory."""
+    if user is None:
+        if "pvc" not in source and source.get("path"):
+            return f"home:{source['path']}"
+        return f"pvc:{source.get('pvc', {}).get('name', key)}"
+    return f"{user}:{server}" if server else user
+
+
 @dataclass(frozen=True)
 class VolumeItem:
     """One user's volume (a home directory or a PVC) in a run."""
@@ -160,9 +184,7 @@ class VolumeItem:
 
     @property
     def label(self) -> str:
-        if self.user is None:
-            return f"pvc:{self.source.get('pvc', {}).get('name', self.key)}"
-        return f"{self.user}:{self.server}" if self.server else self.user
+        return volume_label(self.user, self.server, self.source, self.key)
 
     def artifacts(self) -> list[Artifact]:
         return [a for a in (self.archive, self.index) if a is not None]

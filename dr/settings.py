@@ -114,7 +114,8 @@ class DeploymentSettings:
     hub_db: str = ""
     """local: path of the hub's SQLite database."""
     homes: str = ""
-    """local: template of a user's home directory, with ``{username}``, e.g. ``/home/jupyter-{username}``."""
+    """local: template of a user's home directory, with ``{username}`` (``/home/jupyter-{username}``) or
+    ``{tljh_username}`` (TLJH's system user name, hashed when long); ``tljh`` means ``/home/{tljh_username}``."""
     restart_hub: list[str] = field(default_factory=list)
     """local: command that restarts the hub (run after a hub restore)."""
     stop_hub: list[str] = field(default_factory=list)
@@ -128,11 +129,15 @@ class DeploymentSettings:
 @dataclass(frozen=True)
 class EncryptionSettings:
     key_file: str = ""
-    """Path of an age identity file (``AGE-SECRET-KEY-1…``); enables encryption of every artifact."""
+    """Path of an age identity file (``AGE-SECRET-KEY-1…``); enables encryption of every artifact. Its first
+    identity is the installation key (one of the repository's recipients); further lines only decrypt."""
     key_env: str = ""
-    """Name of an environment variable holding the age identity instead of a file."""
+    """Name of an environment variable holding the age identity (or several lines) instead of a file."""
+    identities: list[str] = field(default_factory=list)
+    """More age key files, only to decrypt: older keys kept after ``jdr key rotate``, a recovery key."""
     recipients: list[str] = field(default_factory=list)
-    """Extra age recipients (``age1…``) that can also decrypt, e.g. an offline escrow key."""
+    """Extra age recipients (``age1…``) given to a new repository, e.g. an offline recovery key; for an
+    existing repository each must already be one of its recipients (``jdr key add-recipient``)."""
     secret_in_clear: bool = False
     """Store the hub Secret unencrypted when no key is configured (off: the Secret is then not stored)."""
 
@@ -144,7 +149,10 @@ class RepositorySettings:
     endpoint_url: str = ""
     """S3 endpoint override (otherwise boto3's chain: ``AWS_ENDPOINT_URL``, profiles …)."""
     lock_stale_after: int = 900
-    """Seconds after which a lock whose holder stopped refreshing it is considered stale."""
+    """Seconds after which a lock whose holder stopped refreshing it is considered stale, judged by the
+    store's own clock (object time); at least 3 times ``lock_refresh_every``."""
+    lock_refresh_every: int = 60
+    """Seconds between refreshes of a held lock."""
 
 
 @dataclass(frozen=True)
@@ -184,6 +192,9 @@ class BackupSettings:
     """``archive``, ``snapshot`` or ``snapshot+archive`` (Kubernetes); local always archives."""
     excludes: list[str] = field(default_factory=list)
     """Glob patterns left out of volume archives (matched on the relative path and on each name)."""
+    full_every: str = "30d"
+    """Longest time an unchanged volume's archive is referenced by later runs, counted from the run that
+    wrote it (``30d``, ``2w``, ``1m``); then the volume is read and stored again. Empty: no bound."""
     compression_level: int = 3
     """zstd level (1-19)."""
     threads: int = 0
@@ -198,14 +209,31 @@ class CatalogSettings:
 
 @dataclass(frozen=True)
 class MetricsSettings:
+    textfile_dir: str = ""
+    """Directory of node_exporter's textfile collector: each command writes its own file there
+    (``jdr_backup.prom``, ``jdr_prune.prom``, ``jdr_drill.prom``, ``jdr_repository.prom``)."""
     textfile: str = ""
-    """Write metrics of one-shot runs to this file (node_exporter textfile collector)."""
+    """Older form of ``textfile_dir``: the per-command files are written into this file's directory."""
     pushgateway: str = ""
-    """Push metrics of one-shot runs to this Pushgateway URL."""
+    """Push metrics of one-shot runs to this Pushgateway URL (one group per command: job ``jdr_backup`` …)."""
     port: int = 9090
     """Port of the worker's /metrics and /healthz endpoint (0: off)."""
-    bind: str = "0.0.0.0"  # noqa: S104 - a pod must be scraped from outside
-    """Address the worker's endpoint listens on."""
+    bind: str = "127.0.0.1"
+    """Address the worker's endpoint listens on. In a pod that Prometheus scrapes, set ``0.0.0.0``."""
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    lock_wait: int = 3600
+    """Seconds a job of ``jdr worker`` keeps retrying (with back-off) while another process holds the
+    repository lock, before it gives up loudly (log, metric, webhook)."""
+    lock_retry_min: int = 15
+    """First wait before retrying a locked repository; it doubles up to ``lock_retry_max``."""
+    lock_retry_max: int = 300
+    """Longest wait between two retries of a locked repository."""
+    stop_grace: int = 80
+    """Seconds a running job may take to finish after SIGTERM (systemd's default stop timeout is 90 s,
+    Kubernetes' terminationGracePeriodSeconds 30 s: raise it there to match)."""
 
 
 @dataclass(frozen=True)
@@ -241,6 +269,7 @@ class Settings:
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     notify: NotifySettings = field(default_factory=NotifySettings)
     drill: DrillSettings = field(default_factory=DrillSettings)
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
     log_format: str = "auto"
     """``text``, ``json``, or ``auto`` (JSON when not on a terminal inside Kubernetes)."""
 
@@ -262,6 +291,8 @@ def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -
             text = path.read_text(encoding="utf-8")
         except OSError as e:
             raise ConfigError(f"cannot read configuration {path}: {e.strerror}") from e
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"configuration {path} is not UTF-8 text (byte {e.start})") from e
         try:
             loaded = _yaml(text)
         except yaml.YAMLError as e:
@@ -275,9 +306,15 @@ def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -
         raw["repository"] = {"url": raw["repository"]}
     if isinstance(raw.get("retention"), dict) and isinstance(raw["retention"].get("keep_within"), int):
         raw["retention"]["keep_within"] = f"{raw['retention']['keep_within']}d"
-    _apply_env(raw, Settings, "", env)
-    settings: Settings = _build(Settings, raw, "")
-    _check_choices(settings)
+    try:
+        _apply_env(raw, Settings, "", env)
+        settings: Settings = _build(Settings, raw, "")
+        _check_choices(settings)
+    except ConfigError as e:
+        if path is None:
+            raise
+        # Name the file: with JDR_CONFIG set by a CronJob, "retention.keep_daily: …" alone is a riddle.
+        raise ConfigError(f"{e.message} (configuration {path})", hint=e.hint) from e
     return settings
 
 
@@ -395,6 +432,13 @@ def _check_choices(settings: Settings) -> None:
             value = getattr(value, part)
         if value not in choices:
             raise ConfigError(f"{path}: {value!r} is not one of {', '.join(choices)}")
+    if settings.repository.lock_refresh_every < 1:
+        raise ConfigError("repository.lock_refresh_every: must be at least 1 second")
+    if settings.repository.lock_stale_after < 3 * settings.repository.lock_refresh_every:
+        raise ConfigError(
+            f"repository.lock_stale_after ({settings.repository.lock_stale_after}) must be at least 3 times "
+            f"repository.lock_refresh_every ({settings.repository.lock_refresh_every})",
+            hint="otherwise a running holder that missed a refresh could have its lock broken")
     if not 1 <= settings.backup.compression_level <= 22:
         raise ConfigError("backup.compression_level: must be between 1 and 22")
     for event in settings.notify.on:

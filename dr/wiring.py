@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from dr.crypto.age import AgeReader, AgeWriter, Identity, Recipient
-from dr.crypto.keys import load_identity
+from dr.crypto.age import Recipient
+from dr.crypto.keyring import Keyring
+from dr.crypto.keys import load_identities
 from dr.deployments.base import Deployment
 from dr.errors import ConfigError, UsageError
 from dr.hubapi import HubApi
-from dr.policy.retention import RetentionPolicy
+from dr.policy.retention import Duration, RetentionPolicy, parse_duration
 from dr.repository.repository import Repository
 from dr.repository.store import Store
 from dr.settings import Settings
@@ -42,59 +43,40 @@ def make_store(settings: Settings) -> Store:
     raise ConfigError(f"repository: {url!r} is neither s3://bucket/prefix nor file:///path")
 
 
-class AgeEncryptor:
-    """Encrypts artifacts to the installation key (and any extra recipients) in the age format."""
-
-    def __init__(self, identity: Identity, extra: list[Recipient]) -> None:
-        self._identity = identity
-        self._recipients = [identity.recipient, *extra]
-
-    def writer(self, sink: Any) -> AgeWriter:
-        return AgeWriter(sink, self._recipients)
-
-    def reader(self, src: BinaryIO) -> BinaryIO:
-        return _ClosingAgeReader(src, self._identity)  # type: ignore[return-value]
-
-
-class _ClosingAgeReader(AgeReader):
-    def __init__(self, src: BinaryIO, identity: Identity) -> None:
-        self._raw_src = src
-        try:
-            super().__init__(src, [identity])
-        except BaseException:
-            src.close()
-            raise
-
-    def close(self) -> None:
-        try:
-            super().close()
-        finally:
-            self._raw_src.close()
-
-
-def make_encryptor(settings: Settings) -> AgeEncryptor | None:
+def make_encryptor(settings: Settings) -> Keyring | None:
+    """The keys configured under ``encryption``: None when encryption is off (no key_file/key_env)."""
     enc = settings.encryption
     if enc.key_file and enc.key_env:
         raise ConfigError("encryption: set key_file or key_env, not both")
     if enc.key_file:
-        identity = load_identity(path=Path(enc.key_file))
+        identities = load_identities(path=Path(enc.key_file))
     elif enc.key_env:
         text = os.environ.get(enc.key_env)
         if not text:
             raise ConfigError(f"encryption.key_env: the environment variable {enc.key_env} is not set")
-        identity = load_identity(text=text)
+        identities = load_identities(text=text)
     else:
+        if enc.identities:
+            raise ConfigError("encryption.identities: set encryption.key_file or key_env as well",
+                              hint="identities only add keys to decrypt with; the installation key writes")
         return None
+    if enc.identities and settings.deployment.kind == "kubernetes":
+        raise ConfigError("encryption.identities: mover pods cannot read key files of the jdr pod",
+                          hint="on Kubernetes put every key in the Secret behind encryption.key_env, one "
+                               "AGE-SECRET-KEY line each (the first is the installation key)")
+    for path in enc.identities:
+        identities += load_identities(path=Path(path))
     try:
         extra = [Recipient.parse(r) for r in enc.recipients]
     except (ValueError, ConfigError) as e:
         raise ConfigError(f"encryption.recipients: {e}") from e
-    return AgeEncryptor(identity, extra)
+    return Keyring(identities, extra)
 
 
 def open_repository(settings: Settings, *, create: bool = False, store: Store | None = None) -> Repository:
     return Repository.open(store or make_store(settings), make_encryptor(settings), create=create,
-                           stale_after=settings.repository.lock_stale_after)
+                           stale_after=settings.repository.lock_stale_after,
+                           refresh_every=settings.repository.lock_refresh_every)
 
 
 def make_deployment(settings: Settings) -> Deployment:
@@ -149,6 +131,17 @@ def retention_policy(settings: Settings) -> RetentionPolicy:
     if r.keep_within:
         data["keep_within"] = r.keep_within
     return RetentionPolicy.from_dict(data)
+
+
+def full_every(settings: Settings) -> Duration | None:
+    """``backup.full_every`` as a Duration (None when empty: no bound). Raises ConfigError naming the key."""
+    text = settings.backup.full_every.strip()
+    if not text:
+        return None
+    try:
+        return parse_duration(text)
+    except ValueError as e:
+        raise ConfigError(f"backup.full_every: {e}") from e
 
 
 def timezone(settings: Settings) -> ZoneInfo:

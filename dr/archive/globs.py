@@ -20,7 +20,8 @@ def path_matcher(globs: Sequence[str]) -> Callable[[IndexEntry], bool]:
     matches any number of components, none included. An entry is selected when a glob matches its path or
     the path of any directory above it, so naming a directory selects everything under it:
     ``notebooks/*.ipynb``, ``thesis`` (= ``thesis/**``), ``**/data.csv``, ``data.csv`` (only at the top).
-    The root entry (``.``) is never selected. Raises ValueError for an empty glob list or an empty glob.
+    The root entry (``.``) is never selected. Raises ValueError for an empty glob list, an empty glob or a
+    malformed one (``[z-a]``).
     """
     if not globs:
         raise ValueError("no path globs given")
@@ -43,38 +44,69 @@ def path_matcher(globs: Sequence[str]) -> Callable[[IndexEntry], bool]:
 
 
 def _compile(glob: str) -> re.Pattern[str]:
+    """The regular expression of one glob. Built so that matching time stays polynomial whatever the
+    glob (``*****x``, ``**/a/**/a/**/b``): runs of ``*`` and of ``**`` collapse, and every wildcard but
+    the last of a component (or every ``**`` but the last of the glob) is matched atomically at the
+    earliest place it fits, as CPython's fnmatch does — which finds a match whenever there is one,
+    since what follows each such wildcard matches a fixed number of characters (components)."""
     parts = [p for p in glob.strip("/").removeprefix("./").split("/") if p not in ("", ".")]
     if not parts:
         raise ValueError(f"empty path glob {glob!r}")
-    regex = ""
+    segments: list[list[str]] = [[]]  # components between ``**``s
     for i, part in enumerate(parts):
-        last = i == len(parts) - 1
         if part == "**":
-            if last:
-                # "a/**" also matches "a" itself; "**" alone matches every path.
-                regex = regex[:-1] + "(?:/.*)?" if regex else ".*"
-            else:
-                regex += "(?:[^/]+/)*"
+            if i == 0 or parts[i - 1] != "**":
+                segments.append([])
         else:
-            regex += _component(part) + ("" if last else "/")
-    return re.compile(regex, re.DOTALL)
+            segments[-1].append(_component(part))
+    regex = "/".join(segments[0])
+    for i, segment in enumerate(segments[1:], start=1):
+        body = "/".join(segment)
+        sep = "/" if regex else ""
+        if i == len(segments) - 1 and not body:
+            # "a/**" also matches "a" itself; "**" alone matches every path.
+            regex = regex + "(?:/.*)?" if regex else ".*"
+        elif i == len(segments) - 1:
+            regex += sep + "(?:[^/]+/)*" + body
+        else:
+            regex += sep + "(?>(?:[^/]+/)*?" + body + r"(?=/|\Z))"
+    try:
+        return re.compile(regex, re.DOTALL)
+    except re.error as e:  # e.g. a reversed range, "[z-a]"
+        raise ValueError(f"malformed path glob {glob!r}: {e.msg}") from None
+
+
+_STAR = object()
 
 
 def _component(part: str) -> str:
-    out, i = [], 0
+    tokens: list[object] = []
+    i = 0
     while i < len(part):
         c = part[i]
         if c == "*":
-            out.append("[^/]*")
+            if not tokens or tokens[-1] is not _STAR:
+                tokens.append(_STAR)
         elif c == "?":
-            out.append("[^/]")
+            tokens.append("[^/]")
         elif c == "[" and (close := part.find("]", i + 2)) > 0:
             body = part[i + 1:close]
             negate = body[:1] in ("!", "^")
             body = body[1:] if negate else body
-            out.append("[" + ("^/" if negate else "") + body.replace("\\", "\\\\") + "]")
+            tokens.append("[" + ("^/" if negate else "") + body.replace("\\", "\\\\") + "]")
             i = close
         else:
-            out.append(re.escape(c))
+            tokens.append(re.escape(c))
         i += 1
-    return "".join(out)
+    # Pieces between stars: the first is anchored at the start, the last (after the last star) is
+    # matched greedily up to the component's end, the ones between atomically at their earliest place.
+    pieces: list[str] = [""]
+    for t in tokens:
+        if t is _STAR:
+            pieces.append("")
+        else:
+            pieces[-1] += str(t)
+    if len(pieces) == 1:
+        return pieces[0]
+    middle = "".join(f"(?>[^/]*?{p})" for p in pieces[1:-1] if p)
+    return pieces[0] + middle + "[^/]*" + pieces[-1]

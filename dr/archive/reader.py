@@ -43,17 +43,20 @@ class ExtractStats:
     skipped: int = 0  # entries not selected
 
 
-def extract_archive(src: BinaryIO, dest: Path, *, select: Callable[[IndexEntry], bool] | None = None,
-                    index: Mapping[bytes, IndexEntry] | None = None, allow_external_links: bool = False,
-                    same_owner: bool | None = None,
+def extract_archive(src: BinaryIO, dest: Path | int, *, select: Callable[[IndexEntry], bool] | None = None,
+                    index: Mapping[bytes, IndexEntry] | None = None, same_owner: bool | None = None,
+                    map_owner: Callable[[int, int], tuple[int, int]] | None = None, label: str = "",
                     progress: Callable[[int, int], None] | None = None) -> ExtractStats:
-    """Extract the zstd-compressed tar ``src`` into ``dest``, an existing empty directory.
+    """Extract the zstd-compressed tar ``src`` into ``dest``, an existing empty directory (a path, or an
+    open directory descriptor named ``label`` in messages).
 
     Restores regular files (all-zero 64 KiB stretches become holes, so sparse files stay sparse),
     directories, symlinks (verbatim, never followed) and hard links (as hard links), with modes, mtimes
-    (nanoseconds) and, when ``same_owner`` (default: when running as root), numeric uid/gid; the archive's
-    root entry (``./``) gives ``dest`` itself its mode, owner and mtime. Directory modes and mtimes are
-    applied last. ``src`` is read through to its EOF.
+    (nanoseconds) and, when ``same_owner`` (default: when running as root), numeric uid/gid (mapped by
+    ``map_owner(uid, gid)`` when given); setuid/setgid bits are cleared (:mod:`dr.archive.target`);
+    symlinks keep their targets whatever they are (absolute, outside, dangling). The archive's root entry
+    (``./``) gives ``dest`` itself its mode, owner and mtime. Directory modes and mtimes are applied last.
+    ``src`` is read through to its EOF.
 
     ``select(entry)`` picks the entries to extract (the entry comes from ``index`` when given, else from
     the tar header, without sha256). Parent directories of a picked entry are created even when not
@@ -64,9 +67,9 @@ def extract_archive(src: BinaryIO, dest: Path, *, select: Callable[[IndexEntry],
     every (selected) index entry must have been seen; otherwise IntegrityError naming the path.
 
     Raises HostileArchiveError, before writing the member, for: an absolute path, a ``..`` component,
-    a parent that is a symlink, a hard link to anything but an earlier file inside ``dest``, a symlink
-    with an absolute or escaping target (unless ``allow_external_links``), a device, FIFO or any other
-    member type, and an entry that would overwrite a directory. IntegrityError for corrupt or truncated
+    a parent that is a symlink (a write through a link), a hard link to anything but an earlier file
+    inside ``dest``, a symlink with an empty or NUL target, a device, FIFO or any other member type, and
+    an entry that would overwrite a directory. IntegrityError for corrupt or truncated
     data. DeploymentError for a full disk (naming the file); other OSErrors propagate. ``progress(files,
     bytes)`` is called every quarter second or so, and at the end.
     """
@@ -81,7 +84,7 @@ def extract_archive(src: BinaryIO, dest: Path, *, select: Callable[[IndexEntry],
     stashed: dict[bytes, bytes] = {}
     last = time.monotonic()
     stream = TarStream(src)
-    with Target(dest, same_owner=same_owner, implied=pending.get) as target:
+    with Target(dest, same_owner=same_owner, implied=pending.get, map_owner=map_owner, label=label) as target:
         for member in stream:
             path = safety.clean_path(member_name(member))
             safety.check_type(member, path)
@@ -96,8 +99,7 @@ def extract_archive(src: BinaryIO, dest: Path, *, select: Callable[[IndexEntry],
                     stashed[path] = stash_dir + b"/" + str(len(stashed)).encode()
                     _extract_file(stream, member, stashed[path], entry, index, target, stats)
                 continue
-            _extract_one(stream, member, path, entry, index, target, stats, allow_external_links,
-                         stashed, select is not None)
+            _extract_one(stream, member, path, entry, index, target, stats, stashed, select is not None)
             stats.entries += 1
             pause_at("restore-extract", stats.entries)
             if progress is not None and time.monotonic() - last >= _PROGRESS_EVERY:
@@ -145,12 +147,12 @@ def _entry_for(member: tarfile.TarInfo, path: bytes, index: Mapping[bytes, Index
 
 def _extract_one(stream: TarStream, member: tarfile.TarInfo, path: bytes, entry: IndexEntry,
                  index: Mapping[bytes, IndexEntry] | None, target: Target, stats: ExtractStats,
-                 allow_external_links: bool, stashed: Mapping[bytes, bytes], selecting: bool) -> None:
+                 stashed: Mapping[bytes, bytes], selecting: bool) -> None:
     if member.isdir():
         target.make_dir(path, _attrs(member))
     elif member.issym():
         link = member_link(member)
-        safety.check_symlink(path, link, allow_external=allow_external_links)
+        safety.check_symlink(path, link)
         target.make_symlink(path, link, _attrs(member))
     elif member.islnk():
         first = safety.clean_hardlink(path, member_link(member))

@@ -6,6 +6,11 @@ so nothing is ever written through a symlink. Files are created with ``O_CREAT |
 hard links with ``linkat`` without following, symlinks are created verbatim and never followed.
 Directory modes and mtimes are applied at the end, deepest first, so restrictive modes cannot block the
 extraction and writing into a directory does not spoil its restored mtime.
+
+Privileges are not restored from an archive (anyone who can write the repository can craft one): setuid
+and setgid bits are cleared on everything but directories (whose setgid only makes new entries inherit
+the group, as kubelet's ``fsGroup`` sets on every volume), and setuid is cleared on directories too. The
+file index keeps the original mode.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from dr.errors import DeploymentError, HostileArchiveError
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_SETID = stat.S_ISUID | stat.S_ISGID
 _HOLE = 1 << 16  # granularity of the holes left in restored files
 _ZEROS = bytes(_HOLE)
 
@@ -47,19 +53,27 @@ def _no_space(e: OSError, where: str) -> Exception:
 class Target:
     """An empty directory being filled from an archive. Use as a context manager; call :meth:`finish`.
 
-    ``implied(path)`` gives the attributes for a parent directory that must be created before its own
-    member is extracted (or None for defaults). With ``same_owner``, uid/gid are restored with lchown;
-    without, setuid/setgid bits are dropped from files (they would apply to the restoring user).
+    ``dest`` is a path, or an open directory descriptor (duplicated; the caller keeps its own) with
+    ``label`` naming it in messages. ``implied(path)`` gives the attributes for a parent directory that
+    must be created before its own member is extracted (or None for defaults). With ``same_owner``,
+    uid/gid are restored with lchown, through ``map_owner(uid, gid)`` when given. Setuid/setgid bits are
+    cleared (see the module docstring).
     """
 
-    def __init__(self, dest: Path, *, same_owner: bool,
-                 implied: Callable[[bytes], Attrs | None] = lambda _p: None) -> None:
-        self.dest = dest
-        self.root_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    def __init__(self, dest: Path | int, *, same_owner: bool,
+                 implied: Callable[[bytes], Attrs | None] = lambda _p: None,
+                 map_owner: Callable[[int, int], tuple[int, int]] | None = None, label: str = "") -> None:
+        if isinstance(dest, int):
+            self.dest = Path(label or "staging")
+            self.root_fd = os.dup(dest)
+        else:
+            self.dest = dest
+            self.root_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         if os.listdir(self.root_fd):
             os.close(self.root_fd)
-            raise DeploymentError(f"restore staging directory {dest} is not empty")
+            raise DeploymentError(f"restore staging directory {self.dest} is not empty")
         self._same_owner = same_owner
+        self._map_owner = map_owner
         self._implied = implied
         self._dirs: dict[bytes, Attrs] = {}  # directory attributes to apply at the end
         self._cached: tuple[bytes, int] | None = None  # the last parent directory opened
@@ -108,9 +122,8 @@ class Target:
                 pos += len(chunk)
             os.ftruncate(fd, size)
             if self._same_owner:
-                os.fchown(fd, attrs.uid, attrs.gid)
-            mode = attrs.mode if self._same_owner else attrs.mode & ~(stat.S_ISUID | stat.S_ISGID)
-            os.fchmod(fd, mode)
+                os.fchown(fd, *self._owner(attrs))
+            os.fchmod(fd, attrs.mode & ~_SETID)  # after chown, which would clear them anyway
             os.utime(fd, ns=(attrs.mtime_ns, attrs.mtime_ns))
         except OSError as e:
             raise _no_space(e, where) from e
@@ -123,7 +136,7 @@ class Target:
         try:
             os.symlink(target, name, dir_fd=parent)
             if self._same_owner:
-                os.chown(name, attrs.uid, attrs.gid, dir_fd=parent, follow_symlinks=False)
+                os.chown(name, *self._owner(attrs), dir_fd=parent, follow_symlinks=False)
             os.utime(name, ns=(attrs.mtime_ns, attrs.mtime_ns), dir_fd=parent, follow_symlinks=False)
         except OSError as e:
             raise _no_space(e, self._where(path)) from e
@@ -181,10 +194,13 @@ class Target:
 
     # --- internals --------------------------------------------------------------------------------
 
+    def _owner(self, attrs: Attrs) -> tuple[int, int]:
+        return self._map_owner(attrs.uid, attrs.gid) if self._map_owner else (attrs.uid, attrs.gid)
+
     def _apply_dir(self, fd: int, attrs: Attrs) -> None:
         if self._same_owner:
-            os.fchown(fd, attrs.uid, attrs.gid)
-        os.fchmod(fd, attrs.mode)  # after chown, which may clear setgid
+            os.fchown(fd, *self._owner(attrs))
+        os.fchmod(fd, attrs.mode & ~stat.S_ISUID)  # after chown, which may clear setgid
         os.utime(fd, ns=(attrs.mtime_ns, attrs.mtime_ns))
 
     def _where(self, path: bytes) -> str:

@@ -57,7 +57,7 @@ def verify_archive(src: BinaryIO, index: Mapping[bytes, IndexEntry]) -> VerifyRe
                 safety.check_type(member, path)
                 link = member_link(member)
                 if member.issym():
-                    safety.check_symlink(path, link, allow_external=True)
+                    safety.check_symlink(path, link)
                 elif member.islnk():
                     link = safety.clean_hardlink(path, link)
             except IntegrityError as e:

@@ -19,6 +19,24 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 ROOT = b"."  # the relative path of the root itself, in archives and indexes
 
+#: jdr's own restore state at a volume's root: ``.jdr-restore-<16 hex digits>`` (see
+#: :mod:`dr.deployments.restore_state`); ``.jdr-restore`` is the fixed name earlier versions used.
+STATE_NAME = re.compile(rb"\.jdr-restore-[0-9a-f]{16}")
+LEGACY_STATE_NAME = b".jdr-restore"
+
+
+def is_restore_state(name: bytes, st: os.stat_result) -> bool:
+    """Whether the entry ``name`` *at a volume's root*, with lstat ``st``, is restore state jdr made.
+
+    Only an exact name, a real directory (not a link), mode 0700, owned by root or by this process's user:
+    a user cannot make a directory owned by root, so as root this is exactly what jdr created; a
+    ``.jdr-restore-…`` of the user's own, or at any depth, is the user's data and is backed up.
+    """
+    if not (STATE_NAME.fullmatch(name) or name == LEGACY_STATE_NAME):
+        return False
+    return (stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o700
+            and st.st_uid in (0, os.geteuid()))
+
 
 @dataclass(frozen=True)
 class WalkEntry:
@@ -59,7 +77,8 @@ def walk(root: Path, excludes: Sequence[str],
          warn: Callable[[str], None]) -> Generator[WalkEntry, None, None]:
     """Yield the root, then every entry below it, depth first, each directory's names in byte order.
 
-    Excluded entries (see :func:`exclude_matcher`) are neither yielded nor descended. A directory on
+    Excluded entries (see :func:`exclude_matcher`) are neither yielded nor descended, nor is jdr's own
+    restore state at the root (:func:`is_restore_state`). A directory on
     another file system (a mount point) is yielded but not descended. Entries that vanish, and directories
     that cannot be listed, are reported through ``warn`` (a message naming the path) and skipped.
     Raises OSError if the root itself cannot be opened. Close the generator to release its descriptors.
@@ -90,6 +109,8 @@ def walk(root: Path, excludes: Sequence[str],
                 continue
             except OSError as e:
                 warn(f"{os.fsdecode(rel)}: cannot stat ({e.strerror}); skipped")
+                continue
+            if fd == root_fd and is_restore_state(name, st):
                 continue
             yield WalkEntry(rel, name, fd, st)
             if stat.S_ISDIR(st.st_mode):

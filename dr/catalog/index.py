@@ -21,7 +21,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from dr.catalog import schema as s
-from dr.errors import RepositoryError
+from dr.errors import ConfigError, RepositoryError
 from dr.model import Manifest
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,11 @@ class Catalog:
 
     def __init__(self, url: str, *, repository_url: str = "", repository_id: str = "") -> None:
         self.url = url
-        self.engine = _engine(url)
+        try:
+            self.engine = _engine(url)
+        except (SQLAlchemyError, ValueError) as e:  # a malformed URL, an unknown dialect
+            raise ConfigError(f"catalog.url: cannot use {url!r}: {e}",
+                              hint="a SQLAlchemy URL such as sqlite:////var/cache/jdr/catalog.sqlite") from e
         try:
             self._open(repository_url, repository_id)
         except SQLAlchemyError as e:
@@ -372,6 +376,15 @@ class Catalog:
         with self.engine.connect() as conn:
             text = conn.execute(select(s.runs.c.manifest).where(s.runs.c.id == run_id)).scalar()
         return Manifest.from_dict(json.loads(text)) if text is not None else None
+
+    def totals(self) -> tuple[int, int]:
+        """(runs, bytes of the distinct artifacts they reference): what the repository holds for its runs."""
+        distinct = select(s.artifacts.c.key, func.max(s.artifacts.c.size).label("size")).group_by(
+            s.artifacts.c.key).subquery()
+        with self.engine.connect() as conn:
+            runs = conn.execute(select(func.count()).select_from(s.runs)).scalar() or 0
+            size = conn.execute(select(func.coalesce(func.sum(distinct.c.size), 0))).scalar() or 0
+        return int(runs), int(size)
 
     def artifact_refs(self) -> dict[str, set[str]]:
         """For each artifact key, the runs that reference it (what prune's mark phase needs)."""

@@ -64,7 +64,8 @@ def _open_repository(ctx: Context) -> Repository:
     s = ctx.settings
     seal = seal_only_from_env()
     if seal is not None and not (s.encryption.key_env and os.environ.get(s.encryption.key_env)):
-        return Repository.open(wiring.make_store(s), seal, stale_after=s.repository.lock_stale_after)
+        return Repository.open(wiring.make_store(s), seal,  # type: ignore[arg-type]  # write-only: see SealOnly
+                               stale_after=s.repository.lock_stale_after)
     repo = wiring.open_repository(s)
     if repo.encrypted and repo.encryptor is None:
         raise UsageError("the repository is encrypted and this mover got neither the key nor the recipients")
@@ -109,12 +110,11 @@ def backup_volume(ctx: Context, run: str, key: str, root: Path, excludes: tuple[
 @click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=Path("/data"))
 @click.option("--path", "paths", multiple=True)
 @click.option("--into", default=None)
-@click.option("--allow-external-links", is_flag=True)
 @click.option("--discard-previous", is_flag=True)
 @_result_option
 @pass_ctx
 def restore_volume(ctx: Context, run: str, item_json: str | None, source: Path | None, root: Path,
-                   paths: tuple[str, ...], into: str | None, allow_external_links: bool, discard_previous: bool,
+                   paths: tuple[str, ...], into: str | None, discard_previous: bool,
                    result_file: Path) -> None:
     """Restore into the volume mounted at --root (staged, then swapped)."""
     from dr.deployments.kubernetes import agent as tasks
@@ -125,10 +125,10 @@ def restore_volume(ctx: Context, run: str, item_json: str | None, source: Path |
     def task(repo: Repository) -> dict[str, Any]:
         if source is not None:
             return tasks.copy_volume(source=source, root=root, run=run, paths=paths, into=into,
-                                     allow_external_links=allow_external_links, keep_previous=not discard_previous)
+                                     keep_previous=not discard_previous)
         item = VolumeItem.from_dict(_json_arg(item_json or "", "--item-json"))
         return tasks.restore_volume(repo, item, root=root, paths=paths, into=into,
-                                    allow_external_links=allow_external_links, keep_previous=not discard_previous)
+                                    keep_previous=not discard_previous)
 
     _run_task(ctx, run, "restore", result_file, task)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -33,25 +34,17 @@ def _at(value: str | None) -> object:
 @pass_ctx
 def backup(ctx: Context, users: tuple[str, ...], method: str | None, full: bool, dry_run: bool) -> None:
     """Run one backup: the hub database (and Secret) and every user's volume."""
-    from dr.operations.backup import BackupOptions, render_report, run_backup
-    from dr.operations.reporting import after_backup
+    from dr.cli import jobs
+    from dr.operations.backup import render_report
 
-    s = ctx.settings
-    store = wiring.make_store(s)  # the whole configuration is checked before anything is created
-    deployment = wiring.make_deployment(s)
-    repo = wiring.open_repository(s, create=not dry_run, store=store)
-    opts = BackupOptions(users=users, method=method or s.backup.method, full=full, dry_run=dry_run,
-                         excludes=tuple(s.backup.excludes), level=s.backup.compression_level,
-                         threads=s.backup.threads, secret_in_clear=s.encryption.secret_in_clear)
     with progress_reporter("backup", enabled=not ctx.json) as progress:
-        result = run_backup(repo, deployment, opts, progress=progress)
-    if not dry_run:
-        after_backup(s, repo, result)
+        result = jobs.backup(ctx.settings, users=users, method=method, full=full, dry_run=dry_run,
+                             progress=progress)
 
     def text() -> str:
         if result.status == "dry-run":
             return "\n".join(["would back up the hub database and:"] + [
-                f"  {p['user']}{':' + p['server'] if p['server'] else ''}  {p['source']}"
+                f"  {p['label']}  {p['source']}"
                 + ("  (server running)" if p["running"] else "") for p in result.planned])
         if result.manifest is None:
             return f"run {result.run}: FAILED {result.error}"
@@ -117,13 +110,10 @@ def ls(ctx: Context, run: str, path: str | None, user: str, server: str) -> None
 @click.option("--no-secret", is_flag=True, help="Do not restore the hub Secret (Kubernetes).")
 @click.option("--discard-previous", is_flag=True, help="Delete the replaced files after success "
                                                        "(default: keep them aside).")
-@click.option("--allow-external-links", is_flag=True,
-              help="Restore symlinks that point outside the home (never followed).")
 @pass_ctx
 def restore(ctx: Context, user: str | None, hub: bool, everything: bool, run: str | None, at: str | None,
             paths: tuple[str, ...], into: str | None, as_user: str | None, server: str, dry_run: bool,
-            yes: bool, force: bool, no_secret: bool, discard_previous: bool,
-            allow_external_links: bool) -> None:
+            yes: bool, force: bool, no_secret: bool, discard_previous: bool) -> None:
     """Restore one user's home (--user), the hub (--hub), or everything (--all)."""
     from dr.operations.restore import RestoreOptions, restore_all, restore_hub, restore_user
 
@@ -134,16 +124,30 @@ def restore(ctx: Context, user: str | None, hub: bool, everything: bool, run: st
         raise UsageError("--path, --into and --as go with --user")
     if run is not None and at is not None:
         raise UsageError("--run and --at cannot be used together")
+    if run is not None and not run.strip():
+        raise UsageError("--run '': an empty run id (is a shell variable unset?)",
+                         hint="give a run id, a unique prefix of one, or latest")
     s = ctx.settings
     repo = wiring.open_repository(s)
     deployment = wiring.make_deployment(s)
     opts = RestoreOptions(run=run, at=_at(at), paths=paths, into=into,  # type: ignore[arg-type]
                           as_user=as_user, server=server, dry_run=dry_run, force=force,
-                          allow_external_links=allow_external_links, keep_previous=not discard_previous,
+                          keep_previous=not discard_previous,
                           include_secret=not no_secret)
-    confirm = confirm_plan(ctx, yes)
+    asked = confirm_plan(ctx, yes)
     with progress_reporter("restore", enabled=not ctx.json and not dry_run) as progress:
         opts = replace(opts, progress=progress)
+
+        def confirm(plan: Any) -> bool:
+            # The prompt is answered before the bar starts (it starts at the first file restored); the
+            # total comes from the sizes the run's index recorded.
+            ok = asked(plan)
+            if ok:
+                total = render.restore_total(plan)
+                if total is not None:
+                    progress.set_total(*total)
+            return ok
+
         if user is not None:
             result = restore_user(repo, deployment, user, opts, confirm,
                                   wiring.make_hub_api(s) if not dry_run else None)
@@ -185,10 +189,12 @@ def verify(ctx: Context, run: str | None, deep: bool) -> None:
         result = verify_runs(repo, run, deep)
 
     def text() -> str:
-        head = f"verified {result.checked} artifacts of {len(result.runs)} run(s)" + (" (deep)" if deep else "")
+        head = "".join(f"warning: {w}\n" for w in result.warnings)
+        head += f"verified {result.checked} artifacts of {len(result.runs)} run(s)" + (" (deep)" if deep else "")
         if result.ok:
             return head + ": all intact"
-        return head + f": {len(result.problems)} PROBLEMS\n" + "\n".join(f"  {p}" for p in result.problems)
+        return (head + f": {len(result.problems)} PROBLEMS\n" + "\n".join(f"  {p}" for p in result.problems)
+                + "".join(f"\nnext step: {step}" for step in result.next_steps))
 
     ctx.emit(result.to_dict(), text)
     exit_with(result.exit_code)
@@ -199,17 +205,9 @@ def verify(ctx: Context, run: str | None, deep: bool) -> None:
 @pass_ctx
 def prune(ctx: Context, dry_run: bool) -> None:
     """Apply the retention policy, saying why each run is kept or dropped."""
-    from dr.operations.prune import prune as do_prune
-    from dr.operations.reporting import after_prune
+    from dr.cli import jobs
 
-    s = ctx.settings
-    repo = wiring.open_repository(s)
-    deployment = wiring.make_deployment(s) if s.deployment.kind == "kubernetes" else None
-    deleter = getattr(deployment, "delete_snapshots", None)
-    result = do_prune(repo, wiring.retention_policy(s), wiring.timezone(s), dry_run=dry_run,
-                      delete_snapshots=deleter)
-    if not dry_run:
-        after_prune(s, repo, result)
+    result = jobs.prune(ctx.settings, dry_run=dry_run)
 
     def text() -> str:
         lines = [f"{'KEEP' if d.keep else 'DROP'} {d.run}  {', '.join(d.reasons)}" for d in result.decisions]
@@ -244,36 +242,14 @@ def rebuild(ctx: Context) -> None:
 def unlock(ctx: Context, remove_all: bool) -> None:
     """Remove stale repository locks (of processes that died)."""
     from dr.repository import layout
-    from dr.repository.lock import is_stale, list_locks
-    from dr.util.timefmt import utcnow
+    from dr.repository.lock import list_locks, stale_locks
 
     repo = wiring.open_repository(ctx.settings)
     removed = []
-    for lock in list_locks(repo.store):
-        if remove_all or is_stale(lock, utcnow(), repo.stale_after):
-            repo.store.delete(layout.lock_key(lock.id))
-            removed.append(lock.describe())
+    for lock in list_locks(repo.store) if remove_all else stale_locks(repo.store, repo.stale_after):
+        repo.store.delete(layout.lock_key(lock.id))
+        removed.append(lock.describe())
     ctx.emit({"removed": removed}, "\n".join(["removed: " + r for r in removed]) or "no stale locks")
-
-
-@cli.group()
-def key() -> None:
-    """Encryption keys (age format)."""
-
-
-@key.command()
-@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
-@pass_ctx
-def generate(ctx: Context, path: Path) -> None:
-    """Create a new installation key file (mode 0600). Keep a copy somewhere safe."""
-    from dr.crypto.age import generate_identity
-    from dr.crypto.keys import write_key_file
-
-    identity = generate_identity()
-    write_key_file(path, identity)
-    ctx.emit({"path": str(path), "recipient": identity.recipient.text()},
-             f"wrote {path}\npublic key: {identity.recipient.text()}\n"
-             "without this key the encrypted backups cannot be restored: store a copy off-site")
 
 
 @cli.command()

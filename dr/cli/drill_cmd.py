@@ -11,7 +11,6 @@ from typing import Any
 
 import click
 
-from dr import wiring
 from dr.cli.main import Context, cli, exit_with, pass_ctx
 from dr.deployments.drill import DrillTarget
 from dr.errors import ConfigError, Interrupted, UsageError
@@ -72,7 +71,8 @@ def drill(ctx: Context, run: str | None, users: int | None, everyone: bool, keep
 
     Exit code 0: the drill passed; 1: it ran and found failures (the report says why); 3: it could not run.
     """
-    from dr.operations.drill import DrillOptions, after_drill, run_drill
+    from dr.cli import jobs
+    from dr.operations.drill import DrillOptions
     from dr.operations.drill_html import render_markdown
 
     if everyone and users is not None:
@@ -80,12 +80,8 @@ def drill(ctx: Context, run: str | None, users: int | None, everyone: bool, keep
     s = ctx.settings
     opts = DrillOptions(run=run, users=0 if everyone else (users if users is not None else s.drill.users),
                         keep=keep, start_hub=s.drill.start_hub if start_hub is None else start_hub)
-    repo = wiring.open_repository(s)
-    target = make_drill_target(s)
     with _sigterm_interrupts():
-        result = run_drill(repo, target, opts,
-                           on_step=None if ctx.json else lambda m: click.echo(f"==> {m}", err=True))
-    after_drill(s, result.report)
+        repo, result = jobs.drill(s, opts, on_step=None if ctx.json else lambda m: click.echo(f"==> {m}", err=True))
     doc = result.to_dict()
 
     def text() -> str:

@@ -6,6 +6,7 @@ Exit codes (docs/EXIT_CODES.md): 0 success, 1 partial failure, 2 usage/configura
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -34,7 +35,11 @@ class Context:
     @property
     def settings(self) -> Settings:
         if self._settings is None:
+            from dr.cli.logs import setup_logging
+
             self._settings = load_settings(self.config)
+            # log_format from the file (JDR_LOG_FORMAT, an override of the same key, is already applied).
+            setup_logging(self.verbose, self._settings.log_format)
         return self._settings
 
     def emit(self, doc: Any, text: str | Callable[[], str]) -> None:
@@ -58,22 +63,30 @@ def fail(ctx: Context | None, e: JdrError) -> NoReturn:
 
 
 class JdrGroup(click.Group):
-    """Maps jdr's errors to their exit codes; click's own usage errors exit 2 as usual."""
+    """Maps jdr's errors to their exit codes; click's own usage errors exit 2 as usual.
+
+    Nothing escapes as a traceback (whose exit status, 1, would read as "partial"): an OSError that no
+    operation translated is reported as "nothing could be done" (3) naming the file, any other exception
+    as an internal error (3), its traceback logged at debug level (``-vv``).
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except JdrError as e:
-            obj = ctx.find_object(Context)
-            fail(obj, e)
+            fail(ctx.find_object(Context), e)
         except KeyboardInterrupt:
             click.echo("jdr: interrupted", err=True)
             sys.exit(EXIT_FAILED)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
+            raise
+        except Exception as e:  # the last line of defence: see the docstring
+            fail(ctx.find_object(Context), translate_unexpected(e))
 
 
 @click.group(cls=JdrGroup, context_settings={"help_option_names": ["-h", "--help"],
                                                "max_content_width": 100})
-@click.option("--config", "config", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--config", "config", type=click.Path(path_type=Path),
               envvar="JDR_CONFIG", help="Configuration file (YAML). Default: $JDR_CONFIG.")
 @click.option("--json", "as_json", is_flag=True, help="Print one machine-readable JSON document.")
 @click.option("-v", "--verbose", count=True, help="More logging on stderr (-vv for debug).")
@@ -82,10 +95,34 @@ class JdrGroup(click.Group):
 def cli(ctx: click.Context, config: Path | None, as_json: bool, verbose: int) -> None:
     """jdr — backup and disaster recovery for JupyterHub."""
     from dr.cli.logs import setup_logging
+    from dr.util.timefmt import check_clock
 
     ctx.obj = Context(config=config, json=as_json, verbose=verbose)
     fmt = os.environ.get("JDR_LOG_FORMAT", "auto")
     setup_logging(verbose, fmt if fmt in ("auto", "text", "json") else "auto")
+    try:
+        check_clock()  # an injected clock (JDR_NOW, for tests) that cannot be read stops every command
+    except ValueError as e:
+        raise UsageError(str(e), hint="JDR_NOW takes an ISO-8601 time such as 2026-09-01T02:00:00Z") from e
+
+
+def translate_unexpected(e: BaseException) -> JdrError:
+    """An error no operation translated, as a JdrError with exit code 3 (its traceback logged at debug)."""
+    log.debug("unexpected error", exc_info=e)
+    if isinstance(e, OSError):
+        where = f": {os.fsdecode(e.filename)}" if e.filename is not None else ""
+        hint = None
+        if e.errno == errno.ENAMETOOLONG:
+            hint = "a file name is longer than this file system allows; choose shorter names"
+        elif e.errno == errno.EXDEV:
+            hint = "the source and destination are on different file systems (a mount point in between)"
+        elif e.errno in (errno.EACCES, errno.EPERM):
+            hint = "check the permissions (and that jdr runs as the user that should do this)"
+        return JdrError(f"{e.strerror or e}{where}", hint=hint)
+    if isinstance(e, UnicodeError):
+        return JdrError(f"cannot decode text: {e}", hint="a file jdr read is not UTF-8")
+    return JdrError(f"internal error: {type(e).__name__}: {e}",
+                    hint="this is a bug in jdr; run again with -vv for the traceback and report it")
 
 
 def main() -> None:
@@ -112,7 +149,7 @@ def exit_with(code: int) -> None:
         sys.exit(code)
 
 
-from dr.cli import agent, commands, drill_cmd  # noqa: E402,F401  (registers the commands on ``cli``)
+from dr.cli import agent, commands, drill_cmd, key_cmd  # noqa: E402,F401  (registers the commands on ``cli``)
 
 __all__ = ["EXIT_USAGE", "cli", "main"]
 from dr.cli import worker_cmd  # noqa: E402,F401

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import stat
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dr.model import IndexEntry, Manifest
+from dr.policy.keys import run_keys
 from dr.util.timefmt import iso
 
 if TYPE_CHECKING:
@@ -34,9 +35,23 @@ def runs_table(rows: Sequence[RunRow]) -> str:
 
 
 def manifest_text(m: Manifest) -> str:
-    lines = [f"run {m.run}  {m.status}",
-             f"  started  {iso(m.started)}", f"  finished {iso(m.finished)}",
-             f"  deployment {m.deployment}", f"  jdr {m.jdr_version}"]
+    seconds = (m.finished - m.started).total_seconds()
+    ok = sum(1 for v in m.volumes if v.status == "ok")
+    failed = sum(1 for v in m.volumes if v.status == "failed")
+    stored = sum(a.size for a in m.artifacts() if a.run == m.run)
+    lines = [f"run {m.run}: {m.status}",
+             f"  time        {m.started.strftime('%Y-%m-%d %H:%M:%S')} UTC, took {seconds:.1f} s "
+             f"(finished {iso(m.finished)})",
+             f"  deployment  {deployment_text(m.deployment)}",
+             f"  volumes     {len(m.volumes)}: {ok} ok, {failed} failed"
+             + "".join(f", {n} {st}" for st, n in _other_statuses(m).items()),
+             f"  size        {human_bytes(sum(v.bytes for v in m.volumes))} in "
+             f"{sum(v.files for v in m.volumes)} files; {human_bytes(stored)} stored by this run",
+             f"  written by  jdr {m.jdr_version}"]
+    keys = run_keys(m)
+    if keys.encrypted:
+        lines.append("  keys: " + (", ".join(sorted(keys.fingerprints)) + " (any one of them restores this run)"
+                                   if keys.known else "not recorded (encrypted by an older jdr)"))
     if m.hub is not None:
         if m.hub.db is not None:
             lines.append(f"  hub database: {m.hub.status}, {human_bytes(m.hub.db_bytes)}, revision "
@@ -60,6 +75,30 @@ def manifest_text(m: Manifest) -> str:
     for f in m.failures:
         lines.append(f"  FAILED: {f}")
     return "\n".join(lines)
+
+
+def restore_total(plan: Any) -> tuple[int, int] | None:
+    """(files, bytes) a restore plan will write, from the sizes recorded in the run (its index totals);
+    None when some step restores only matching paths (their size is not known before reading the index)."""
+    steps = list(getattr(plan, "volumes", ()))
+    if not steps or any(step.paths for step in steps):
+        return None
+    return sum(step.item.files for step in steps), sum(step.item.bytes for step in steps)
+
+
+def deployment_text(d: dict[str, Any]) -> str:
+    """``local (hub_db /srv/…, homes /home/jupyter-{username})``: the manifest's deployment record, readable."""
+    kind = str(d.get("kind", "?"))
+    rest = [f"{k} {v}" for k, v in d.items() if k != "kind" and isinstance(v, str | int | float) and v != ""]
+    return kind + (f" ({', '.join(rest)})" if rest else "")
+
+
+def _other_statuses(m: Manifest) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for v in m.volumes:
+        if v.status not in ("ok", "failed"):
+            counts[v.status] = counts.get(v.status, 0) + 1
+    return counts
 
 
 def ls_line(e: IndexEntry) -> str:

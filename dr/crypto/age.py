@@ -51,6 +51,10 @@ NO_IDENTITY = "artifact cannot be decrypted: no identity matches"
 AUTH_FAILED = "authentication failed — wrong key or tampered data"
 
 
+class NoIdentityMatches(IntegrityError):
+    """None of the given identities opens the file: it was encrypted to other keys (not damage)."""
+
+
 class _Source(Protocol):
     def read(self, size: int = -1, /) -> bytes: ...
 
@@ -101,6 +105,12 @@ class Recipient:
         """The ``age1…`` form, as ``age -r`` takes it."""
         return bech32.encode(RECIPIENT_HRP, self.public_bytes)
 
+    @property
+    def fingerprint(self) -> str:
+        """A short public name for this key: the first 16 hex digits of the SHA-256 of its ``age1…`` text
+        (``printf %s age1… | sha256sum | cut -c1-16``). Identifies a key; proves nothing."""
+        return fingerprint(self.text())
+
     def __str__(self) -> str:
         return self.text()
 
@@ -121,6 +131,15 @@ class Identity:
     def parse(cls, text: str) -> Identity:
         """Parse an ``AGE-SECRET-KEY-1…`` line or a whole age key file (``#`` comments, blank lines ignored;
         the first identity line wins). Raises ConfigError, whose message never contains the key."""
+        return cls.parse_all(text)[0]
+
+    @classmethod
+    def parse_all(cls, text: str) -> list[Identity]:
+        """Every identity of an age key file, in order (``age -d -i`` takes such a file too); at least one.
+
+        Every non-comment line must be a valid identity. Raises ConfigError, whose message never contains
+        the key."""
+        found: list[Identity] = []
         for raw in text.splitlines():
             line = raw.strip()
             if not line or line.startswith("#"):
@@ -133,8 +152,10 @@ class Identity:
                 raise ConfigError("not a valid age identity (AGE-SECRET-KEY-1… fails its checksum)") from None
             if hrp != IDENTITY_HRP or len(data) != 32:
                 raise ConfigError("not a valid age identity (AGE-SECRET-KEY-1… of the wrong length)")
-            return cls(X25519PrivateKey.from_private_bytes(data))
-        raise ConfigError("no age identity (AGE-SECRET-KEY-1…) found")
+            found.append(cls(X25519PrivateKey.from_private_bytes(data)))
+        if not found:
+            raise ConfigError("no age identity (AGE-SECRET-KEY-1…) found")
+        return found
 
     def secret_text(self) -> str:
         """The ``AGE-SECRET-KEY-1…`` form. Handle with care: this is the secret."""
@@ -156,6 +177,11 @@ class Identity:
         return f"Identity(recipient={self.recipient.text()!r})"
 
     __str__ = __repr__
+
+
+def fingerprint(recipient_text: str) -> str:
+    """The fingerprint of an ``age1…`` recipient (see :attr:`Recipient.fingerprint`)."""
+    return sha256(recipient_text.strip().encode("ascii")).hexdigest()[:16]
 
 
 def generate_identity() -> Identity:
@@ -257,7 +283,7 @@ def _unwrap_file_key(stanzas: list[_Stanza], identities: Sequence[Identity]) -> 
             file_key = identity._unwrap(share, stanza.body)
             if file_key is not None:
                 return file_key
-    raise IntegrityError(NO_IDENTITY, hint="decrypt with the installation's key (encryption.key_file)")
+    raise NoIdentityMatches(NO_IDENTITY, hint="decrypt with the installation's key (encryption.key_file)")
 
 
 # --- payload ---------------------------------------------------------------------------------------------

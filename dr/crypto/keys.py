@@ -3,20 +3,29 @@
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime
 from pathlib import Path
 
 from dr.crypto.age import Identity
 from dr.errors import ConfigError
+from dr.util.timefmt import utcnow
 
 _HINT = "create one with `age-keygen -o FILE` (or jdr's key generation) and keep a copy off the cluster"
 
 
 def load_identity(path: Path | None = None, text: str | None = None) -> Identity:
-    """The identity in key file ``path``, or in ``text`` (e.g. from a Kubernetes Secret); exactly one.
+    """The (first) identity in key file ``path``, or in ``text`` (e.g. from a Kubernetes Secret).
 
     Accepts the age key-file format. Raises ConfigError for a missing or unreadable file or a bad format;
     the message never contains the key.
+    """
+    return load_identities(path, text)[0]
+
+
+def load_identities(path: Path | None = None, text: str | None = None) -> list[Identity]:
+    """Every identity in key file ``path``, or in ``text``, in order; give exactly one of the two.
+
+    An age key file may hold several ``AGE-SECRET-KEY-1…`` lines (as ``age -d -i`` accepts). Raises
+    ConfigError as :func:`load_identity` does.
     """
     if (path is None) == (text is None):
         raise ConfigError("load_identity: give exactly one of a key file path or key text")
@@ -32,7 +41,7 @@ def load_identity(path: Path | None = None, text: str | None = None) -> Identity
             raise ConfigError(f"{where} cannot be read ({type(e).__name__})") from None
     assert text is not None
     try:
-        return Identity.parse(text)
+        return Identity.parse_all(text)
     except ConfigError as e:
         raise ConfigError(
             f"{where}: {e.message}", hint="expected an age key file (AGE-SECRET-KEY-1…)"
@@ -44,7 +53,7 @@ def write_key_file(path: Path, identity: Identity) -> None:
 
     Refuses to overwrite an existing file (ConfigError): losing a key loses every backup made with it.
     """
-    created = datetime.now(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+    created = utcnow().replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
     content = f"# created: {created}\n# public key: {identity.recipient.text()}\n{identity.secret_text()}\n"
     try:
         # O_EXCL: no overwrite, even under a race; the mode is set at creation, never world-readable.

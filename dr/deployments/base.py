@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from dr.hubdb.info import DbInfo
-from dr.model import Artifact, Manifest, VolumeItem
+from dr.model import Artifact, Manifest, VolumeItem, volume_label
 from dr.repository.repository import Repository
 
 Progress = Callable[[int, int], None]
@@ -34,9 +34,7 @@ class Volume:
 
     @property
     def label(self) -> str:
-        if self.user is None:
-            return f"pvc:{self.source.get('pvc', {}).get('name', self.key)}"
-        return f"{self.user}:{self.server}" if self.server else self.user
+        return volume_label(self.user, self.server, self.source, self.key)
 
 
 @dataclass(frozen=True)
@@ -50,6 +48,8 @@ class BackupContext:
     threads: int = 0
     previous: Manifest | None = None  # the newest run to reuse unchanged volumes from
     progress: Progress | None = None
+    damaged: frozenset[str] = frozenset()  # artifact keys recorded damaged: never referenced again
+    reuse_since: datetime | None = None  # artifacts written before this are not referenced (full_every)
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,6 @@ class VolumeRestore:
     target_server: str = ""
     paths: tuple[str, ...] = ()  # ``--path`` globs; empty means the whole volume
     into: str | None = None  # ``--into SUBDIR``: restore beside the current files
-    allow_external_links: bool = False
     keep_previous: bool = True  # keep the replaced contents aside after success
     progress: Progress | None = None  # called with (files, bytes) done, for progress display
 

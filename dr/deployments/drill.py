@@ -48,6 +48,7 @@ from dr.model import IndexEntry, VolumeItem
 from dr.repository.artifacts import drain
 from dr.repository.repository import Repository
 from dr.util.procs import pid_alive
+from dr.util.testhooks import pause_at
 from dr.util.timefmt import iso, utcnow
 
 log = logging.getLogger(__name__)
@@ -212,11 +213,15 @@ def _inside(path: Path, base: Path) -> bool:
 
 
 def homes_base(template: str) -> Path | None:
-    """The fixed directory part of a homes template (``/home`` for ``/home/jupyter-{username}``)."""
-    if "{username}" not in template:
+    """The fixed directory part of a homes template (``/home`` for ``/home/jupyter-{username}`` and for
+    ``tljh``); None when ``template`` is not a homes layout."""
+    from dr.deployments.home_names import HomeLayout
+    from dr.errors import UsageError
+
+    try:
+        return Path(os.path.abspath(HomeLayout.parse(template).base))
+    except UsageError:
         return None
-    head = template.split("{username}", 1)[0]
-    return Path(os.path.abspath(head if head.endswith("/") else os.path.dirname(head) or "/"))
 
 
 class LocalDrillTarget:
@@ -412,7 +417,36 @@ def _rmtree(path: Path) -> None:
 
 _HUB_CONFIG = """\
 # Written by jdr drill: a hub on a restored database, in a scratch directory, on loopback only.
+# It admits nobody: every login is refused, no user is made an admin, and no server can be spawned (the
+# restored database holds production's users, admins and tokens; this hub must not act on them).
+from jupyterhub.auth import Authenticator
 from jupyterhub.proxy import Proxy
+from jupyterhub.spawner import Spawner
+
+
+class NobodyAuthenticator(Authenticator):
+    \"\"\"Refuses every login, whatever the name and password.\"\"\"
+
+    allow_all = False
+
+    async def authenticate(self, handler, data):
+        return None
+
+    def check_allowed(self, username, authentication=None):
+        return False
+
+
+class NoSpawner(Spawner):
+    \"\"\"Spawns nothing: a drill's hub only proves it starts on the restored database.\"\"\"
+
+    async def start(self):
+        raise RuntimeError("a jdr drill's hub spawns no servers")
+
+    async def stop(self, now=False):
+        return None
+
+    async def poll(self):
+        return 0
 
 
 class DrillProxy(Proxy):
@@ -444,9 +478,10 @@ c.JupyterHub.upgrade_db = True
 c.JupyterHub.cookie_secret_file = {cookie_secret!r}
 c.JupyterHub.pid_file = {pid_file!r}
 c.JupyterHub.proxy_class = DrillProxy
-c.JupyterHub.authenticator_class = "dummy"
-c.Authenticator.allow_all = True
-c.JupyterHub.spawner_class = "simple"
+c.JupyterHub.authenticator_class = NobodyAuthenticator
+c.Authenticator.admin_users = set()
+c.Authenticator.allowed_users = set()
+c.JupyterHub.spawner_class = NoSpawner
 c.JupyterHub.cleanup_servers = False
 c.JupyterHub.services = [{{"name": "jdr-drill", "api_token": {token!r}}}]
 c.JupyterHub.load_roles = [{{"name": "jdr-drill", "scopes": ["list:users", "read:users"],
@@ -498,6 +533,7 @@ def _run_scratch_hub(target: LocalDrillTarget, timeout: float) -> HubCheck:
             if time.monotonic() > deadline:
                 return HubCheck("failed", f"jupyterhub did not answer within {timeout:.0f}s: {_tail(log_path)}")
             time.sleep(0.2)
+        pause_at("drill-hub-up")  # tests log in here (tests/security/test_surface_drill_hub.py)
         version = str((info or {}).get("version", "")) if isinstance(info, dict) else ""
         try:
             users = _get_json(url + "/users", token)

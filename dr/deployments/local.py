@@ -18,7 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from dr.deployments.base import BackupContext, Volume, VolumeRestore, VolumeRestoreResult
+from dr.deployments.home_names import HomeLayout
 from dr.deployments.hubdb_swap import swap_in_database
+from dr.deployments.restore_checks import check_local_restore, restore_owner_map
+from dr.deployments.reuse import decide_reuse
 from dr.deployments.volume_backup import ALWAYS_EXCLUDED, backup_tree
 from dr.deployments.volume_swap import restore_into
 from dr.errors import DeploymentError, JdrError, UsageError
@@ -46,18 +49,15 @@ class LocalDeployment:
     def __init__(self, settings: DeploymentSettings) -> None:
         if not settings.hub_db:
             raise UsageError("deployment.hub_db: required for a local deployment")
-        if "{username}" not in settings.homes:
-            raise UsageError("deployment.homes: must contain {username}, e.g. /home/jupyter-{username}")
+        self.layout = HomeLayout.parse(settings.homes)
         self.settings = settings
         self.db_path = Path(settings.hub_db)
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, "hub_db": str(self.db_path), "homes": self.settings.homes}
+        return {"kind": self.kind, "hub_db": str(self.db_path), "homes": self.layout.template}
 
     def home_of(self, user: str) -> Path:
-        if "/" in user or user in (".", "..") or "\0" in user:
-            raise UsageError(f"username {user!r} cannot name a home directory")
-        return Path(self.settings.homes.format(username=user))
+        return self.layout.home_of(user)
 
     # --- the hub ---------------------------------------------------------------------------------
 
@@ -102,18 +102,27 @@ class LocalDeployment:
     # --- volumes ---------------------------------------------------------------------------------
 
     def volumes(self, db: DbInfo) -> list[Volume]:
+        """Every hub user's home (existing or not: a user without one is recorded as absent), then the
+        orphans: homes of the layout that belong to no hub user, each its own volume without a user."""
         found = []
+        homes: set[str] = set()
         for user in db.users:
             try:
                 home = self.home_of(user)
             except UsageError as e:
                 log.warning("skipping user %r: %s", user, e)
                 continue
+            homes.add(os.path.normpath(home))
             server = db.server(user)
             found.append(Volume(
                 key=volume_key(user), user=user, source={"path": str(home), "exists": home.is_dir()},
                 running=bool(server and server.running),
                 last_activity=server.last_activity if server else None))
+        orphans = [p for p in self.layout.scan() if os.path.normpath(p) not in homes]
+        if orphans:
+            log.warning("%d home directories belong to no hub user (backed up as orphans): %s", len(orphans),
+                        ", ".join(map(str, orphans[:20])))
+        found += [orphan_volume(p) for p in orphans]
         return found
 
     def server_running(self, user: str, server: str = "") -> bool:
@@ -138,21 +147,34 @@ class LocalDeployment:
         started = time.monotonic()
         home = Path(vol.source["path"])
         base = VolumeItem(key=vol.key, user=vol.user, server=vol.server, method="archive",
-                          source={"path": str(home)})
-        if not home.is_dir():
-            return _replace(base, status="failed", error=f"home directory {home} does not exist")
+                          source=_recorded_source(vol))
+        prev = _previous_item(ctx, vol)
         try:
-            prev = ctx.previous.volume_for(vol.user or "", vol.server) if ctx.previous else None
-            reusable = (not ctx.full and prev is not None and prev.status == "ok"
-                        and prev.archive is not None and ctx.repo.artifact_exists(prev.archive)
-                        and prev.index is not None and ctx.repo.artifact_exists(prev.index))
+            os.lstat(home)
+        except FileNotFoundError:
+            if not self.layout.base.is_dir():  # a wrong template, not a user without a home
+                return _replace(base, status="failed", error=f"{self.layout.base} does not exist; check "
+                                f"deployment.homes ({self.layout.template})")
+            # A user who never logged in has no home and nothing to lose: absent, not failed. A home that
+            # exists but cannot be read (not a directory, no permission) still fails.
+            gone = (f"the home {home} was backed up in run {ctx.previous.run if ctx.previous else '?'} "
+                    "and is gone now",) if prev is not None and prev.status == "ok" else ()
+            if gone:
+                log.warning("%s: %s", vol.label, gone[0])
+            return _replace(base, status="absent", warnings=gone, seconds=time.monotonic() - started)
+        except OSError as e:
+            return _replace(base, status="failed", error=f"{e.strerror or e}: {home}")
+        if not home.is_dir():
+            return _replace(base, status="failed", error=f"home {home} is not a directory")
+        try:
+            reusable = decide_reuse(ctx, prev, vol.label).reusable
             tree = backup_tree(home, ctx.repo, ctx.run, vol.key, excludes=ctx.excludes, level=ctx.level,
                                threads=ctx.threads, progress=ctx.progress,
                                previous_fingerprint=prev.fingerprint if reusable and prev else None)
             if tree.unchanged and prev is not None:
                 log.info("%s: unchanged since run %s, referencing its archive", vol.label,
                          prev.reused_from or ctx.previous.run if ctx.previous else "")
-                return _replace(prev, source={"path": str(home)},
+                return _replace(prev, source=_recorded_source(vol),
                                 reused_from=prev.reused_from or (ctx.previous.run if ctx.previous else None),
                                 seconds=time.monotonic() - started, warnings=())
             return _replace(base, archive=tree.archive, index=tree.index, fingerprint=tree.fingerprint,
@@ -166,15 +188,18 @@ class LocalDeployment:
             return _replace(base, status="failed", error=f"{e.strerror or e}: {e.filename or home}",
                             seconds=time.monotonic() - started)
 
+    def check_volume_restore(self, req: VolumeRestore) -> None:
+        """Refuse, before anything is done, a restore that cannot be: see
+        :func:`dr.deployments.restore_checks.check_local_restore`."""
+        check_local_restore(req, self._target_home(req), self.db_path)
+
     def restore_volume(self, req: VolumeRestore, repo: Repository) -> VolumeRestoreResult:
         from dr.archive.index import load_index
 
         item = req.item
         if item.archive is None or item.index is None:
             raise DeploymentError(f"{item.label}: the run holds no archive of this volume")
-        if req.target_user is None:
-            raise UsageError("a local deployment restores only users' homes")
-        home = self.home_of(req.target_user)
+        home = self._target_home(req)
         if not home.is_dir():
             parent_ok = home.parent.is_dir()
             if not parent_ok:
@@ -185,11 +210,42 @@ class LocalDeployment:
             drain(raw_index)
         with repo.open_artifact(item.archive) as archive:
             result = restore_into(home, archive, run=item.archive.run or "run", index=index,
-                                  paths=req.paths, into=req.into,
-                                  allow_external_links=req.allow_external_links,
-                                  keep_previous=req.keep_previous, drain=drain, progress=req.progress)
+                                  paths=req.paths, into=req.into, keep_previous=req.keep_previous,
+                                  drain=drain, progress=req.progress,
+                                  map_owner=restore_owner_map(req, home))
         return VolumeRestoreResult(target=str(home), files=result.files, bytes=result.bytes,
                                    previous=result.previous)
+
+
+    def _target_home(self, req: VolumeRestore) -> Path:
+        """The target user's home; for an orphan home (no user), the directory it was backed up from,
+        which must still be a home of this layout (a manifest naming any other path is refused)."""
+        if req.target_user is not None:
+            return self.home_of(req.target_user)
+        path = req.item.source.get("path")
+        if not req.item.source.get("orphan") or not isinstance(path, str) or not self.layout.matches(path):
+            raise DeploymentError(f"{req.item.label}: not a home directory of deployment.homes "
+                                  f"({self.layout.template}); a local deployment restores only homes")
+        return Path(os.path.normpath(path))
+
+
+def orphan_volume(home: Path) -> Volume:
+    """An orphan home: a directory of the layout that belongs to no hub user."""
+    return Volume(key=volume_key(None, home=str(home)), user=None, source={"path": str(home), "orphan": True})
+
+
+def _recorded_source(vol: Volume) -> dict[str, Any]:
+    """What the manifest records as the item's source: the path (and whether it is an orphan)."""
+    return {k: v for k, v in vol.source.items() if k in ("path", "orphan")}
+
+
+def _previous_item(ctx: BackupContext, vol: Volume) -> VolumeItem | None:
+    """The same volume in the previous run: by user and server, or (orphans) by key."""
+    if ctx.previous is None:
+        return None
+    if vol.user is not None:
+        return ctx.previous.volume_for(vol.user, vol.server)
+    return next((v for v in ctx.previous.volumes if v.user is None and v.key == vol.key), None)
 
 
 def _replace(item: VolumeItem, **changes: Any) -> VolumeItem:

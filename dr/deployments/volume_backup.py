@@ -2,7 +2,8 @@
 Kubernetes mover pods (``jdr agent backup-volume``), so both write byte-for-byte the same artifacts.
 
 The tree is fingerprinted first (a listing, no contents read); when the fingerprint equals the one of the
-previous run's archive, nothing is uploaded and the caller references that archive instead.
+previous run's archive, nothing is uploaded and the caller references that archive instead (only when
+the reuse decision, dr/deployments/reuse.py, found that archive good).
 """
 
 from __future__ import annotations
@@ -13,15 +14,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dr.archive.writer import fingerprint, write_archive
-from dr.deployments.volume_swap import RESTORE_DIR
+from dr.deployments.volume_swap import unfinished_restore
+from dr.errors import DeploymentError
 from dr.model import Artifact
 from dr.repository import layout
 from dr.repository.repository import Repository
 
 log = logging.getLogger(__name__)
 
-#: Always left out of archives: jdr's own restore bookkeeping inside a home.
-ALWAYS_EXCLUDED = (RESTORE_DIR,)
+#: Patterns always left out of archives: none. jdr's own restore state is left out by the walk itself, by
+#: exact name at the volume's root and verified ownership (:func:`dr.archive.walk.is_restore_state`), so a
+#: user's own ``.jdr-restore…`` anywhere is backed up like any other file.
+ALWAYS_EXCLUDED: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -41,19 +45,30 @@ def backup_tree(root: Path, repo: Repository, run: str, key: str, *, excludes: S
                 level: int = 3, threads: int = 0, previous_fingerprint: str | None = None,
                 progress: Callable[[int, int], None] | None = None) -> TreeBackup:
     """Archive the tree at ``root`` as volume ``key`` of ``run``, unless its fingerprint equals
-    ``previous_fingerprint`` (pass it only when the previous archive is known to exist).
+    ``previous_fingerprint`` (pass it only when :func:`dr.deployments.reuse.decide_reuse` allows the
+    previous archive to be referenced again: not damaged, not too old, present at its size).
 
     ``threads`` is the ``backup.threads`` setting: 0 means one zstd worker per CPU, so that compression
     runs beside (not after) the reading of files, as in ``tar | zstd -T0``.
 
     Raises OSError when ``root`` cannot be read and JdrError for repository failures; an upload that
-    fails is aborted (nothing appears under its key).
+    fails is aborted (nothing appears under its key). Raises DeploymentError when a restore into the
+    volume was killed during its swap: part of the home then sits in the restore's state, and archiving
+    the rest would record a good-looking copy of a half-swapped home.
     """
+    pending = unfinished_restore(root)
+    if pending is not None:
+        raise DeploymentError(
+            f"an interrupted restore left {root} half swapped ({pending}), so it was not backed up: run "
+            "the same `jdr restore` again to finish it (nothing is lost)")
     excludes = (*ALWAYS_EXCLUDED, *excludes)
     zstd_threads = threads if threads > 0 else -1  # zstandard: -1 = one worker per CPU
     fp, files, size = fingerprint(root, excludes)
     if previous_fingerprint is not None and previous_fingerprint == fp:
         return TreeBackup(fingerprint=fp, files=files, bytes=size, unchanged=True)
+    expect = getattr(progress, "expect", None)
+    if expect is not None:
+        expect(files, size)  # the listing's totals, so that a progress bar can show an ETA
     enc = repo.encrypted
     with repo.artifact_writer(layout.volume_archive_key(run, key, enc), run) as aw, \
             repo.artifact_writer(layout.volume_index_key(run, key, enc), run) as iw:

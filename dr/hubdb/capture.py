@@ -20,6 +20,7 @@ from pathlib import Path
 
 from dr.errors import DeploymentError, IntegrityError, UsageError
 from dr.hubdb.info import DbInfo, integrity_problems, read_revision, read_servers, read_users, tables
+from dr.util.testhooks import pause_at
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +158,7 @@ def _backup_once(src: Path, dest: Path, *, pages: int, busy_timeout: float, dead
             raise _DeadlineExceeded
 
     with _open_ro(src, busy_timeout) as src_conn:
+        pause_at("hubdb-capture")
         dst_conn = sqlite3.connect(str(dest))
         try:
             try:

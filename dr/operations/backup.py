@@ -8,19 +8,32 @@ import logging
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import dr
 from dr.deployments.base import BackupContext, CapturedHub, Deployment, Volume
-from dr.errors import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, JdrError, NotFoundError, UsageError
+from dr.errors import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    IntegrityError,
+    JdrError,
+    NotFoundError,
+    UsageError,
+)
 from dr.model import METHODS, HubItem, Manifest, RunStatus, VolumeItem, new_run_id
+from dr.operations.keys import check_backup_keys, reusable
+from dr.policy.retention import Duration, parse_duration
 from dr.repository import layout
+from dr.repository.damage import damaged_keys
 from dr.repository.repository import Repository
 from dr.util.testhooks import pause_at
 from dr.util.timefmt import iso, utcnow
 
 log = logging.getLogger(__name__)
+
+DEFAULT_FULL_EVERY = "30d"
 
 
 @dataclass(frozen=True)
@@ -33,6 +46,8 @@ class BackupOptions:
     level: int = 3
     threads: int = 0
     secret_in_clear: bool = False
+    #: ``backup.full_every``: no artifact written longer ago than this is referenced again (None: no bound).
+    full_every: Duration | None = field(default_factory=lambda: parse_duration(DEFAULT_FULL_EVERY))
 
 
 @dataclass
@@ -71,16 +86,19 @@ def run_backup(repo: Repository, deployment: Deployment, opts: BackupOptions,
         raise UsageError(f"--method {opts.method!r}: not one of {', '.join(METHODS)}")
     started = now()
     run = new_run_id(started)
+    check_backup_keys(repo)  # a wrong key is refused before anything is written (docs/FORMAT.md, "Keys")
     if opts.dry_run:
         return _dry_run(repo, deployment, opts, run)
-    with repo.lock("backup", run=run):
+    with repo.lock("backup", run=run) as lock:
+        check_backup_keys(repo, locked=True, now=now)
         cleaned = repo.sweep_dead_runs(run)
-        previous = _previous_manifest(repo)
+        previous = reusable(repo, _previous_manifest(repo))
+        damaged = damaged_keys(repo.store)
         log.info("run %s: backing up %s to %s", run, deployment.kind, repo.url)
         hub, volumes = _capture_hub(repo, deployment, run, opts)
-        volumes = _select(volumes, opts.users)
         ctx = BackupContext(repo=repo, run=run, full=opts.full, method=opts.method, excludes=opts.excludes,
-                            level=opts.level, threads=opts.threads, previous=previous, progress=progress)
+                            level=opts.level, threads=opts.threads, previous=previous, progress=progress,
+                            damaged=damaged, reuse_since=reuse_since(opts, started))
         items = list(deployment.backup_volumes(volumes, ctx))
         failures = [f"{i.label}: {i.error}" for i in items if i.status == "failed"]
         if hub.status != "ok":
@@ -97,20 +115,37 @@ def run_backup(repo: Repository, deployment: Deployment, opts: BackupOptions,
             log.error("run %s captured nothing; no manifest is written", run)
             return BackupResult(run=run, status="failed", manifest=manifest, cleaned_runs=cleaned,
                                 error="; ".join(failures) or "nothing to back up")
+        _refuse_damaged(manifest, damaged)
         pause_at("backup-commit")
+        lock.ensure_held()  # a holder whose lock was broken or removed must not commit
         repo.commit_manifest(manifest)
         _write_report(repo, manifest)
         log.info("run %s committed: %s, %d volumes, %d failures", run, status, len(items), len(failures))
         return BackupResult(run=run, status=status, manifest=manifest, cleaned_runs=cleaned)
 
 
+def reuse_since(opts: BackupOptions, started: datetime) -> datetime | None:
+    """Artifacts written by runs that started before this instant are not referenced again."""
+    return opts.full_every.before(started, UTC) if opts.full_every is not None else None
+
+
+def _refuse_damaged(manifest: Manifest, damaged: frozenset[str]) -> None:
+    """The last word before commit: a run never names an artifact recorded damaged (the reuse decision,
+    dr/deployments/reuse.py, already re-read those volumes; this guards every deployment adapter)."""
+    bad = sorted(a.key for a in manifest.artifacts() if a.key in damaged)
+    if bad:
+        raise IntegrityError(f"refusing to commit run {manifest.run}: it would reference artifacts recorded "
+                             f"damaged: {', '.join(bad)}", hint="run the backup again with --full")
+
+
 def _capture_hub(repo: Repository, deployment: Deployment, run: str,
                  opts: BackupOptions) -> tuple[HubItem, list[Volume]]:
-    """Capture the hub DB (and Secret); the DB also tells which users and volumes there are."""
+    """Capture the hub DB (and Secret); the DB also tells which users and volumes there are, and the
+    ``--user`` names are checked against it before anything is stored (NotFoundError, exit 2)."""
     enc = repo.encrypted
     with _hub_database(deployment, repo, run, opts.level) as captured:
         db_file, info = captured.db_file, captured.info
-        volumes = deployment.volumes(info)
+        volumes = _select(deployment.volumes(info), opts.users)
         try:
             if captured.artifact is not None:  # the adapter stored it already (Kubernetes: a mover did)
                 db_art = captured.artifact
@@ -157,6 +192,8 @@ def _compress_file(path: Any, sink: Any, level: int) -> None:
 
 
 def _select(volumes: list[Volume], users: Sequence[str]) -> list[Volume]:
+    """The volumes of ``users`` (all, orphans included, when none are named); NotFoundError names any user
+    the hub database does not have."""
     if not users:
         return volumes
     known = {v.user for v in volumes}
@@ -178,8 +215,8 @@ def _previous_manifest(repo: Repository) -> Manifest | None:
 def _dry_run(repo: Repository, deployment: Deployment, opts: BackupOptions, run: str) -> BackupResult:
     with _hub_database(deployment, repo, run, opts.level, keep=False) as captured:
         volumes = _select(deployment.volumes(captured.info), opts.users)
-    planned = [{"user": v.user, "server": v.server, "key": v.key, "source": v.source, "running": v.running}
-               for v in volumes]
+    planned = [{"user": v.user, "server": v.server, "key": v.key, "label": v.label, "source": v.source,
+                "running": v.running} for v in volumes]
     return BackupResult(run=run, status="dry-run", planned=planned)
 
 
@@ -213,6 +250,8 @@ def render_report(m: Manifest) -> str:
             how = f"unchanged since {v.reused_from}" if v.reused_from else \
                 f"{v.archive.size if v.archive else 0} bytes stored"
             lines.append(f"  {v.label}: ok, {v.files} files, {v.bytes} bytes ({how})")
+        elif v.status == "absent":
+            lines.append(f"  {v.label}: absent (no home {v.source.get('path', '')}; nothing to back up)")
         else:
             lines.append(f"  {v.label}: {v.status.upper()} {v.error or ''}")
         lines += [f"      warning: {w}" for w in v.warnings[:20]]

@@ -31,16 +31,18 @@ from pathlib import Path
 from typing import Any
 
 from dr.deployments.drill import NOTEBOOK_SAMPLE, DrillTarget
-from dr.errors import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, Interrupted, JdrError, ObjectNotFound
+from dr.errors import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, IntegrityError, Interrupted, JdrError, ObjectNotFound
 from dr.hubdb import schema
 from dr.hubdb.info import DbInfo
-from dr.metrics import DrillMetrics, Metrics
+from dr.metrics import Metrics
 from dr.model import Manifest, VolumeItem, new_run_id
 from dr.notify import Event, notify_all
 from dr.operations.drill_html import render_html, render_markdown
 from dr.operations.drill_report import DrillReport, HistoryPoint, VolumeFinding, estimate_rto, history_point
+from dr.operations.observed import drill_metrics, last_passed_drill
 from dr.operations.reporting import publish, webhooks
 from dr.operations.restore import fetch_hub_db
+from dr.operations.verify import record_damaged_item
 from dr.repository import layout
 from dr.repository.repository import Repository
 from dr.settings import Settings
@@ -230,6 +232,9 @@ def _check_users(manifest: Manifest, info: DbInfo | None, report: DrillReport) -
         elif item.status == "skipped":
             skipped.append(user)
             report.notes.append(f"user {user}: skipped by the backup ({item.error or 'no volume'})")
+        elif item.status == "absent":
+            skipped.append(user)
+            report.notes.append(f"user {user}: had no home when the run was made (absent)")
     for v in manifest.volumes:
         if v.user is not None and v.user not in known:
             not_in_db.append(v.label)
@@ -249,6 +254,8 @@ def _restore_volume(repo: Repository, target: DrillTarget, item: VolumeItem, not
         finding.status = "failed"
         finding.problems.append(f"volume {item.label}: restore failed: {e}")
         log.error("%s: restore failed: %s", item.label, e)
+        if isinstance(e, IntegrityError):
+            _record_damage(repo, item)
         return finding
     finding.seconds = time.monotonic() - t0
     finding.files, finding.bytes, finding.index_files = restored.files, restored.bytes, restored.index_files
@@ -263,6 +270,14 @@ def _restore_volume(repo: Repository, target: DrillTarget, item: VolumeItem, not
     log.info("%s: restored %d files, %d bytes in %.2f s; %d notebooks checked (%s)", item.label,
              restored.files, restored.bytes, finding.seconds, check.notebooks_checked, check.validator)
     return finding
+
+
+def _record_damage(repo: Repository, item: VolumeItem) -> None:
+    """Record which of the item's artifacts is damaged, so that the next backup reads the volume again."""
+    try:
+        record_damaged_item(repo, item.archive.run if item.archive else "", item, found_by="drill")
+    except JdrError as e:
+        log.warning("%s: could not record the damage found: %s", item.label, e)
 
 
 # --- evidence ------------------------------------------------------------------------------------------
@@ -305,14 +320,21 @@ def write_report(repo: Repository, report: DrillReport) -> list[str]:
     return keys
 
 
-def after_drill(settings: Settings, report: DrillReport, metrics: Metrics | None = None) -> None:
-    """Metrics (textfile / Pushgateway) and the webhook event of a drill. Never fails the drill."""
+def after_drill(settings: Settings, report: DrillReport, metrics: Metrics | None = None,
+                repo: Repository | None = None) -> None:
+    """Metrics (the ``drill`` textfile / Pushgateway group) and the webhook event of a drill. When it failed,
+    the last passed drill's time, RTO and RPO come from the repository's reports. Never fails the drill."""
     metrics = metrics or Metrics()
-    metrics.record_drill(DrillMetrics(
-        started=report.started, finished=report.finished or utcnow(), ok=report.ok,
-        rto_seconds=report.rto.seconds if report.rto else 0.0, rpo_seconds=report.rpo,
-        failures=len(report.failures), run=report.run))
-    publish(settings, metrics)
+    previous = None
+    if not report.ok and repo is not None:
+        try:
+            previous = last_passed_drill(repo)
+        except (JdrError, OSError) as e:
+            log.warning("metrics: cannot read earlier drill reports: %s", e)
+    metrics.record_drill(drill_metrics(
+        report.started, report.finished or utcnow(), report.ok, failures=len(report.failures),
+        rto=report.rto.seconds if report.rto else None, rpo=report.rpo, run=report.run, previous=previous))
+    publish(settings, metrics, "drill")
     hooks = webhooks(settings)
     if hooks:
         rto = f"{report.rto.seconds:.0f} s ({report.rto.method})" if report.rto else "unknown"
@@ -324,6 +346,26 @@ def after_drill(settings: Settings, report: DrillReport, metrics: Metrics | None
                                         "failed": sum(1 for v in report.volumes if v.status != "ok"),
                                         "failures": len(report.failures)},
                                 failures=report.failures, deployment=settings.deployment.kind))
+
+
+def drill_failed(settings: Settings, repo: Repository | None, error: Exception, started: datetime,
+                 metrics: Metrics | None = None) -> None:
+    """A drill that could not run at all (no run, lock held, repository unreachable): counted as a failed
+    drill (``jdr_drill_failures`` 1), with the last passed drill from the repository when readable."""
+    metrics = metrics or Metrics()
+    previous = None
+    if repo is not None:
+        try:
+            previous = last_passed_drill(repo)
+        except (JdrError, OSError) as e:
+            log.warning("metrics: cannot read earlier drill reports: %s", e)
+    metrics.record_drill(drill_metrics(started, utcnow(), False, failures=1, rto=None, rpo=None, run="",
+                                       previous=previous))
+    publish(settings, metrics, "drill")
+    hooks = webhooks(settings)
+    if hooks:
+        notify_all(hooks, Event(kind="drill", run="", status="failed", summary=f"drill could not run: {error}",
+                                failures=[str(error)], deployment=settings.deployment.kind))
 
 
 def scratch_parent(settings: Settings) -> Path | None:

@@ -10,7 +10,7 @@ from typing import Any
 from dr.archive.globs import path_matcher
 from dr.archive.index import read_index
 from dr.catalog import Catalog, RunRow
-from dr.errors import NotFoundError
+from dr.errors import NotFoundError, UsageError
 from dr.model import IndexEntry, Manifest
 from dr.repository.artifacts import drain
 from dr.repository.repository import Repository
@@ -62,7 +62,10 @@ def ls_files(repo: Repository, run_ref: str, user: str, path: str | None = None,
              server: str = "") -> Listing:
     """Entries of a user's volume in a run, from the index: all, or those under/matching ``path``."""
     manifest = repo.load_manifest(repo.resolve_run(run_ref))
-    select = path_matcher([path]) if path else None
+    try:
+        select = path_matcher([path]) if path else None
+    except ValueError as e:
+        raise UsageError(str(e)) from e
     entries = [e for e in iter_index(repo, manifest, user, server)
                if e.path != b"." and (select is None or select(e))]
     if path and not entries:

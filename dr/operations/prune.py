@@ -18,7 +18,7 @@ from dr.model import Manifest, Snapshot
 from dr.policy.retention import Decision, RetentionPolicy, RunSummary, apply_policy
 from dr.repository import layout
 from dr.repository.repository import Repository
-from dr.util.timefmt import utcnow
+from dr.util.timefmt import real_utcnow, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -84,4 +84,4 @@ def _sweep(repo: Repository, kept: list[Manifest], result: PruneResult) -> None:
             repo.store.delete(obj.key)
             result.artifacts_deleted += 1
             result.bytes_freed += obj.size
-    repo.store.cleanup_incomplete(utcnow())
+    repo.store.cleanup_incomplete(real_utcnow())  # the store's times are real ones

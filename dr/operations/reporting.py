@@ -1,4 +1,9 @@
-"""After a run: metrics (textfile / Pushgateway, per configuration) and webhook notifications.
+"""After a run: metrics (per-command textfile / Pushgateway group, per configuration) and webhook notifications.
+
+Each command publishes only its own group of metrics (dr/metrics.py): ``jdr backup`` writes
+``jdr_backup.prom`` (and pushes job ``jdr_backup``), ``jdr prune`` ``jdr_prune.prom``, ``jdr drill``
+``jdr_drill.prom``; backup and prune also refresh ``jdr_repository.prom`` from the catalog. A command that
+fails still publishes what it knows (its time and status), and says so by webhook.
 
 Failures to report are logged and never change the outcome of the run they report on.
 """
@@ -6,11 +11,19 @@ Failures to report are logged and never change the outcome of the run they repor
 from __future__ import annotations
 
 import logging
+from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dr.metrics import BackupMetrics, ItemMetrics, Metrics, PruneMetrics
-from dr.model import Manifest
-from dr.notify import Event, Webhook, notify_all
+from dr.catalog import Catalog
+from dr.metrics import Group, Metrics, PruneMetrics, push_job, textfile_name
+from dr.notify import Event, EventKind, Webhook, notify_all
+from dr.operations.observed import (
+    RepositoryFacts,
+    backup_metrics,
+    failed_backup_metrics,
+    try_repository_facts,
+)
 from dr.repository.repository import Repository
 from dr.settings import Settings
 from dr.util.timefmt import utcnow
@@ -22,39 +35,33 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def backup_metrics(m: Manifest, history: list[Manifest]) -> BackupMetrics:
-    """Summarise a run for metrics; ``history`` (newest first, without ``m``) gives failure streaks."""
-    items = []
-    for v in m.volumes:
-        streak = 0
-        if v.status == "failed":
-            streak = 1
-            for old in history:
-                prev = old.volume_for(v.user or "", v.server) if v.user is not None else None
-                if prev is None or prev.status != "failed":
-                    break
-                streak += 1
-        stored = sum(a.size for a in v.artifacts() if a.run == m.run)
-        items.append(ItemMetrics(user=v.user if v.user is not None else v.label, server=v.server,
-                                 status=v.status, bytes_read=v.bytes, bytes_stored=stored, files=v.files,
-                                 seconds=v.seconds, consecutive_failures=streak))
-    hub_stored = m.hub.db.size if m.hub and m.hub.db and m.hub.db.run == m.run else 0
-    return BackupMetrics(
-        run=m.run, started=m.started, finished=m.finished, status=m.status,
-        bytes_read=sum(v.bytes for v in m.volumes),
-        bytes_stored=sum(i.bytes_stored for i in items) + hub_stored,
-        files=sum(v.files for v in m.volumes), items=items,
-        hub_ok=(m.hub.status == "ok") if m.hub else None, hub_bytes_stored=hub_stored)
+def textfile_dir(settings: Settings) -> Path | None:
+    """Where the per-command textfiles go: ``metrics.textfile_dir``, else the directory of the older
+    ``metrics.textfile`` setting; None when neither is set."""
+    m = settings.metrics
+    if m.textfile_dir:
+        return Path(m.textfile_dir)
+    if m.textfile:
+        return Path(m.textfile).parent
+    return None
 
 
-def publish(settings: Settings, metrics: Metrics) -> None:
-    if settings.metrics.textfile:
+def publish(settings: Settings, metrics: Metrics, group: Group) -> None:
+    """Write ``group``'s samples to its own textfile and Pushgateway group (whichever are configured).
+
+    A metric family the run has no sample of is kept as published before (textfile merge, Pushgateway
+    POST): a run that could not read the repository does not erase the last success time. Counters are
+    left out: in a file replaced by every run they would restart at each run."""
+    where = textfile_dir(settings)
+    if where is not None:
+        path = where / textfile_name(group)
         try:
-            metrics.write_textfile(settings.metrics.textfile)
+            metrics.write_textfile(path, [group], counters=False, merge=True)
         except OSError as e:
-            log.warning("could not write metrics to %s: %s", settings.metrics.textfile, e)
+            log.warning("could not write metrics to %s: %s", path, e)
     if settings.metrics.pushgateway:
-        metrics.push(settings.metrics.pushgateway, job="jdr")
+        metrics.push(settings.metrics.pushgateway, job=push_job(group), groups=[group], counters=False,
+                     merge=True)
 
 
 def webhooks(settings: Settings) -> list[Webhook]:
@@ -62,35 +69,73 @@ def webhooks(settings: Settings) -> list[Webhook]:
     return [Webhook(n.webhook, kind=n.kind, on=tuple(n.on))] if n.webhook else []  # type: ignore[arg-type]
 
 
-def after_backup(settings: Settings, repo: Repository, result: BackupResult,
-                 metrics: Metrics | None = None) -> None:
-    m = result.manifest
-    metrics = metrics or Metrics()
-    if m is not None:
-        history = []
-        for run in repo.run_ids()[:10]:
-            if run != m.run:
-                history.append(repo.load_manifest(run))
-        metrics.record_backup(backup_metrics(m, history))
-    publish(settings, metrics)
+def notify(settings: Settings, kind: EventKind, run: str, status: str, summary: str,
+           failures: list[str], counts: dict[str, int] | None = None) -> None:
     hooks = webhooks(settings)
     if hooks:
-        failures = list(m.failures) if m is not None else [result.error or "failed"]
-        summary = (f"{len(m.volumes)} volumes, {len(failures)} failures" if m is not None
-                   else f"nothing was committed: {result.error}")
-        notify_all(hooks, Event(kind="backup", run=result.run, status=result.status, summary=summary,
-                                counts={"volumes": len(m.volumes) if m else 0, "failures": len(failures)},
+        notify_all(hooks, Event(kind=kind, run=run, status=status, summary=summary, counts=counts or {},
                                 failures=failures, deployment=settings.deployment.kind))
 
 
-def after_prune(settings: Settings, repo: Repository, result: PruneResult,
-                metrics: Metrics | None = None) -> None:
+def _publish_repository(settings: Settings, metrics: Metrics, facts: RepositoryFacts | None) -> None:
+    if facts is not None:
+        metrics.record_repository(facts.repository)
+        publish(settings, metrics, "repository")
+
+
+def after_backup(settings: Settings, repo: Repository, result: BackupResult,
+                 metrics: Metrics | None = None, catalog: Catalog | None = None) -> None:
+    """Metrics and webhook of a backup that returned a result (committed, or failed without a manifest)."""
+    m = result.manifest
     metrics = metrics or Metrics()
-    now = utcnow()
-    metrics.record_prune(PruneMetrics(started=now, finished=now, ok=True,
+    facts = try_repository_facts(repo, catalog)
+    if m is not None and result.status != "failed":
+        metrics.record_backup(backup_metrics(m, facts))
+    else:
+        started = m.started if m is not None else utcnow()
+        finished = m.finished if m is not None else utcnow()
+        metrics.record_backup(failed_backup_metrics(result.run, started, finished, facts))
+    publish(settings, metrics, "backup")
+    _publish_repository(settings, metrics, facts)
+    failures = list(m.failures) if m is not None else [result.error or "failed"]
+    summary = (f"{len(m.volumes)} volumes, {len(failures)} failures" if m is not None and result.status != "failed"
+               else f"nothing was committed: {result.error}")
+    notify(settings, "backup", result.run, result.status, summary, failures,
+           {"volumes": len(m.volumes) if m else 0, "failures": len(failures)})
+
+
+def backup_failed(settings: Settings, repo: Repository | None, error: Exception, started: datetime,
+                  metrics: Metrics | None = None, catalog: Catalog | None = None) -> None:
+    """A backup that raised before it had a result (lock held, repository unreachable …): its time and
+    status ``failed`` are published, and a webhook says why."""
+    metrics = metrics or Metrics()
+    facts = try_repository_facts(repo, catalog)
+    metrics.record_backup(failed_backup_metrics("", started, utcnow(), facts))
+    publish(settings, metrics, "backup")
+    _publish_repository(settings, metrics, facts)
+    notify(settings, "backup", "", "failed", f"backup could not run: {error}", [str(error)])
+
+
+def after_prune(settings: Settings, repo: Repository, result: PruneResult, started: datetime,
+                metrics: Metrics | None = None, catalog: Catalog | None = None) -> None:
+    """Metrics (with the measured duration) and webhook of a prune that ran."""
+    metrics = metrics or Metrics()
+    metrics.record_prune(PruneMetrics(started=started, finished=utcnow(), ok=True,
                                       runs_deleted=len(result.runs_deleted),
                                       runs_kept=sum(1 for d in result.decisions if d.keep),
                                       artifacts_deleted=result.artifacts_deleted,
                                       bytes_freed=result.bytes_freed,
                                       snapshots_deleted=result.snapshots_deleted))
-    publish(settings, metrics)
+    publish(settings, metrics, "prune")
+    _publish_repository(settings, metrics, try_repository_facts(repo, catalog))
+    notify(settings, "prune", "", "ok",
+           f"deleted {len(result.runs_deleted)} runs and {result.artifacts_deleted} artifacts", [],
+           {"runs_deleted": len(result.runs_deleted), "artifacts_deleted": result.artifacts_deleted})
+
+
+def prune_failed(settings: Settings, error: Exception, started: datetime,
+                 metrics: Metrics | None = None) -> None:
+    metrics = metrics or Metrics()
+    metrics.record_prune(PruneMetrics(started=started, finished=utcnow(), ok=False))
+    publish(settings, metrics, "prune")
+    notify(settings, "prune", "", "failed", f"prune could not run: {error}", [str(error)])

@@ -7,7 +7,9 @@ the Hub API) before their volume is touched, or the restore is refused; the hub 
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +26,7 @@ from dr.errors import (
     DeploymentError,
     HubApiError,
     JdrError,
+    NotFoundError,
     SchemaError,
     UsageError,
 )
@@ -31,7 +34,8 @@ from dr.hubapi import HubApi
 from dr.hubdb import schema
 from dr.hubdb.capture import inspect_database
 from dr.hubdb.info import DbInfo
-from dr.model import Manifest
+from dr.model import Artifact, Manifest, VolumeItem
+from dr.operations.keys import check_run_keys
 from dr.policy.restore_plan import (
     RestorePlan,
     VolumeStep,
@@ -57,7 +61,6 @@ class RestoreOptions:
     server: str = ""
     dry_run: bool = False
     force: bool = False  # restore although the server seems to run and no Hub API is configured
-    allow_external_links: bool = False
     keep_previous: bool = True
     include_secret: bool = True
     concurrency: int = 4
@@ -100,8 +103,9 @@ class RestoreResult:
 def _manifest(repo: Repository, opts: RestoreOptions, user: str | None = None) -> Manifest:
     run = repo.resolve_run(opts.run, opts.at)
     manifest = repo.load_manifest(run)
+    latest_item = manifest.volume_for(user, opts.server) if user is not None else None
     if user is not None and opts.run in (None, "latest") and opts.at is None \
-            and manifest.volume_for(user, opts.server) is None:
+            and (latest_item is None or latest_item.status == "absent"):
         # `latest` for one user means the newest run that holds that user.
         for other in repo.run_ids():
             m = repo.load_manifest(other)
@@ -116,21 +120,70 @@ def restore_user(repo: Repository, deployment: Deployment, user: str, opts: Rest
     manifest = _manifest(repo, opts, user)
     plan = plan_user_restore(manifest, user, server=opts.server, as_user=opts.as_user, paths=opts.paths,
                              into=opts.into)
+    step = plan.volumes[0]
+    # Everything the operator typed is checked before anything happens: no server is stopped, nothing
+    # is written, for a bad --as, --into or --path (exit 2).
+    check_user_restore(repo, deployment, hub_api, step, opts)
+    check_run_keys(repo, manifest.run, _plan_artifacts(manifest, plan))
     if opts.dry_run:
         return RestoreResult(plan=plan, status="dry-run")
     if not confirm(plan):
         return RestoreResult(plan=plan, status="cancelled")
-    step = plan.volumes[0]
     with repo.lock("restore", exclusive=False):
         _stop_server(deployment, hub_api, step.target_user or user, step.target_server, opts.force)
         outcome = _restore_step(repo, deployment, step, opts)
     return RestoreResult(plan=plan, status="done" if outcome.status == "ok" else "failed", items=[outcome])
 
 
+def check_user_restore(repo: Repository, deployment: Deployment, hub_api: HubApi | None, step: VolumeStep,
+                       opts: RestoreOptions) -> None:
+    """Check a one-user restore against the run and the deployment, without changing anything.
+
+    Raises NotFoundError (exit 2) for a ``--path`` glob that matches nothing in the run's index (as
+    ``jdr ls`` does) and for an ``--as`` user the hub does not know; UsageError for a malformed glob; and
+    whatever the deployment's own check (``check_volume_restore``, optional) raises: for a local hub, an
+    unknown target user or home, an ``--into`` that exists already or lies on another file system.
+    """
+    item = step.item
+    if step.paths and item.index is not None:
+        _check_paths_match(repo, item, step.paths)
+    target = step.target_user
+    as_other = target is not None and target != item.user
+    if as_other and hub_api is not None and hub_api.get_user(target or "") is None:
+        raise NotFoundError(f"--as {target!r}: JupyterHub has no such user",
+                            hint="check the name (it is case-sensitive)")
+    check = getattr(deployment, "check_volume_restore", None)
+    if check is not None:
+        check(_volume_request(step, opts))
+
+
+def _check_paths_match(repo: Repository, item: VolumeItem, globs: tuple[str, ...]) -> None:
+    from dr.archive.globs import path_matcher
+    from dr.archive.index import read_index
+
+    assert item.index is not None
+    try:
+        matchers = {g: path_matcher([g]) for g in globs}
+    except ValueError as e:
+        raise UsageError(f"--path: {e}") from e
+    unmatched = set(globs)
+    with repo.open_artifact(item.index) as src:
+        for entry in read_index(src):
+            if unmatched:
+                unmatched -= {g for g in unmatched if matchers[g](entry)}
+        drain(src)
+    if unmatched:
+        missing = [g for g in globs if g in unmatched]
+        raise NotFoundError(f"--path: nothing matches {', '.join(repr(g) for g in missing)} in "
+                            f"{item.label}'s volume in run {item.archive.run if item.archive else '?'}",
+                            hint=f"`jdr ls RUN --user {item.user}` lists the files of the run")
+
+
 def restore_hub(repo: Repository, deployment: Deployment, opts: RestoreOptions,
                 confirm: Confirm) -> RestoreResult:
     manifest = _manifest(repo, opts)
     plan = plan_hub_restore(manifest, include_secret=opts.include_secret and deployment.kind != "local")
+    check_run_keys(repo, manifest.run, _plan_artifacts(manifest, plan))
     if opts.dry_run:
         return RestoreResult(plan=plan, status="dry-run")
     if not confirm(plan):
@@ -145,6 +198,7 @@ def restore_all(repo: Repository, deployment: Deployment, opts: RestoreOptions, 
     """Disaster recovery: the hub first (stopped while volumes are restored), then every volume."""
     manifest = _manifest(repo, opts)
     plan = plan_full_restore(manifest, include_secret=opts.include_secret and deployment.kind != "local")
+    check_run_keys(repo, manifest.run, _plan_artifacts(manifest, plan))
     if opts.dry_run:
         return RestoreResult(plan=plan, status="dry-run", warnings=list(plan.warnings))
     if not confirm(plan):
@@ -177,6 +231,16 @@ def restore_all(repo: Repository, deployment: Deployment, opts: RestoreOptions, 
                         f"{manifest.run} --yes` to finish: it is safe and continues (restored volumes are restored "
                         "again idempotently, interrupted ones completed)")
     return RestoreResult(plan=plan, status=status, hub=hub, items=items, warnings=warnings)
+
+
+def _plan_artifacts(manifest: Manifest, plan: RestorePlan) -> list[Artifact]:
+    """The artifacts a restore plan reads (to check, before acting, that a configured key opens them)."""
+    arts: list[Artifact] = []
+    if plan.hub and manifest.hub is not None:
+        arts += [a for a in (manifest.hub.db, manifest.hub.secret if plan.hub_secret else None) if a]
+    for step in plan.volumes:
+        arts += step.item.artifacts()
+    return arts
 
 
 def _stop_server_for_dr(deployment: Deployment, hub_api: HubApi | None, user: str, server: str,
@@ -216,9 +280,7 @@ def _stop_server(deployment: Deployment, hub_api: HubApi | None, user: str, serv
 
 def _restore_step(repo: Repository, deployment: Deployment, step: VolumeStep,
                   opts: RestoreOptions) -> ItemOutcome:
-    req = VolumeRestore(item=step.item, target_user=step.target_user, target_server=step.target_server,
-                        paths=step.paths, into=step.into, allow_external_links=opts.allow_external_links,
-                        keep_previous=opts.keep_previous, progress=opts.progress)
+    req = _volume_request(step, opts)
     try:
         res = deployment.restore_volume(req, repo)
     except JdrError as e:
@@ -226,9 +288,28 @@ def _restore_step(repo: Repository, deployment: Deployment, step: VolumeStep,
         if isinstance(e, UsageError):
             raise
         return ItemOutcome(label=step.item.label, status="failed", error=str(e))
+    except OSError as e:  # an error of the file system no layer below translated: a result, not a crash
+        error = os_error_text(e)
+        log.error("%s: restore failed: %s", step.item.label, error)
+        return ItemOutcome(label=step.item.label, status="failed", error=error)
     log.info("%s: restored %d files into %s", step.item.label, res.files, res.target)
     return ItemOutcome(label=step.item.label, status="ok", target=res.target, files=res.files,
                        bytes=res.bytes, previous=res.previous)
+
+
+def _volume_request(step: VolumeStep, opts: RestoreOptions) -> VolumeRestore:
+    return VolumeRestore(item=step.item, target_user=step.target_user, target_server=step.target_server,
+                         paths=step.paths, into=step.into, keep_previous=opts.keep_previous, progress=opts.progress)
+
+
+def os_error_text(e: OSError) -> str:
+    """An OSError as one line naming the file and, for the usual suspects, what it means."""
+    where = f": {os.fsdecode(e.filename)}" if e.filename is not None else ""
+    meaning = {errno.ENAMETOOLONG: " (a name longer than this file system allows)",
+               errno.EXDEV: " (source and destination are on different file systems)",
+               errno.ENOSPC: " (the file system is full)",
+               errno.EDQUOT: " (the disk quota is exhausted)"}.get(e.errno or 0, "")
+    return f"{e.strerror or e}{meaning}{where}"
 
 
 def fetch_hub_db(repo: Repository, manifest: Manifest, dest: Path) -> DbInfo:

@@ -8,10 +8,11 @@ import json
 import os
 import random
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 from dr.errors import UsageError
+from dr.util.timefmt import utcnow
 
 DEMO_USERS = ("alice", "bob", "carol@example.com", "Émile")
 
@@ -39,16 +40,16 @@ def make_hub_db(path: Path, users: tuple[str, ...]) -> None:
     except ImportError as e:
         raise UsageError("jdr demo needs the jupyterhub package to build a real hub database",
                          hint="pip install 'jdr[demo]'") from e
-    import logging
+    from dr.util.logconfig import keep_logging_config
 
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    factory = orm.new_session_factory(f"sqlite:///{path}")
+    with keep_logging_config():  # alembic's INFO lines must not leak into jdr's output
+        factory = orm.new_session_factory(f"sqlite:///{path}")
     db = factory()
     try:
         # As JupyterHub.init_db does: tokens the hub issues belong to its own OAuth client.
         db.add(orm.OAuthClient(identifier="jupyterhub", secret="", redirect_uri="", description="JupyterHub"))
         db.commit()
-        now = datetime.now(UTC).replace(tzinfo=None)  # JupyterHub stores naive UTC
+        now = utcnow().replace(tzinfo=None)  # JupyterHub stores naive UTC
         for i, name in enumerate(users):
             user = orm.User(name=name, admin=(i == 0), last_activity=now - timedelta(hours=i))
             db.add(user)

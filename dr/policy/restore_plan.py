@@ -74,14 +74,87 @@ def plan_user_restore(manifest: Manifest, user: str, *, server: str = "", as_use
         raise NotFoundError(f"run {manifest.run} has no volume of user {user!r}"
                             f"{' (server ' + server + ')' if server else ''}",
                             hint=f"users in this run: {', '.join(known[:20]) or 'none'}")
+    if item.status == "absent":
+        raise NotFoundError(f"run {manifest.run} recorded no home of {user!r}: it did not exist then (absent)",
+                            hint="`jdr list --user NAME` shows the runs that hold a home of that user")
     if item.status != "ok":
         raise NotFoundError(f"run {manifest.run} failed to back up {user!r}: {item.error}",
                             hint="pick an earlier run with --run or --at")
-    if any(not p.strip() for p in paths):
-        raise UsageError("--path: an empty glob")
+    check_paths(paths)
+    if as_user is not None:
+        check_username(as_user, "--as")
+    if into is not None:
+        check_into(into)
     target = as_user if as_user is not None else user
     step = VolumeStep(item=item, target_user=target, target_server=server, paths=paths, into=into)
     return RestorePlan(run=manifest.run, volumes=(step,), stop_servers=((target, server),))
+
+
+# --- checks of what the operator typed (pure; before anything is done) ------------------------------
+
+#: The longest name one directory entry may have on Linux file systems (bytes), and the longest path.
+NAME_MAX = 255
+PATH_MAX = 4095
+#: The directory jdr keeps its restore state in, inside a volume: never a restore's destination.
+RESTORE_DIR = ".jdr-restore"
+
+
+def _printable(text: str) -> bool:
+    return all(ch.isprintable() or ch == " " for ch in text)
+
+
+def check_username(name: str, option: str) -> None:
+    """Refuse a user name that cannot name one home: empty (an unset shell variable), ``.``/``..``,
+    containing ``/``, NUL or control characters, surrounding spaces, or longer than a file name may be.
+    Raises UsageError naming ``option`` and the problem."""
+    problem = None
+    if not name.strip():
+        problem = "an empty user name (is a shell variable unset?)"
+    elif name in (".", ".."):
+        problem = f"{name!r} is not a user name"
+    elif "/" in name or "\0" in name:
+        problem = "a user name cannot contain '/' or NUL"
+    elif not _printable(name) or name != name.strip():
+        problem = "a user name cannot contain control characters or surrounding spaces"
+    elif len(name.encode("utf-8", "surrogateescape")) > NAME_MAX:
+        problem = f"a user name longer than {NAME_MAX} bytes cannot name a home directory"
+    if problem:
+        raise UsageError(f"{option} {name!r}: {problem}", hint="give the name of an existing hub user")
+
+
+def check_into(into: str) -> None:
+    """Refuse an ``--into`` that is not a new relative directory inside the home: empty, absolute, with a
+    ``..`` component, inside jdr's own ``.jdr-restore``, with NUL or control characters, or a name longer
+    than file systems allow. Raises UsageError naming the problem."""
+    parts = [p for p in into.split("/") if p not in ("", ".")]
+    problem = None
+    if not parts:
+        problem = "an empty directory name"
+    elif into.startswith("/"):
+        problem = "an absolute path; give a directory relative to the home"
+    elif ".." in parts:
+        problem = "'..' is not allowed; give a directory inside the home"
+    elif parts[0] == RESTORE_DIR:
+        problem = f"{RESTORE_DIR} is jdr's own"
+    elif "\0" in into or not _printable(into):
+        problem = "control characters are not allowed"
+    elif any(len(p.encode("utf-8", "surrogateescape")) > NAME_MAX for p in parts):
+        problem = f"a directory name longer than {NAME_MAX} bytes"
+    elif len(into.encode("utf-8", "surrogateescape")) > PATH_MAX:
+        problem = f"longer than {PATH_MAX} bytes"
+    if problem:
+        raise UsageError(f"--into {into!r}: {problem}",
+                         hint="give a new directory name relative to the home, e.g. --into restored")
+
+
+def check_paths(paths: tuple[str, ...]) -> None:
+    """Refuse ``--path`` globs that cannot match anything: empty, or with NUL. (Whether a glob is well
+    formed and matches something in the run is checked against the index: dr.operations.restore.)"""
+    for glob in paths:
+        if not glob.strip() or glob.strip("/.") == "":
+            raise UsageError(f"--path {glob!r}: an empty glob", hint="name files relative to the home")
+        if "\0" in glob:
+            raise UsageError(f"--path {glob!r}: NUL is not allowed")
 
 
 def plan_full_restore(manifest: Manifest, *, include_secret: bool) -> RestorePlan:
@@ -91,6 +164,9 @@ def plan_full_restore(manifest: Manifest, *, include_secret: bool) -> RestorePla
         raise NotFoundError(f"run {manifest.run} holds no hub database", hint="pick another run")
     steps = []
     for item in manifest.volumes:
+        if item.status == "absent":
+            warnings.append(f"{item.label} had no home in this run; whatever is there now is left as it is")
+            continue
         if item.status != "ok":
             warnings.append(f"{item.label} failed in this run and will not be restored: {item.error}")
             continue

@@ -87,6 +87,8 @@ class Duration:
         total = int(span.total_seconds())
         if total <= 0:
             raise ValueError(f"duration must be positive, got {span}")
+        if total // 86400 > MAX_DURATION_DAYS:
+            raise ValueError(f"duration too long: {span} (at most {MAX_DURATION_DAYS // 366} years)")
         return cls(seconds=total)
 
     def before(self, now: datetime, tz: tzinfo) -> datetime:
@@ -110,6 +112,9 @@ class Duration:
         parts += [(hours, "h"), (minutes, "min"), (secs, "s")]
         return "".join(f"{n}{u}" for n, u in parts if n) or "0s"
 
+
+#: The longest ``keep_within`` accepted, in days (about 1,000 years).
+MAX_DURATION_DAYS = 366_000
 
 _DURATION_PART = re.compile(r"(\d+)(min|y|m|w|d|h|s)")
 _UNIT_SECONDS = {"h": 3600, "min": 60, "s": 1}
@@ -140,6 +145,11 @@ def parse_duration(text: str) -> Duration:
         raise ValueError(f"not a duration: {text!r} (expected e.g. '7d', '2w', '36h', '1y2m')")
     if not (years or months or days or seconds):
         raise ValueError(f"duration must be positive: {text!r}")
+    # Anything longer cannot be counted back from today on a calendar (year 1 is the floor), and is
+    # surely a typo; "keep every run" is spelled keep_last: -1.
+    if years * 366 + months * 31 + days + seconds // 86400 > MAX_DURATION_DAYS:
+        raise ValueError(f"duration too long: {text!r} (at most {MAX_DURATION_DAYS // 366} years; "
+                         "keep_last: -1 keeps every run)")
     return Duration(years=years, months=months, days=days, seconds=seconds, text=value)
 
 

@@ -22,10 +22,16 @@ from dr.util.testhooks import pause_at
 
 
 class Encryptor(Protocol):
-    """What the repository needs from an encryption scheme (dr.crypto.age provides it)."""
+    """What the repository needs from an encryption scheme (dr.crypto.keyring.Keyring provides it)."""
 
-    def writer(self, sink: Any) -> Any:
-        """Wrap a sink (has ``write``) into an encrypting writer with ``write`` and ``close``."""
+    @property
+    def fingerprints(self) -> list[str]:
+        """Fingerprints of the keys held (that can decrypt)."""
+        ...
+
+    def writer(self, sink: Any, recipients: Sequence[Any]) -> Any:
+        """Wrap a sink (has ``write``) into a writer with ``write`` and ``close`` encrypting to
+        ``recipients`` (objects with a ``fingerprint``)."""
         ...
 
     def reader(self, src: BinaryIO) -> BinaryIO:
@@ -54,13 +60,14 @@ class ArtifactWriter:
     """
 
     def __init__(self, store: Store, key: str, run: str, encoding: str,
-                 encryptor: Encryptor | None) -> None:
+                 encryptor: Encryptor | None, recipients: Sequence[Any] = ()) -> None:
         self.key = key
         self._run = run
         self._encoding = encoding
+        self._recipients = tuple(r.fingerprint for r in recipients) if encryptor is not None else ()
         self._upload = store.open_writer(key)
         self._sink = _CountingSink(self._upload)
-        self._crypt = encryptor.writer(self._sink) if encryptor is not None else None
+        self._crypt = encryptor.writer(self._sink, recipients) if encryptor is not None else None
         self.plain_bytes = 0
         self._artifact: Artifact | None = None
         self._closed = False
@@ -81,7 +88,7 @@ class ArtifactWriter:
         self._upload.commit()
         self._closed = True
         self._artifact = Artifact(key=self.key, size=self._sink.size, sha256=self._sink.sha.hexdigest(),
-                                  encoding=self._encoding, run=self._run)
+                                  encoding=self._encoding, run=self._run, recipients=self._recipients)
         return self._artifact
 
     def abort(self) -> None:

@@ -2,14 +2,20 @@
 
 Writes go to a temporary file under ``<root>/.incomplete/`` and are renamed into place after an
 fsync, so a killed process never leaves a partial object under a real key.
+
+A repository holds every home and the hub database: it is private to the user jdr runs as. Directories
+jdr creates are 0700 and files 0600, whatever the umask (set explicitly, not left to ``mode & ~umask``);
+:meth:`FileStore.exposed` finds what others may read or write anyway (a root made by hand, a chmod), for
+``jdr verify`` to warn about.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import stat
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
@@ -19,6 +25,8 @@ from dr.errors import ObjectNotFound, RepositoryError
 from dr.repository.store import ObjectInfo, check_key
 
 INCOMPLETE_DIR = ".incomplete"
+DIR_MODE = 0o700
+FILE_MODE = 0o600
 
 
 class FileStore:
@@ -41,7 +49,7 @@ class FileStore:
     def _tmp(self) -> Path:
         tmpdir = self.root / INCOMPLETE_DIR
         try:
-            tmpdir.mkdir(parents=True, exist_ok=True)
+            make_private_dirs(tmpdir)
         except OSError as e:
             raise RepositoryError(f"cannot write to repository {self.url}: {e.strerror}") from e
         return tmpdir / f"{uuid.uuid4().hex}.part"
@@ -139,14 +147,25 @@ class FileStore:
     def close(self) -> None:
         return None
 
+    def exposed(self, limit: int = 3) -> tuple[int, Sequence[str]]:
+        """How many directories and files of the repository (its root included) other users may read
+        or write (any group or other permission bit), and up to ``limit`` of their paths."""
+        return _exposed(self.root, limit)
+
 
 class _FileWriter:
     def __init__(self, final: Path, tmp: Path) -> None:
         self._final = final
         self._tmp = tmp
         try:
-            self._f: BinaryIO | None = open(tmp, "xb")  # noqa: SIM115 - closed by commit/abort
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
         except OSError as e:
+            raise RepositoryError(f"cannot write {tmp}: {e.strerror}") from e
+        try:
+            os.fchmod(fd, FILE_MODE)  # the umask may have taken bits off; never added any
+            self._f: BinaryIO | None = os.fdopen(fd, "wb")
+        except OSError as e:
+            os.close(fd)
             raise RepositoryError(f"cannot write {tmp}: {e.strerror}") from e
 
     def write(self, data: bytes) -> int:
@@ -163,7 +182,7 @@ class _FileWriter:
             os.fsync(self._f.fileno())
             self._f.close()
             self._f = None
-            self._final.parent.mkdir(parents=True, exist_ok=True)
+            make_private_dirs(self._final.parent)
             os.replace(self._tmp, self._final)
             _fsync_dir(self._final.parent)
         except OSError as e:
@@ -181,6 +200,46 @@ class _FileWriter:
             self._tmp.unlink()
         except FileNotFoundError:
             pass
+
+
+def _exposed(root: Path, limit: int) -> tuple[int, list[str]]:
+    count = 0
+    examples: list[str] = []
+    if not root.is_dir():
+        return 0, examples
+    for dirpath, _dirs, filenames in os.walk(root):
+        for name in [None, *filenames]:
+            path = dirpath if name is None else os.path.join(dirpath, name)
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                continue
+            if stat.S_ISLNK(st.st_mode) or not st.st_mode & 0o077:
+                continue
+            count += 1
+            if len(examples) < limit:
+                examples.append(f"{path} ({stat.filemode(st.st_mode)})")
+    return count, examples
+
+
+def make_private_dirs(path: Path) -> None:
+    """Create ``path`` and its missing parents, each with mode 0700 whatever the umask. Existing
+    directories are left as they are (an administrator's root, or a shared mount point above it)."""
+    missing: list[Path] = []
+    current = path
+    while not current.is_dir():
+        missing.append(current)
+        if current.parent == current:
+            break
+        current = current.parent
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, DIR_MODE)
+        except FileExistsError:
+            if not d.is_dir():
+                raise
+            continue  # made by a concurrent writer, which gave it the same mode
+        os.chmod(d, DIR_MODE)
 
 
 def _fsync_dir(path: Path) -> None:

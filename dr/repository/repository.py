@@ -10,17 +10,26 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any, BinaryIO
 
-from dr.errors import IntegrityError, NotFoundError, ObjectNotFound, RepositoryError, UsageError
+from dr.crypto.age import NoIdentityMatches, Recipient
+from dr.crypto.keyring import Keyring
+from dr.errors import (
+    IntegrityError,
+    KeyMismatchError,
+    NotFoundError,
+    ObjectNotFound,
+    RepositoryError,
+    UsageError,
+)
 from dr.model import Artifact, Manifest, is_run_id
-from dr.repository import layout
-from dr.repository.artifacts import ArtifactWriter, Encryptor, VerifiedReader, check_encodings, is_encrypted
-from dr.repository.lock import RepositoryLock
+from dr.repository import layout, recipients
+from dr.repository.artifacts import ArtifactWriter, VerifiedReader, check_encodings, is_encrypted
+from dr.repository.lock import REFRESH_EVERY, RepositoryLock
 from dr.repository.store import Store
-from dr.util.timefmt import iso, utcnow
+from dr.util.timefmt import iso, real_utcnow, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -28,21 +37,33 @@ REPO_FORMAT = "jdr-repository"
 REPO_VERSION = 1
 
 
+def initial_recipients(keyring: Keyring, added: str) -> list[recipients.RecipientEntry]:
+    """The recipients of a new repository: the installation key, then ``encryption.recipients``."""
+    entries = [recipients.RecipientEntry.of(keyring.current.recipient, name="installation key", added=added)]
+    entries += [recipients.RecipientEntry.of(r, name="from encryption.recipients", added=added)
+                for r in keyring.extra]
+    unique: dict[str, recipients.RecipientEntry] = {}
+    for e in entries:
+        unique.setdefault(e.fingerprint, e)
+    return list(unique.values())
+
+
 class Repository:
     """Typed access to one repository. Create with :meth:`open` (or :meth:`init`)."""
 
-    def __init__(self, store: Store, config: dict[str, Any], encryptor: Encryptor | None = None,
-                 stale_after: float = 900.0) -> None:
+    def __init__(self, store: Store, config: dict[str, Any], encryptor: Keyring | None = None,
+                 stale_after: float = 900.0, refresh_every: float = REFRESH_EVERY) -> None:
         self.store = store
         self.config = config
         self.encryptor = encryptor
         self.stale_after = stale_after
+        self.refresh_every = refresh_every
 
     # --- opening ---------------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, store: Store, encryptor: Encryptor | None = None, *, create: bool = False,
-             stale_after: float = 900.0) -> Repository:
+    def open(cls, store: Store, encryptor: Keyring | None = None, *, create: bool = False,
+             stale_after: float = 900.0, refresh_every: float = REFRESH_EVERY) -> Repository:
         """Open the repository at ``store``; with ``create``, initialise an empty one.
 
         Raises NotFoundError when there is no repository and ``create`` is false, RepositoryError when
@@ -56,6 +77,8 @@ class Repository:
                                     hint="run `jdr backup` once to create it, or check `repository`") from e
             config = {"format": REPO_FORMAT, "version": REPO_VERSION, "id": uuid.uuid4().hex,
                       "created": iso(utcnow()), "encrypted": encryptor is not None}
+            if encryptor is not None:
+                config = recipients.with_recipients(config, initial_recipients(encryptor, iso(utcnow())))
             store.put(layout.CONFIG, json.dumps(config, indent=2).encode())
             log.info("created repository %s", store.url)
         except ValueError as e:
@@ -71,7 +94,7 @@ class Repository:
         if not config.get("encrypted") and encryptor is not None:
             raise UsageError(f"repository {store.url} was created without encryption, but an encryption "
                              "key is configured", hint="use a new repository URL for encrypted backups")
-        return cls(store, config, encryptor, stale_after)
+        return cls(store, config, encryptor, stale_after, refresh_every)
 
     @property
     def id(self) -> str:
@@ -84,6 +107,45 @@ class Repository:
     @property
     def url(self) -> str:
         return self.store.url
+
+    # --- recipients (docs/FORMAT.md, "Keys") -----------------------------------------------------
+
+    @property
+    def recipients(self) -> list[recipients.RecipientEntry]:
+        """The public keys every new artifact is encrypted to (empty if unencrypted or not recorded)."""
+        return recipients.current(self.config)
+
+    def reload_config(self) -> None:
+        """Read ``config.json`` again (another process may have changed the recipients)."""
+        try:
+            self.config = json.loads(self.store.get(layout.CONFIG))
+        except ValueError as e:
+            raise RepositoryError(f"{self.url}/{layout.CONFIG} is not valid JSON") from e
+
+    def save_config(self, config: dict[str, Any]) -> None:
+        """Replace ``config.json``. Call only under the exclusive lock; the id and format never change."""
+        if config.get("id") != self.id or config.get("format") != REPO_FORMAT:
+            raise RepositoryError("refusing to change the repository's id or format")
+        self.store.put(layout.CONFIG, json.dumps(config, indent=2).encode())
+        self.config = config
+
+    def describe_keys(self, fingerprints: Iterable[str]) -> str:
+        """``a1b2… (installation key, retired 2026-12-01), …`` for messages."""
+        return recipients.describe(self.config, fingerprints)
+
+    def missing_key(self, what: str, needed: Iterable[str]) -> KeyMismatchError:
+        """The error for ``what`` (``run X``, an artifact) that no configured key opens."""
+        needed = sorted(set(needed))
+        held = self.encryptor.fingerprints if self.encryptor is not None else []
+        need = (f"one of the keys {self.describe_keys(needed)}" if needed else
+                "the key it was made with (its recipients were not recorded: made by an older jdr)")
+        return KeyMismatchError(
+            f"{what} is encrypted and no configured key opens it: it needs {need}; the configured keys "
+            f"are {', '.join(held) or 'none'}. A key added or rotated in later cannot open runs made "
+            "before it",
+            hint="configure the key that run needs: encryption.key_file / key_env, or keep older keys "
+                 "in encryption.identities (a key file may hold several AGE-SECRET-KEY lines); "
+                 "`jdr key list` shows which runs need which key")
 
     # --- runs ------------------------------------------------------------------------------------
 
@@ -157,8 +219,13 @@ class Repository:
         if enc and self.encryptor is None:
             raise UsageError("this repository is encrypted: configure `encryption.key_file` or "
                              "`encryption.key_env` to write to it")
+        to = [Recipient.parse(e.recipient) for e in self.recipients] if enc else []
+        if enc and not to:
+            raise KeyMismatchError(f"repository {self.url} does not record its recipients yet",
+                                   hint="run `jdr backup` once with the repository's key configured: "
+                                        "it records them")
         encoding = (f"{base_encoding}+age" if base_encoding != "identity" else "age") if enc else base_encoding
-        return ArtifactWriter(self.store, key, run, encoding, self.encryptor if enc else None)
+        return ArtifactWriter(self.store, key, run, encoding, self.encryptor if enc else None, to)
 
     def open_artifact(self, artifact: Artifact) -> BinaryIO:
         """Stream an artifact's content (decrypted, still zstd-compressed when its encoding says so).
@@ -167,14 +234,17 @@ class Repository:
         earlier, on authentication failure, for encrypted artifacts). Read it to the end.
         """
         check_encodings([artifact.encoding])
-        raw = VerifiedReader(self.store.open_reader(artifact.key), artifact)
         if is_encrypted(artifact.encoding):
-            if self.encryptor is None:
-                raw.close()
-                raise UsageError(f"artifact {artifact.key} is encrypted; configure the repository's "
-                                 "key (`encryption.key_file` or `encryption.key_env`)")
-            return self.encryptor.reader(raw)  # type: ignore[arg-type]
-        return raw  # type: ignore[return-value]
+            what = f"artifact {artifact.key} (of run {artifact.run or '?'})"
+            if self.encryptor is None or (artifact.recipients and
+                                          not set(artifact.recipients) & set(self.encryptor.fingerprints)):
+                raise self.missing_key(what, artifact.recipients)
+            raw = VerifiedReader(self.store.open_reader(artifact.key), artifact)
+            try:
+                return self.encryptor.reader(raw)  # type: ignore[arg-type]
+            except NoIdentityMatches as e:
+                raise self.missing_key(what, artifact.recipients) from e
+        return VerifiedReader(self.store.open_reader(artifact.key), artifact)  # type: ignore[return-value]
 
     def verify_artifact(self, artifact: Artifact) -> None:
         """Read the stored bytes and check size and SHA-256 (without decrypting)."""
@@ -192,7 +262,7 @@ class Repository:
 
     def lock(self, operation: str, run: str = "", exclusive: bool = True) -> RepositoryLock:
         return RepositoryLock(self.store, "exclusive" if exclusive else "shared", operation, run,
-                              stale_after=self.stale_after)
+                              stale_after=self.stale_after, refresh_every=self.refresh_every)
 
     def sweep_dead_runs(self, current_run: str) -> list[str]:
         """Delete artifacts of runs that never committed a manifest. Call only under an exclusive lock.
@@ -200,16 +270,22 @@ class Repository:
         Also discards uploads that were never completed. Returns the dead run ids cleaned up.
         """
         committed = set(self.run_ids())
+        referenced: set[str] | None = None
         dead: dict[str, list[str]] = {}
         for obj in self.store.list(layout.DATA):
             run = layout.run_of_data_key(obj.key)
             if run and run != current_run and run not in committed:
-                dead.setdefault(run, []).append(obj.key)
+                # A run dropped by prune leaves the artifacts that kept runs still reference (an unchanged
+                # volume's archive is referenced, not copied): those are not leftovers.
+                if referenced is None:
+                    referenced = {a.key for r in committed for a in self.load_manifest(r).artifacts()}
+                if obj.key not in referenced:
+                    dead.setdefault(run, []).append(obj.key)
         for run, keys in sorted(dead.items()):
             log.warning("cleaning up %d artifacts of run %s, which never completed", len(keys), run)
             for key in keys:
                 self.store.delete(key)
-        removed = self.store.cleanup_incomplete(utcnow())
+        removed = self.store.cleanup_incomplete(real_utcnow())  # the store's times are real ones
         if removed:
             log.warning("discarded %d incomplete uploads left by an interrupted run", removed)
         return sorted(dead)

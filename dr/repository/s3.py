@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn, cast
 from urllib.parse import urlparse
 
 import boto3
+import botocore.session
 import urllib3.exceptions
 from botocore.config import Config
 from botocore.exceptions import (
@@ -36,7 +37,7 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from dr.errors import ObjectNotFound, RepositoryError, TransientStorageError
+from dr.errors import ObjectNotFound, RepositoryError, TransientStorageError, UnreadableObjectError
 from dr.repository.store import ObjectInfo, check_key
 
 if TYPE_CHECKING:
@@ -54,9 +55,22 @@ PARTS_PER_SIZE_STEP = 1000
 MAX_PARTS = 10_000
 MAX_PART_SIZE = 5 * 1024 * MiB
 
-#: How many times a streaming read resumes (Range GET from the current offset) without progress,
-#: and the first pause before resuming (doubling each time, at most 5 s).
+#: The work a streaming read may spend on one object when its body keeps breaking (S3Reader). A break
+#: resumes with a Range GET from the current offset. The budget is not renewed by every partial read: a
+#: server that sends a little and breaks again (SeaweedFS on a chunk that fails its CRC sends 256 KiB, then
+#: stalls 13 s and cuts the body) would otherwise be resumed until the end of the object, minutes later.
+#: - READ_RESUMES: failures in a row without PROGRESS_RESET bytes read between them;
+#: - READ_STREAK_DEADLINE: seconds such a run of failures may last, from its first failure;
+#: - READ_MAX_RESUMES: resumes of one object in all;
+#: - SAME_PLACE_LIMIT: body breaks or server errors (500) within SAME_PLACE bytes of the previous one,
+#:   in a row, after which the object is taken as damaged in the store (UnreadableObjectError);
+#: - READ_RESUME_BACKOFF: the first pause before resuming (doubling with each failure in a row, at most 5 s).
 READ_RESUMES = 5
+READ_STREAK_DEADLINE = 20.0
+READ_MAX_RESUMES = 50
+PROGRESS_RESET = 8 * MiB
+SAME_PLACE = 1 * MiB
+SAME_PLACE_LIMIT = 2
 READ_RESUME_BACKOFF = 0.2
 
 _NOT_FOUND = {"NoSuchKey", "NotFound", "404"}
@@ -71,6 +85,24 @@ _STREAM_ERRORS: tuple[type[BaseException], ...] = (
     urllib3.exceptions.HTTPError, http.client.HTTPException, OSError,
 )
 _RESUMABLE: tuple[type[BaseException], ...] = (*_STREAM_ERRORS, TransientStorageError)
+
+
+_shared_loader: Any = None
+
+
+def _botocore_session() -> botocore.session.Session:
+    """A new botocore session that shares one data loader with every other store of this process.
+
+    The loader caches the parsed service model and endpoint rules (megabytes of JSON); a fresh session
+    parses them again, which cost 0.5-2 s per store (a worker makes stores job after job; the season test
+    hundreds). Credentials and configuration stay per session."""
+    global _shared_loader
+    session = botocore.session.Session()
+    if _shared_loader is None:
+        _shared_loader = session.get_component("data_loader")
+    else:
+        session.register_component("data_loader", _shared_loader)
+    return session
 
 
 def part_size(first: int, parts_done: int) -> int:
@@ -110,13 +142,14 @@ class S3Store:
         self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
         self.part_size = part_size
         session = boto3.session.Session(
-            aws_access_key_id=access_key, aws_secret_access_key=secret_key, region_name=region
+            aws_access_key_id=access_key, aws_secret_access_key=secret_key, region_name=region,
+            botocore_session=_botocore_session(),
         )
 
-        def make_client(path_style: bool) -> S3Client:
+        def make_client(path_style: bool, attempts: int = max_attempts) -> S3Client:
             config = Config(
                 # "total_max_attempts" counts the first try; botocore's "max_attempts" key counts retries.
-                retries={"mode": "standard", "total_max_attempts": max_attempts},
+                retries={"mode": "standard", "total_max_attempts": attempts},
                 connect_timeout=connect_timeout,
                 read_timeout=read_timeout,
                 s3={"addressing_style": "path"} if path_style else None,
@@ -129,9 +162,13 @@ class S3Store:
         # path-style addressing for them. boto3 resolves the endpoint itself (arguments, environment,
         # config files), so look at what it chose rather than repeating its rules.
         host = urlparse(self.endpoint).hostname or ""
-        if not (host.endswith(".amazonaws.com") or host.endswith(".amazonaws.com.cn")):
+        path_style = not (host.endswith(".amazonaws.com") or host.endswith(".amazonaws.com.cn"))
+        if path_style:
             client = make_client(path_style=True)
         self.client = client
+        # Resumed reads retry in S3Reader, within its budget: botocore's own retries (up to ~30 s of
+        # back-off per request) would multiply it.
+        self.resume_client = make_client(path_style=path_style, attempts=1)
         self._bucket_checked = False
 
     @classmethod
@@ -323,6 +360,7 @@ class S3Store:
 
     def close(self) -> None:
         self.client.close()
+        self.resume_client.close()
 
 
 class S3Writer:
@@ -426,19 +464,36 @@ class S3Writer:
 
 
 class S3Reader(io.RawIOBase):
-    """A streaming read of one object; a connection broken mid-body resumes with a Range GET."""
+    """A streaming read of one object; a body broken mid-way resumes with a Range GET, within a budget.
+
+    The budget (module constants) bounds the work per object whatever its size: failures in a row
+    without real progress, how long they may last, resumes in all, and breaks at one place. Running out
+    raises TransientStorageError (the connection or the store keeps failing: try again later), or
+    UnreadableObjectError when the store fails at the same place every time (the object is damaged there).
+    Reaching the end does not check the content: :class:`dr.repository.artifacts.VerifiedReader` does, and
+    a mismatch is final (never re-read).
+    """
 
     def __init__(self, store: S3Store, key: str, s3_key: str,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
         self._store = store
         self._key = key
         self._s3_key = s3_key
         self._sleep = sleep
+        self._clock = clock
         self._offset = 0
         self._body: Any = None
         self._etag: str | None = None
         self._size: int | None = None
+        # The budget's state (see the class docstring).
+        self._resumes = 0
+        self._streak = 0
+        self._streak_started = 0.0
+        self._since_failure = 0  # bytes read since the last failure
+        self._fail_offset = -1  # offset of the last body break or server error
+        self._same_place = 0
         self._open()  # raises ObjectNotFound now rather than at the first read
 
     def _open(self) -> None:
@@ -448,9 +503,10 @@ class S3Reader(io.RawIOBase):
             kwargs["Range"] = f"bytes={self._offset}-"
         if self._etag:
             kwargs["IfMatch"] = self._etag  # the object must not change between resumed reads
+        client = store.resume_client if self._resumes else store.client
         try:
             with store._errors("read", self._key):
-                resp = store.client.get_object(**kwargs)
+                resp = client.get_object(**kwargs)
         except RepositoryError as e:
             cause = e.__cause__
             if isinstance(cause, ClientError) and cause.response.get("Error", {}).get("Code") in (
@@ -480,32 +536,63 @@ class S3Reader(io.RawIOBase):
         view = memoryview(b).cast("B")
         if not len(view) or self._offset == self._size:
             return 0
-        failures = 0
         while True:
+            opened = self._body is not None
             try:
                 if self._body is None:
                     self._open()
+                    opened = True
                 chunk: bytes = self._body.read(len(view))
                 if not chunk:
                     raise IncompleteReadError(actual_bytes=self._offset, expected_bytes=self._size or 0)
             except _RESUMABLE as e:
-                # TransientStorageError: reopening failed even after botocore's retries. Count it as
-                # one more failed resume rather than give up at once.
-                failures += 1
+                # TransientStorageError: reopening failed (the first open after botocore's retries).
                 self._close_body()
-                if failures > READ_RESUMES:
-                    raise TransientStorageError(
-                        f"reading {self._key!r} from {self._store.url} failed at byte {self._offset} "
-                        f"after {READ_RESUMES} resumed attempts: {e}",
-                        hint="the connection to the storage keeps breaking; run again later",
-                    ) from e
-                log.warning("read of %s broke at byte %d (%s); resuming", self._key, self._offset, e)
-                self._sleep(min(READ_RESUME_BACKOFF * 2 ** (failures - 1), 5.0))
+                self._failed(e, at_the_server=opened or _server_error(e))
                 continue
             n = len(chunk)
             view[:n] = chunk
             self._offset += n
+            self._since_failure += n
+            if self._streak and self._since_failure >= PROGRESS_RESET:
+                self._streak, self._same_place = 0, 0  # real progress: a new run of failures may start
             return n
+
+    def _failed(self, e: BaseException, at_the_server: bool) -> None:
+        """Count one failure against the budget; raise when it is spent, else pause before resuming.
+
+        ``at_the_server``: the server answered and then broke the body, or answered with an error (500),
+        as opposed to a connection that could not be made."""
+        now = self._clock()
+        self._resumes += 1
+        self._streak += 1
+        if self._streak == 1:
+            self._streak_started = now
+        if at_the_server:
+            near = self._fail_offset >= 0 and 0 <= self._offset - self._fail_offset < SAME_PLACE
+            self._same_place = self._same_place + 1 if near else 1
+            self._fail_offset = self._offset
+        self._since_failure = 0
+        where = f"reading {self._key!r} from {self._store.url}"
+        if self._same_place >= SAME_PLACE_LIMIT:
+            raise UnreadableObjectError(
+                f"{where} failed {self._same_place} times in a row at byte {self._offset} "
+                f"(of {self._size}): the store cannot deliver this part of the object ({e})",
+                hint="the object is probably damaged in the store: `jdr verify` records it, and the next "
+                     "backup reads the volume again; restore from another run meanwhile") from e
+        spent = ""
+        if self._streak > READ_RESUMES:
+            spent = f"after {READ_RESUMES} resumed attempts without progress"
+        elif now - self._streak_started > READ_STREAK_DEADLINE:
+            spent = f"for {now - self._streak_started:.0f} s of failing reads"
+        elif self._resumes > READ_MAX_RESUMES:
+            spent = f"after {READ_MAX_RESUMES} resumed reads"
+        if spent:
+            raise TransientStorageError(
+                f"{where} failed at byte {self._offset} {spent}: {e}",
+                hint="the connection to the storage keeps breaking; run again later") from e
+        log.warning("read of %s broke at byte %d (%s); resuming", self._key, self._offset, e)
+        self._sleep(min(READ_RESUME_BACKOFF * 2 ** (self._streak - 1), 5.0))
 
     def _close_body(self) -> None:
         body, self._body = self._body, None
@@ -519,6 +606,15 @@ class S3Reader(io.RawIOBase):
         if not self.closed:
             self._close_body()
         super().close()
+
+
+def _server_error(e: BaseException) -> bool:
+    """Whether ``e`` is the server answering with an internal error (not throttling, not the network)."""
+    cause = e.__cause__
+    if isinstance(cause, ClientError):
+        status = int(cause.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        return status in (500, 502, 504) or cause.response.get("Error", {}).get("Code") == "InternalError"
+    return False
 
 
 def _body(buf: bytearray) -> bytes:

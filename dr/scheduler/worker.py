@@ -1,8 +1,10 @@
 """``jdr worker``: run backup, prune and drill on their schedules, in one long-running process.
 
 - Time zone aware: cron expressions are read on the wall clock of the configured zone.
-- No overlap: a job still running when its next fire time comes is skipped (logged, and counted in
-  ``jdr_worker_skipped_runs_total{job}``), never started twice.
+- One job at a time: jobs of one worker never run concurrently (they would lock each other out of the
+  repository). A job due while another runs waits for it (logged), then runs.
+- No overlap: a job still running (or waiting) when its next fire time comes is skipped (logged, and
+  counted in ``jdr_worker_skipped_runs_total{job}``), never started twice.
 - Missed runs coalesce: runs missed while the process was suspended or busy collapse into one run, if it
   can still start within ``misfire_grace_seconds``. With a ``state_path``, runs missed while the worker was
   *down* are caught up the same way at start-up (one run, if the latest missed time is within the grace).
@@ -36,7 +38,7 @@ from dr.errors import EXIT_FAILED, EXIT_OK, Interrupted, JdrError
 from dr.metrics import Metrics
 from dr.scheduler.health import HealthServer
 from dr.scheduler.schedule import JobSpec, make_trigger
-from dr.util.timefmt import iso
+from dr.util.timefmt import iso, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -75,21 +77,23 @@ class Worker:
 
     def __init__(self, jobs: Mapping[str, JobSpec], tz: tzinfo, health_port: int | None = None,
                  metrics: Metrics | None = None, *, health_host: str = "127.0.0.1",
-                 grace_seconds: float = 60.0, misfire_grace_seconds: int = 3600,
-                 state_path: str | Path | None = None) -> None:
+                 grace_seconds: float = 80.0, misfire_grace_seconds: int = 3600,
+                 state_path: str | Path | None = None, stop_event: threading.Event | None = None) -> None:
         self.jobs = dict(jobs)
         self.tz = tz
         self.metrics = metrics if metrics is not None else Metrics()
         self.grace_seconds = grace_seconds
         self.misfire_grace_seconds = misfire_grace_seconds
         self.state_path = Path(state_path) if state_path is not None else None
-        self.stop_requested = threading.Event()  # job functions check this and raise Interrupted
+        # Job functions check this and raise Interrupted; given by the caller when the jobs need it first.
+        self.stop_requested = stop_event if stop_event is not None else threading.Event()
         self.triggers = {name: make_trigger(spec, tz) for name, spec in self.jobs.items()}
         self._health_port = health_port
         self._health_host = health_host
         self.health: HealthServer | None = None
         self._lock = threading.Condition()
-        self._running: dict[str, datetime] = {}
+        self._running: dict[str, datetime] = {}  # started or waiting for its turn
+        self._active: str | None = None  # the one job that runs now
         self._last: dict[str, JobResult] = {}
         self._skipped: dict[str, int] = {}
         self._scheduler = BackgroundScheduler(timezone=tz, executors={"default": _DaemonThreadExecutor()})
@@ -106,7 +110,7 @@ class Worker:
         for name, spec in self.jobs.items():
             extra: dict[str, Any] = {}
             if name in catch_up:
-                extra["next_run_time"] = datetime.now(UTC)
+                extra["next_run_time"] = datetime.now(UTC)  # APScheduler runs on the real clock
             self._scheduler.add_job(
                 self._run, trigger=self.triggers[name], args=(name,), id=name, name=name,
                 max_instances=1, coalesce=True, misfire_grace_time=self.misfire_grace_seconds,
@@ -126,6 +130,8 @@ class Worker:
         Returns 0 when every job ended, EXIT_FAILED (3) when one had to be abandoned."""
         grace = self.grace_seconds if grace_seconds is None else grace_seconds
         self.stop_requested.set()
+        with self._lock:
+            self._lock.notify_all()  # jobs waiting for their turn give up at once
         if self._started:
             self._scheduler.shutdown(wait=False)
             self._started = False
@@ -169,7 +175,7 @@ class Worker:
         self._signals += 1
         name = signal.Signals(signum).name
         if self._signals == 1:
-            log.info("received %s: stopping (running jobs get %.0fs to finish)", name, self.grace_seconds)
+            log.warning("received %s: stopping (running jobs get %.0fs to finish)", name, self.grace_seconds)
             self.stop_requested.set()
         else:
             log.warning("received %s again: abandoning running jobs now", name)
@@ -179,8 +185,30 @@ class Worker:
 
     # --- running jobs ---------------------------------------------------------------------------------
 
-    def _run(self, name: str) -> int:
-        started = datetime.now(UTC)
+    def _run(self, name: str) -> int | None:
+        with self._lock:
+            self._running[name] = utcnow()
+            if self._active is not None:
+                log.info("job %s waits: job %s is running (jobs of one worker run one after the other)",
+                         name, self._active)
+            while self._active is not None and not self.stop_requested.is_set():
+                self._lock.wait()
+            if self.stop_requested.is_set():
+                del self._running[name]
+                self._lock.notify_all()
+                log.info("job %s not started: the worker is stopping", name)
+                return None
+            self._active = name
+        try:
+            return self._run_now(name)
+        finally:
+            with self._lock:
+                self._active = None
+                self._running.pop(name, None)
+                self._lock.notify_all()
+
+    def _run_now(self, name: str) -> int:
+        started = utcnow()
         with self._lock:
             self._running[name] = started
         self._save_state(name, started)
@@ -194,19 +222,18 @@ class Worker:
             log.warning("job %s interrupted: %s", name, e)
         except JdrError as e:
             code, error = e.exit_code, str(e)
-            log.error("job %s failed: %s", name, e)
+            log.error("job %s failed: %s%s", name, e, f" (hint: {e.hint})" if e.hint else "")
         except Exception as e:
             code, error = EXIT_FAILED, f"{type(e).__name__}: {e}"
             log.exception("job %s crashed", name)
-        finished = datetime.now(UTC)
+        finished = utcnow()
         self.metrics.record_job(name, code, started, finished)
         with self._lock:
             self._last[name] = JobResult(started, finished, code, error)
-            del self._running[name]
-            self._lock.notify_all()
         during = " (during shutdown)" if self.stop_requested.is_set() else ""
-        log.info("job %s finished with exit code %d in %.1fs%s", name, code,
-                 (finished - started).total_seconds(), during)
+        log_at = log.info if code == EXIT_OK else log.warning
+        log_at("job %s finished with exit code %d in %.1fs%s", name, code,
+               (finished - started).total_seconds(), during)
         return code
 
     def _on_event(self, event: JobEvent) -> None:
@@ -251,7 +278,7 @@ class Worker:
         """Cron jobs whose latest scheduled time since their last recorded start has passed, within the
         misfire grace: each runs once right away, however many runs were missed."""
         state = self._load_state()
-        now = datetime.now(UTC)
+        now = utcnow()
         due: set[str] = set()
         for name, trigger in self.triggers.items():
             if name not in state or not isinstance(trigger, CronTrigger):
@@ -298,13 +325,15 @@ class Worker:
                 next_run = next_runs[name]
                 last = self._last.get(name)
                 since = self._running.get(name)
+                state = "running" if self._active == name else "waiting" if since else "idle"
                 jobs[name] = {
                     "schedule": spec.schedule,
+                    "state": state,
                     "next_run": iso(next_run) if next_run else None,
                     "running_since": iso(since) if since else None,
                     "last": last.to_dict() if last else None,
                     "skipped": self._skipped.get(name, 0),
                 }
-        doc = {"status": "ok" if running else "stopping", "time": iso(datetime.now(UTC)),
+        doc = {"status": "ok" if running else "stopping", "time": iso(utcnow()),
                "timezone": str(self.tz), "jobs": jobs}
         return running, doc

@@ -248,7 +248,9 @@ def test_readers_are_not_blocked_by_a_writer(tmp_path: Path) -> None:
             conn.execute(update(s.runs).values(status="failed"))
             started = time.monotonic()
             rows = reader.runs()  # sees the last committed state, immediately
-            assert time.monotonic() - started < 1
+            # A blocked reader would wait out the catalog's 30 s busy timeout (then fail); a loaded machine
+            # may be slow, never that slow.
+            assert time.monotonic() - started < 15
             assert [r.status for r in rows] == ["complete", "complete"]
             tx.rollback()
         writer.add_manifests(manifests[2:])

@@ -152,8 +152,10 @@ def test_drill_passes_reports_into_the_repository_and_charts_history(make_prod: 
 
 def test_drill_fails_on_a_corrupt_archive_and_a_user_missing_from_the_run(make_prod: Callable[..., Prod],
                                                                           repo_url: str) -> None:
-    # dave is a hub user whose home does not exist: his backup fails, so he is missing from the run.
+    # dave is a hub user whose home cannot be read (a file, not a directory): his backup fails, so he is
+    # missing from the run. (A user with no home at all is "absent", which is not a failure.)
     prod = make_prod(repo_url, users=("alice", "bob"), db_users=("alice", "bob", "dave"))
+    prod.sb.home("dave").write_text("not a directory\n")
     backup(prod, expect=1)  # a partial run
     store = prod.store()
     archives = [o.key for o in store.list("data/") if o.key.endswith(".tar.zst") and "/volumes/alice-" in o.key]
@@ -168,7 +170,7 @@ def test_drill_fails_on_a_corrupt_archive_and_a_user_missing_from_the_run(make_p
     assert not doc["ok"] and doc["status"] == "failed"
     reasons = "\n".join(doc["failures"])
     assert "user dave is missing from the run: their backup failed" in reasons
-    assert "does not exist" in reasons  # the backup's own reason is carried along
+    assert "is not a directory" in reasons  # the backup's own reason is carried along
     assert doc["users"]["missing_from_run"] == ["dave"]
     alice = next(v for v in doc["volumes"] if v["label"] == "alice")
     bob = next(v for v in doc["volumes"] if v["label"] == "bob")

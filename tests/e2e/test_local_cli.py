@@ -11,21 +11,19 @@ from typing import Any
 import pytest
 
 from dr.util.timefmt import parse_iso
+from tests.fixtures.homes import as_restored
 from tests.fixtures.sandbox import SANDBOX_USERS, Sandbox, describe
+from tests.restoreutil import home_tree, kept_copies, state_dirs
 from tests.treeutil import snapshot_tree, tree_diff
-
-RESTORE_DIR = b".jdr-restore"
 
 
 def tree(path: Path, **kw: Any) -> dict[bytes, dict[str, Any]]:
-    """The home's entries, leaving out jdr's own .jdr-restore bookkeeping."""
-    return {k: v for k, v in snapshot_tree(path, **kw).items()
-            if k != RESTORE_DIR and not k.startswith(RESTORE_DIR + b"/")}
+    """The home's entries, leaving out jdr's state and the copies restores handed over (jdr-replaced-*)."""
+    return home_tree(path, **kw)
 
 
 def kept_trees(home: Path) -> list[Path]:
-    d = home / ".jdr-restore"
-    return sorted(d.glob("previous-*")) if d.is_dir() else []
+    return kept_copies(home)
 
 
 def assert_same(a: dict[bytes, dict[str, Any]], b: dict[bytes, dict[str, Any]]) -> None:
@@ -122,18 +120,25 @@ def test_restore_user_brings_back_the_home_entry_by_entry(sandbox: Sandbox) -> N
     assert doc["status"] == "done" and doc["plan"]["run"] == run
     (item,) = doc["items"]
     assert item["status"] == "ok" and item["target"] == str(home)
-    assert_same(tree(home), before)  # type, content, size, mode, uid, gid, mtime, link, hard links
+    # Type, content, size, mode, uid, gid, mtime, link, hard links: as backed up, but setuid/setgid on
+    # files cleared (issue #9 item 4).
+    assert_same(tree(home), as_restored(before))
     assert (home / "sparse.img").stat().st_blocks * 512 < 1 << 20  # still sparse
+    assert state_dirs(home) == []
 
-    # Everything that was replaced is kept aside, as it was.
+    # Everything that was replaced is kept aside, as it was, in a directory the user owns (issue #9
+    # item 8: it used to be root-only under .jdr-restore/previous-*).
     (kept,) = kept_trees(home)
-    assert item["previous"] == str(kept)
+    assert item["previous"] == str(kept) and kept.parent == home
+    st = kept.stat()
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (1000, 100, 0o700)
     assert_same(tree(kept, root_attrs=False), {k: v for k, v in damaged.items() if k != b"."})
 
-    # A second restore (discarding what it replaces) leaves the home as it was, with nothing new aside.
+    # A second restore (discarding what it replaces) leaves the home as it was, with nothing new aside,
+    # and leaves the copy the first one handed over where it is.
     again = sandbox.run_jdr("restore", "--user", "alice", "--yes", "--discard-previous")
     assert again.returncode == 0, describe(again)
-    assert_same(tree(home), before)
+    assert_same(tree(home), as_restored(before))
     assert kept_trees(home) == [kept]
 
 
@@ -295,15 +300,16 @@ def test_unchanged_homes_are_referenced_and_full_uploads_again(sandbox: Sandbox)
 
 
 def test_partial_run_and_json_everywhere(sandbox: Sandbox) -> None:
-    # A home that is missing fails its item; the run commits what succeeded and exits 1.
-    (sandbox.home("dave") / "notebooks" / "notes.txt").unlink()
+    # A home that cannot be read fails its item; the run commits what succeeded and exits 1. (A home that
+    # does not exist at all is "absent", not a failure: tests/e2e/test_local_homes.py.)
     import shutil
 
     shutil.rmtree(sandbox.home("dave"))
+    sandbox.home("dave").write_text("not a directory\n")
     doc = backup(sandbox, code=1)
     assert doc["status"] == "partial"
     dave = next(v for v in doc["manifest"]["volumes"] if v["user"] == "dave")
-    assert dave["status"] == "failed" and "does not exist" in dave["error"]
+    assert dave["status"] == "failed" and "is not a directory" in dave["error"]
     runs = sandbox.jdr_json("list")
     assert runs[0]["status"] == "partial"
     refused = sandbox.jdr_json("restore", "--user", "dave", "--yes", code=2)

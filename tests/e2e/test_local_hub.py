@@ -3,6 +3,7 @@ to it, and a user's running server stopped through the Hub API of a real ``jupyt
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import time
@@ -19,12 +20,23 @@ from tests.fixtures.sandbox import Sandbox, describe
 def test_hub_db_backed_up_under_continuous_writes_restores_sound(sandbox: Sandbox,
                                                                  hub_writer: Callable[[Path], HubWriter]) -> None:
     writer = hub_writer(sandbox.hub_db)
-    start = writer.wait_for_commits(20)
-    doc = sandbox.jdr_json("backup")
-    during = writer.commits - start
+    writer.wait_for_commits(20)
+    during: list[int] = []
+
+    def write_while_backup_runs() -> None:
+        # jdr is held inside its capture (source connection open, copy not begun): the writer proves it
+        # commits during the backup by committing 10 more transactions now, whatever the machine's load.
+        start = writer.commits
+        during.append(writer.wait_for_commits(start + 10) - start)
+        during.append(writer.last_token_id)
+
+    proc = sandbox.run_paused("hubdb-capture", write_while_backup_runs, "--json", "backup")
+    assert proc.returncode == 0, describe(proc)
+    doc = json.loads(proc.stdout)
     writer.wait_for_commits(writer.commits + 10)  # still writing after the backup
     writer.stop()
-    assert during > 0, "the writer made no commits while the backup ran"
+    assert during[0] >= 10, "the writer made no commits while the backup ran"
+    token_at_resume = during[1]
     hub = doc["manifest"]["hub"]
     assert hub["status"] == "ok" and hub["integrity"] == "ok" and hub["alembic_revision"]
 
@@ -34,10 +46,13 @@ def test_hub_db_backed_up_under_continuous_writes_restores_sound(sandbox: Sandbo
     conn = sqlite3.connect(sandbox.hub_db)
     try:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        tokens = conn.execute("SELECT count(*) FROM api_tokens").fetchone()[0]
+        tokens, newest = conn.execute("SELECT count(*), max(id) FROM api_tokens").fetchone()
     finally:
         conn.close()
     assert tokens > 0
+    # The copy is of the live database after those writes: it holds the token committed last before jdr
+    # went on (token ids only grow, and the writer deletes only its oldest tokens).
+    assert newest >= token_at_resume
     assert orm_users(sandbox.hub_db) == sorted(sandbox.users)
 
 
@@ -61,7 +76,11 @@ def test_restore_stops_a_running_server_through_the_hub_api(
                          hub_api={"url": hub.url, "token_env": "JDR_TEST_HUB_TOKEN"})
     sandbox.env["JDR_TEST_HUB_TOKEN"] = hub.token
     doc = sandbox.jdr_json("backup")  # the DB of a live hub
-    assert sorted(v["user"] for v in doc["manifest"]["volumes"]) == ["alice", "bob"]
+    volumes = doc["manifest"]["volumes"]
+    assert sorted(v["user"] for v in volumes if v["user"] is not None) == ["alice", "bob"]
+    # This hub has no dave or Émile: their sandbox homes belong to no hub user, so they are orphans.
+    assert sorted(Path(v["source"]["path"]).name for v in volumes if v["user"] is None) == \
+        ["jupyter-dave", "jupyter-Émile"]
 
     hub.start_server("bob")
     pid = hub.server_pid("bob")

@@ -8,6 +8,7 @@ with its size and SHA-256: ``jdr verify``) and that nothing a restore was replac
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -17,22 +18,20 @@ from typing import Any
 import pytest
 
 from tests.faultproxy import FaultProxy, Rule
+from tests.fixtures.homes import as_restored
 from tests.fixtures.s3 import S3Server
 from tests.fixtures.sandbox import Sandbox, describe
+from tests.restoreutil import aside as aside_dirs
+from tests.restoreutil import home_tree, journals, kept_copies, stagings, state_dirs
 from tests.treeutil import snapshot_tree, tree_diff
 
 pytestmark = pytest.mark.faults
 
 MiB = 1 << 20
-RESTORE_DIR = b".jdr-restore"
 
 
 def tree(path: Path, *, root_mtime: bool = True) -> dict[bytes, dict[str, Any]]:
-    snap = {k: v for k, v in snapshot_tree(path).items()
-            if k != RESTORE_DIR and not k.startswith(RESTORE_DIR + b"/")}
-    if not root_mtime:
-        snap[b"."] = {k: v for k, v in snap[b"."].items() if k != "mtime_ns"}
-    return snap
+    return home_tree(path, root_mtime=root_mtime)
 
 
 def assert_same(a: dict[bytes, Any], b: dict[bytes, Any]) -> None:
@@ -113,7 +112,7 @@ def test_a_killed_backup_leaves_no_run_and_the_next_one_cleans_up(sandbox: Sandb
     proc = sandbox.run_jdr("--json", "backup")
     assert proc.returncode == 0, describe(proc)
     assert "breaking stale lock" in proc.stderr and "pid" in proc.stderr
-    import json
+
 
     doc = json.loads(proc.stdout)
     assert doc["status"] == "complete" and doc["cleaned_runs"] == [dead_run]
@@ -134,7 +133,7 @@ def _damage(home: Path) -> None:
 
 
 def _kept(home: Path) -> list[Path]:
-    return sorted((home / ".jdr-restore").glob("previous-*"))
+    return aside_dirs(home)
 
 
 def _union(home: Path) -> dict[bytes, dict[str, Any]]:
@@ -153,19 +152,24 @@ def _union(home: Path) -> dict[bytes, dict[str, Any]]:
 def test_restore_killed_during_extraction_leaves_the_home_intact(sandbox: Sandbox) -> None:
     home = sandbox.home("alice")
     at_backup = tree(home)
-    sandbox.jdr_json("backup")
+    first = sandbox.jdr_json("backup")["run"]
     _damage(home)
     before = tree(home, root_mtime=False)
 
     sandbox.kill_at("restore-extract", "restore", "--user", "alice", "--yes", after=5)
     assert_same(tree(home, root_mtime=False), before)
     assert _kept(home) == []  # nothing was swapped
-    assert not (home / ".jdr-restore" / "journal.json").exists()
+    assert journals(home) == [] and len(stagings(home)) == 1
 
-    doc = sandbox.jdr_json("restore", "--user", "alice", "--yes")
+    # A backup now is whole: the killed restore's staging is jdr's state, left out; the home is intact.
+    doc = sandbox.jdr_json("backup", "--user", "alice")
+    (vol,) = doc["manifest"]["volumes"]
+    assert vol["status"] == "ok" and vol["files"] > 0
+
+    doc = sandbox.jdr_json("restore", "--user", "alice", "--run", first, "--yes")
     assert doc["status"] == "done"
-    assert_same(tree(home), at_backup)
-    assert not list((home / ".jdr-restore").glob("staging-*"))
+    assert_same(tree(home), as_restored(at_backup))
+    assert state_dirs(home) == []  # the killed one's state was removed
     (kept,) = _kept(home)
     assert (kept / "after-backup.txt").exists() and (kept / "secret.key").read_bytes() == b"changed after the backup\n"
 
@@ -175,12 +179,21 @@ def test_restore_killed_during_the_swap_loses_nothing_and_a_rerun_finishes(sandb
                                                                            after: int) -> None:
     home = sandbox.home("alice")
     at_backup = tree(home)
-    sandbox.jdr_json("backup")
+    first = sandbox.jdr_json("backup")["run"]
     _damage(home)
     before = tree(home, root_mtime=False)
 
     sandbox.kill_at(point, "restore", "--user", "alice", "--yes", after=after)
-    assert (home / ".jdr-restore" / "journal.json").exists()
+    assert len(journals(home)) == 1
+
+    # A backup meeting the half-swapped home records it as failed, saying why (issue #9 item 6: it used
+    # to commit it as "ok" with the entries that sat in .jdr-restore/ left out).
+    proc = sandbox.run_jdr("--json", "backup")
+    assert proc.returncode == 1, describe(proc)
+    vols = {v["user"]: v for v in json.loads(proc.stdout)["manifest"]["volumes"]}
+    assert vols["alice"]["status"] == "failed"
+    assert "interrupted restore" in vols["alice"]["error"] and "jdr restore" in proc.stderr
+    assert all(v["status"] == "ok" for u, v in vols.items() if u != "alice")
     # Every original entry is either still in place or kept aside, unchanged.
     union = _union(home)
     for path, rec in before.items():
@@ -191,13 +204,12 @@ def test_restore_killed_during_the_swap_loses_nothing_and_a_rerun_finishes(sandb
             assert union[path] == rec, path
 
     # The next restore first finishes the interrupted one (roll forward), then does its own.
-    proc = sandbox.run_jdr("restore", "--user", "alice", "--yes")
+    proc = sandbox.run_jdr("restore", "--user", "alice", "--run", first, "--yes")
     assert proc.returncode == 0, describe(proc)
     assert "finishing an interrupted restore" in proc.stderr
-    assert_same(tree(home), at_backup)
-    assert not (home / ".jdr-restore" / "journal.json").exists()
-    assert not list((home / ".jdr-restore").glob("staging-*"))
-    first_kept = _kept(home)[0]
+    assert_same(tree(home), as_restored(at_backup))
+    assert state_dirs(home) == []
+    first_kept = kept_copies(home)[0]
     assert (first_kept / "after-backup.txt").read_text() == "new\n"
     assert (first_kept / "secret.key").read_bytes() == b"changed after the backup\n"
 
@@ -219,7 +231,7 @@ def test_disk_full_on_restore_keeps_the_old_home_and_no_staging(sandbox: Sandbox
             assert proc.returncode == 3, describe(proc)
             assert "no space left" in proc.stdout + proc.stderr
             assert_same(tree(bob), before)
-            assert not (bob / ".jdr-restore").exists()
+            assert state_dirs(bob) == [] and sorted(os.listdir(bob)) == sorted(os.listdir(saved))
             assert os.statvfs(bob).f_bfree * os.statvfs(bob).f_frsize > 3 * MiB  # staging was removed
 
 

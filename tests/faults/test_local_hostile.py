@@ -3,7 +3,8 @@
 Each archive is crafted (tarfile + zstd, as an attacker would) and put into the repository under a run
 whose manifest records its true size and SHA-256, so only the content is hostile (except for the flipped
 byte, whose manifest keeps the original checksum). The restore must refuse with an error naming the
-problem, and write nothing inside the home (no ``.jdr-restore`` leftovers) or outside it.
+problem, and write nothing inside the home (no restore state left over) or outside it. Symlink targets
+are data (issue #9 item 7): an archive holding a link out of the home restores it as it was.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from dr.repository import layout
 from dr.repository.repository import Repository
 from dr.util.timefmt import utcnow
 from tests.fixtures.sandbox import Sandbox, describe
+from tests.restoreutil import state_dirs
 from tests.treeutil import snapshot_tree, tree_diff
 
 pytestmark = pytest.mark.faults
@@ -114,7 +116,7 @@ def test_hostile_and_corrupt_archives_are_refused_and_nothing_is_written(sandbox
         "dot-dot": (*archive_of(root, ok, member("../../outside/pwned", data=b"x")), None, "'..' component"),
         "symlink out, then a file through it": (
             *archive_of(root, member("evil", tarfile.SYMTYPE, link=str(outside)),
-                        member("evil/pwned", data=b"x")), None, "absolute target"),
+                        member("evil/pwned", data=b"x")), None, "'evil' is a symlink"),
         "symlink inside, then a file through it": (
             *archive_of(root, member("sub", tarfile.DIRTYPE), member("link", tarfile.SYMTYPE, link="sub"),
                         member("link/pwned", data=b"x")), None, "is a symlink"),
@@ -138,15 +140,18 @@ def test_hostile_and_corrupt_archives_are_refused_and_nothing_is_written(sandbox
         assert error in proc.stderr  # also said on the terminal
         after = watched(sb)
         assert after == before, f"{name}:\n" + "\n".join(tree_diff(before, after)[:20])
-        assert not (sb.home("bob") / ".jdr-restore").exists(), name
+        assert state_dirs(sb.home("bob")) == [], name
         assert not os.path.lexists(outside / "pwned") and not os.path.lexists(sb.root / "pwned"), name
 
-    # With external links allowed, the symlink is made (in staging), but nothing goes through it.
-    run = put_run(repo, base, "bob", *archive_of(root, member("evil", tarfile.SYMTYPE, link=str(outside)),
-                                                 member("evil/pwned", data=b"x")))
+    # A link out of the home, alone, is data: restored exactly, never followed (the option that used to
+    # allow it, --allow-external-links, is gone).
+    run = put_run(repo, base, "bob", *archive_of(root, ok, member("evil", tarfile.SYMTYPE, link=str(outside))))
     before = watched(sb)
-    proc = sb.run_jdr("--json", "restore", "--user", "bob", "--run", run, "--yes", "--allow-external-links")
-    assert proc.returncode == 3, describe(proc)
-    assert "is a symlink" in json.loads(proc.stdout)["items"][0]["error"]
-    assert watched(sb) == before
+    doc = sb.jdr_json("restore", "--user", "bob", "--run", run, "--yes", "--discard-previous")
+    assert doc["status"] == "done"
+    assert os.readlink(sb.home("bob") / "evil") == str(outside)
+    assert {k: v for k, v in watched(sb).items() if k.startswith(b"outside/")} == \
+        {k: v for k, v in before.items() if k.startswith(b"outside/")}
     assert not os.path.lexists(outside / "pwned")
+    gone = sb.run_jdr("restore", "--user", "bob", "--run", run, "--yes", "--allow-external-links")
+    assert gone.returncode == 2 and "allow-external-links" in gone.stderr

@@ -152,9 +152,10 @@ def test_connection_dropped_on_every_read_gives_up(
 
 
 def test_slow_response_times_out_and_is_retried(upstream: S3Server, bucket: str, proxy: FaultProxy) -> None:
-    store = _store(upstream, bucket, proxy, read_timeout=0.5)
+    # The undelayed retry must answer within read_timeout even on a loaded machine: 2 s, against a 6 s delay.
+    store = _store(upstream, bucket, proxy, read_timeout=2.0)
     store.put("runs/2/manifest.json", b'{"run": 2}')
-    proxy.add(Rule(method="GET", path="manifest", action="delay", delay=1.5))
+    proxy.add(Rule(method="GET", path="manifest", action="delay", delay=6.0))
     assert store.get("runs/2/manifest.json") == b'{"run": 2}'
     assert len(proxy.requests("GET")) == 2
 

@@ -16,7 +16,8 @@ pytestmark = [pytest.mark.k8s, pytest.mark.s3]
 
 def tree(path):
     """A volume's tree without jdr's own restore bookkeeping (compared entry by entry)."""
-    return {k: v for k, v in snapshot_tree(path).items() if not k.startswith(b".jdr-restore")}
+    # jdr's restore state (.jdr-restore-<hex>) and the kept copies handed to the user (jdr-replaced-<time>)
+    return {k: v for k, v in snapshot_tree(path).items() if not k.startswith((b".jdr-restore", b"jdr-replaced-"))}
 
 
 def volumes_by_label(manifest):
@@ -74,13 +75,14 @@ def test_backup_maps_users_and_restores_one_user_whose_server_runs(k8s_cluster, 
     assert res["status"] == "done", res
     item = res["items"][0]
     assert item["target"] == f"PVC {ns.users['alice'].pvc_name}"
-    assert item["previous"].startswith(f"PVC {ns.users['alice'].pvc_name}: .jdr-restore/previous-")
+    assert item["previous"].startswith(f"PVC {ns.users['alice'].pvc_name}: jdr-replaced-")
     # the real hub stopped her server through the Hub API, and her pod is gone
     st, info = ns.api("GET", "/users/alice")
     assert st == 200 and not info["servers"]
     assert tree(alice) == before["alice"]
-    # the replaced contents are kept inside the volume
+    # the replaced contents are kept inside the volume, handed to its owner
     kept = alice / item["previous"].split(": ", 1)[1]
+    assert kept.stat().st_uid == 1000
     assert (kept / "README.md").read_text() == "overwritten\n"
     assert (kept / "new-since-backup.txt").exists()
     # nobody else was touched

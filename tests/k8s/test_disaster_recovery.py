@@ -19,7 +19,8 @@ pytestmark = [pytest.mark.k8s, pytest.mark.s3]
 
 
 def tree(path):
-    return {k: v for k, v in snapshot_tree(path).items() if not k.startswith(b".jdr-restore")}
+    # jdr's restore state (.jdr-restore-<hex>) and the kept copies handed to the user (jdr-replaced-<time>)
+    return {k: v for k, v in snapshot_tree(path).items() if not k.startswith((b".jdr-restore", b"jdr-replaced-"))}
 
 
 def home_tree(path):

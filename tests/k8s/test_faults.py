@@ -23,7 +23,8 @@ CLEAN = {"pods": [], "pvcs": [], "snapshots": []}
 
 
 def tree(path):
-    return {k: v for k, v in snapshot_tree(path).items() if not k.startswith(b".jdr-restore")}
+    # jdr's restore state (.jdr-restore-<hex>) and the kept copies handed to the user (jdr-replaced-<time>)
+    return {k: v for k, v in snapshot_tree(path).items() if not k.startswith((b".jdr-restore", b"jdr-replaced-"))}
 
 
 def items(manifest):
@@ -202,20 +203,21 @@ def test_killed_mid_restore_then_rerun(k8s_cluster, z2jh_namespace, jdr_k8s):
     # jdr is dead; its mover is stopped in the middle of the swap (journal written, entries half moved)
     assert k8s_cluster.core.read_namespaced_pod(mover, ns.namespace).status.phase == "Running"
     set_mover_env(k8s_cluster, ns.namespace, JDR_TEST_PAUSE_AT=None)
-    # a nightly backup comes first: it removes the dead restore's mover and says the volume needs the restore
-    # to be finished (its archive is still complete: nothing was lost, some entries wait in .jdr-restore/)
+    # a nightly backup comes first: it removes the dead restore's mover and records the half-swapped volume as
+    # failed, saying the restore must be finished (issue #9 item 6: it used to commit it as ok, with the
+    # entries waiting in jdr's restore state left out)
     res = jdr.run("--json", "backup")
     assert f"Pod/{mover}" in res.stderr
     item = next(v for v in res.json()["manifest"]["volumes"] if v["user"] == "alice")
-    assert any("interrupted restore" in w for w in item["warnings"]), item
+    assert item["status"] == "failed" and "interrupted restore" in (item["error"] or ""), item
 
     res = jdr.run("--json", "restore", "--user", "alice", "--run", doc_run(jdr, 1), "--yes")
     doc = res.json()
     assert doc["status"] == "done", doc
     assert tree(ns.user_dir("alice")) == backed_up
-    # nothing alice had is lost: every replaced entry is in one of the kept previous-* directories
+    # nothing alice had is lost: every replaced entry is in one of the kept jdr-replaced-* directories
     kept: dict[bytes, dict] = {}
-    for prev in sorted((ns.user_dir("alice") / ".jdr-restore").glob("previous-*")):
+    for prev in sorted(ns.user_dir("alice").glob("jdr-replaced-*")):
         for k, v in tree(prev).items():
             if k != b"." and v["type"] == "file":
                 kept.setdefault(k, v)

@@ -16,7 +16,8 @@ SNAP = ("snapshot.storage.k8s.io", "v1")
 
 
 def tree(path):
-    return {k: v for k, v in snapshot_tree(path).items() if not k.startswith(b".jdr-restore")}
+    # jdr's restore state (.jdr-restore-<hex>) and the kept copies handed to the user (jdr-replaced-<time>)
+    return {k: v for k, v in snapshot_tree(path).items() if not k.startswith((b".jdr-restore", b"jdr-replaced-"))}
 
 
 def snapshots(k8s_cluster, ns):

@@ -17,14 +17,17 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from dr.metrics import (
-    ALERT_RULES,
     METRIC_NAMES,
+    METRICS,
     BackupMetrics,
     DrillMetrics,
     ItemMetrics,
     Metrics,
     PruneMetrics,
+    RepositoryMetrics,
 )
+
+ALERTS_YAML = Path(__file__).parents[2] / "docs" / "alerts.yaml"
 
 T0 = datetime(2026, 11, 25, 2, 0, tzinfo=UTC)
 
@@ -61,10 +64,12 @@ def test_backup_metrics_render_and_parse() -> None:
     text = m.render().decode()
     finished = (T0 + timedelta(seconds=95)).timestamp()
     assert value(text, "jdr_backup_last_run_timestamp_seconds") == finished
-    # partial: the run is not a success, but alice's volume and the hub are
-    assert value(text, "jdr_backup_last_success_timestamp_seconds") == 0
+    # partial: the run is not a success, but alice's volume and the hub are. What is not known (the last
+    # complete run, bob's last success) is absent, never 0.
+    assert ("jdr_backup_last_success_timestamp_seconds", frozenset()) not in samples(text)
     assert value(text, "jdr_volume_last_success_timestamp_seconds", user="alice", server="") == finished
-    assert value(text, "jdr_volume_last_success_timestamp_seconds", user="bob@example.com", server="gpu") == 0
+    assert ("jdr_volume_last_success_timestamp_seconds",
+            frozenset({("user", "bob@example.com"), ("server", "gpu")})) not in samples(text)
     assert value(text, "jdr_hub_last_success_timestamp_seconds") == finished
     assert value(text, "jdr_backup_last_duration_seconds") == 95
     assert value(text, "jdr_backup_last_read_bytes") == 5000
@@ -117,7 +122,7 @@ def test_prune_drill_repository_and_worker_metrics() -> None:
                                 artifacts_deleted=7, bytes_freed=12345, snapshots_deleted=2))
     m.record_drill(DrillMetrics(T0, T0 + timedelta(minutes=10), True, rto_seconds=600.5,
                                 rpo_seconds=3600 * 5, failures=0, run="r"))
-    m.record_repository(size_bytes=10**9, runs=12)
+    m.record_repository(RepositoryMetrics(size_bytes=10**9, runs=12))
     m.record_job("backup", 1, T0, T0 + timedelta(seconds=3))
     m.record_skipped("backup")
     text = m.render().decode()
@@ -133,9 +138,11 @@ def test_prune_drill_repository_and_worker_metrics() -> None:
     assert value(text, "jdr_worker_job_runs_total", job="backup", result="partial") == 1
     assert value(text, "jdr_worker_job_last_exit_code", job="backup") == 1
     assert value(text, "jdr_worker_skipped_runs_total", job="backup") == 1
+    assert value(text, "jdr_prune_last_duration_seconds") == 4
+    assert value(text, "jdr_prune_last_status", status="ok") == 1
     # a failed drill keeps the last good RTO/RPO and success time, and reports its failures
     m.record_drill(DrillMetrics(T0 + timedelta(days=90), T0 + timedelta(days=90, minutes=1), False,
-                                rto_seconds=0, rpo_seconds=0, failures=2))
+                                rto_seconds=None, rpo_seconds=None, failures=2))
     text = m.render().decode()
     assert value(text, "jdr_drill_rto_seconds") == 600.5
     assert value(text, "jdr_drill_failures") == 2
@@ -144,10 +151,14 @@ def test_prune_drill_repository_and_worker_metrics() -> None:
 
 def test_every_documented_name_is_exposed_with_its_type() -> None:
     m = Metrics()
-    m.record_backup(backup())
+    m.record_backup(backup(status="complete"))
     m.record_job("backup", 0, T0, T0)
     m.record_skipped("backup")
+    m.record_lock_retry("backup")
+    m.record_lock_timeout("backup")
     m.record_drill(DrillMetrics(T0, T0, True, 1, 1))
+    m.record_prune(PruneMetrics(T0, T0, True))
+    m.record_repository(RepositoryMetrics(1, 1))
     names: dict[str, str] = {}
     for family in text_string_to_metric_families(m.render().decode()):
         for s in family.samples:
@@ -161,14 +172,27 @@ def test_every_documented_name_is_exposed_with_its_type() -> None:
 
 def test_registries_are_private() -> None:
     a, b = Metrics(), Metrics()  # two in one process must not clash on the global registry
-    a.record_repository(1, 1)
-    assert value(b.render().decode(), "jdr_repository_size_bytes") == 0
+    a.record_repository(RepositoryMetrics(1, 1))
+    assert "jdr_repository_size_bytes" not in b.render().decode()  # never set: absent, not 0
     from prometheus_client import REGISTRY
     assert REGISTRY.get_sample_value("jdr_repository_size_bytes") is None
 
 
+def test_groups_are_rendered_apart_and_one_shot_output_has_no_counters() -> None:
+    m = Metrics()
+    m.record_backup(backup(status="complete"))
+    m.record_prune(PruneMetrics(T0, T0 + timedelta(seconds=2), True, runs_deleted=1))
+    m.record_repository(RepositoryMetrics(5, 2))
+    for group in ("backup", "prune", "repository"):
+        text = m.render([group], counters=False).decode()  # type: ignore[list-item]
+        got = {s for s, _ in samples(text)}
+        assert got and all(METRICS[name][1] == group for name in got), (group, got)
+        assert not any(METRICS[name][0] == "counter" for name in got)
+    assert "jdr_build_info" not in m.render(["backup"], counters=False).decode()
+
+
 def test_alert_rules_use_exposed_metrics() -> None:
-    rules = yaml.safe_load(ALERT_RULES)["groups"][0]["rules"]
+    rules = yaml.safe_load(ALERTS_YAML.read_text())["groups"][0]["rules"]
     assert {r["alert"] for r in rules} >= {"JdrNoSuccessfulBackup", "JdrUserBackupFailing", "JdrDrillOverdue"}
     for rule in rules:
         used = [n for n in METRIC_NAMES if n in rule["expr"]]
@@ -178,12 +202,12 @@ def test_alert_rules_use_exposed_metrics() -> None:
 def test_textfile_is_written_atomically(tmp_path: Path) -> None:
     target = tmp_path / "textfile" / "jdr.prom"
     m = Metrics()
-    m.record_repository(77, 3)
+    m.record_repository(RepositoryMetrics(77, 3))
     m.write_textfile(target)
     assert value(target.read_text(), "jdr_repository_size_bytes") == 77
     assert oct(target.stat().st_mode & 0o777) == "0o644"
     inode = target.stat().st_ino
-    m.record_repository(78, 3)
+    m.record_repository(RepositoryMetrics(78, 3))
     m.write_textfile(target)
     assert value(target.read_text(), "jdr_repository_size_bytes") == 78
     assert target.stat().st_ino != inode  # replaced by rename, not rewritten in place
@@ -196,7 +220,7 @@ def test_textfile_write_failure_leaves_old_file(tmp_path: Path, monkeypatch: pyt
     m.write_textfile(target)
     before = target.read_bytes()
 
-    def boom(self: Metrics) -> bytes:
+    def boom(self: Metrics, *args: object) -> bytes:
         raise RuntimeError("render failed")
 
     monkeypatch.setattr(Metrics, "render", boom)
@@ -278,3 +302,36 @@ def test_push_to_nothing_returns_false(caplog: pytest.LogCaptureFixture) -> None
     with caplog.at_level(logging.WARNING, logger="dr.metrics"):
         assert not Metrics().push(f"http://127.0.0.1:{port}", job="jdr", timeout=2)
     assert "could not push metrics" in caplog.text
+
+
+def test_textfile_merge_keeps_what_the_new_run_did_not_know(tmp_path: Path) -> None:
+    target = tmp_path / "jdr_backup.prom"
+    first = Metrics()
+    first.record_backup(backup(status="complete"))
+    first.write_textfile(target, ["backup"], counters=False, merge=True)
+    success = value(target.read_text(), "jdr_backup_last_success_timestamp_seconds")
+    # A run that failed before it could read the repository: its time and status, nothing else known.
+    failed = Metrics()
+    failed.record_backup(BackupMetrics("", T0 + timedelta(days=1), T0 + timedelta(days=1, seconds=5), "failed",
+                                       committed=False))
+    failed.write_textfile(target, ["backup"], counters=False, merge=True)
+    text = target.read_text()
+    assert value(text, "jdr_backup_last_status", status="failed") == 1
+    assert value(text, "jdr_backup_last_status", status="complete") == 0
+    assert value(text, "jdr_backup_last_run_timestamp_seconds") == (T0 + timedelta(days=1, seconds=5)).timestamp()
+    assert value(text, "jdr_backup_last_success_timestamp_seconds") == success  # kept, not dropped or zeroed
+    assert value(text, "jdr_backup_last_files") == 42  # the last committed run's
+    assert text.count("# TYPE jdr_backup_last_status gauge") == 1  # no family twice
+
+
+def test_push_merge_is_a_post_of_one_group(gateway: tuple[str, Recorder]) -> None:
+    url, rec = gateway
+    m = Metrics()
+    m.record_backup(backup(status="complete"))
+    m.record_prune(PruneMetrics(T0, T0 + timedelta(seconds=3), True))
+    assert m.push(url, job="jdr_prune", groups=["prune"], counters=False, merge=True)
+    [req] = rec.requests
+    assert req["method"] == "POST" and req["path"] == "/metrics/job/jdr_prune"
+    body = req["body"].decode()
+    assert "jdr_prune_last_duration_seconds 3.0" in body
+    assert "jdr_backup" not in body and "_total" not in body

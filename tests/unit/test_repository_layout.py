@@ -38,14 +38,24 @@ def test_invalid_keys(key: str) -> None:
         check_key(key)
 
 
-def lock(host: str, pid: int, refreshed: datetime) -> LockInfo:
+def lock(host: str, pid: int, refreshed: datetime, modified: datetime | None = None) -> LockInfo:
     return LockInfo(id="x", mode="exclusive", operation="backup", host=host, pid=pid, run=RUN,
-                    created=refreshed, refreshed=refreshed)
+                    created=refreshed, refreshed=refreshed, modified=modified)
 
 
-def test_stale_when_not_refreshed_for_long() -> None:
-    assert is_stale(lock("elsewhere", 1, NOW - timedelta(seconds=901)), NOW, 900)
-    assert not is_stale(lock("elsewhere", 1, NOW - timedelta(seconds=899)), NOW, 900)
+def test_stale_when_not_refreshed_for_long_by_the_stores_clock() -> None:
+    """``modified`` is the store's time of the lock object; NOW stands for the store's time now."""
+    assert is_stale(lock("elsewhere", 1, NOW, modified=NOW - timedelta(seconds=901)), NOW, 900)
+    assert not is_stale(lock("elsewhere", 1, NOW, modified=NOW - timedelta(seconds=899)), NOW, 900)
+
+
+def test_the_holders_own_timestamp_never_makes_a_lock_stale() -> None:
+    """A holder whose clock is 20 minutes slow writes old ``refreshed`` times: its lock holds."""
+    slow = lock("elsewhere", 1, NOW - timedelta(minutes=20), modified=NOW - timedelta(seconds=30))
+    assert not is_stale(slow, NOW, 900)
+    # Without store times nothing can be judged by time: only a holder gone from this host is stale.
+    assert not is_stale(lock("elsewhere", 1, NOW - timedelta(days=2)), None, 900)
+    assert not is_stale(lock("elsewhere", 1, NOW - timedelta(days=2)), NOW, 900)
 
 
 def test_stale_when_its_process_on_this_host_is_gone() -> None:

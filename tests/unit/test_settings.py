@@ -58,9 +58,9 @@ def test_no_file_and_an_empty_file_give_the_defaults(tmp_path: Path) -> None:
 
 
 def test_repository_as_a_mapping(tmp_path: Path) -> None:
-    s = load(tmp_path, "repository: {url: 'file:///b', endpoint_url: 'http://s3:9000', lock_stale_after: 60}")
+    s = load(tmp_path, "repository: {url: 'file:///b', endpoint_url: 'http://s3:9000', lock_stale_after: 180}")
     assert (s.repository.url, s.repository.endpoint_url, s.repository.lock_stale_after) == (
-        "file:///b", "http://s3:9000", 60)
+        "file:///b", "http://s3:9000", 180)
 
 
 @pytest.mark.parametrize("text,key", [

@@ -38,7 +38,7 @@ from dr.deployments.kubernetes.ownership import (
     tree_owners,
 )
 from dr.deployments.volume_backup import ALWAYS_EXCLUDED, backup_tree
-from dr.deployments.volume_swap import JOURNAL, RESTORE_DIR, restore_into
+from dr.deployments.volume_swap import restore_into
 from dr.errors import JdrError, UsageError
 from dr.hubdb.capture import capture_database, inspect_database
 from dr.model import Artifact, VolumeItem
@@ -57,9 +57,16 @@ class SealOnly:
 
     def __init__(self, recipients: list[Recipient]) -> None:
         self._recipients = recipients
+        self.extra: list[Recipient] = []
 
-    def writer(self, sink: Any) -> AgeWriter:
-        return AgeWriter(sink, self._recipients)
+    @property
+    def fingerprints(self) -> list[str]:
+        return []  # holds no identity
+
+    def writer(self, sink: Any, recipients: Any = None) -> AgeWriter:
+        """Encrypt to the repository's recipients when given (they include the installation key), else to
+        the public recipients this mover was given."""
+        return AgeWriter(sink, list(recipients) if recipients else self._recipients)
 
     def reader(self, src: Any) -> Any:
         raise UsageError("this mover holds no decryption key (it only writes the repository)")
@@ -102,12 +109,7 @@ def backup_volume(repo: Repository, *, run: str, key: str, root: Path, excludes:
     verdict = check_readable(root, *identity())
     if not verdict.ok:
         return {**verdict.to_result(), "seconds": time.monotonic() - started}
-    if (root / RESTORE_DIR / JOURNAL).exists():
-        # A restore into this volume was killed during its swap: some entries may still sit in
-        # .jdr-restore/ (nothing is lost, but the home is not whole until the restore is re-run).
-        notes.append("an interrupted restore left this volume half swapped (.jdr-restore/journal.json): "
-                     "re-run the restore to finish it")
-    try:
+    try:  # a volume that a killed restore left half swapped is a failed item (backup_tree refuses it)
         tree = backup_tree(root, repo, run, key, excludes=excludes, level=level, threads=threads,
                            previous_fingerprint=previous_fingerprint)
     except JdrError as e:
@@ -131,7 +133,7 @@ def _owner(root: Path) -> list[int] | None:
 
 
 def restore_volume(repo: Repository, item: VolumeItem, *, root: Path, paths: tuple[str, ...], into: str | None,
-                   allow_external_links: bool, keep_previous: bool) -> dict[str, Any]:
+                   keep_previous: bool) -> dict[str, Any]:
     """Restore ``item``'s archive into the volume at ``root`` (staged, then swapped)."""
     if item.archive is None or item.index is None:
         raise UsageError(f"{item.label}: the item has no archive to restore")
@@ -144,7 +146,7 @@ def restore_volume(repo: Repository, item: VolumeItem, *, root: Path, paths: tup
         return verdict.to_result()
     with repo.open_artifact(item.archive) as archive:
         res = restore_into(root, archive, run=item.archive.run or "run", index=index, paths=paths, into=into,
-                           allow_external_links=allow_external_links, keep_previous=keep_previous, drain=drain)
+                           keep_previous=keep_previous, drain=drain)
     return {"status": "ok", "files": res.files, "bytes": res.bytes, "previous": res.previous}
 
 
@@ -153,7 +155,7 @@ def _selected(name: str, paths: tuple[str, ...]) -> bool:
 
 
 def copy_volume(*, source: Path, root: Path, run: str, paths: tuple[str, ...], into: str | None,
-                allow_external_links: bool, keep_previous: bool) -> dict[str, Any]:
+                keep_previous: bool) -> dict[str, Any]:
     """Restore from another mounted volume (a PVC made from a snapshot) with the same staged swap.
 
     The source tree is streamed through the archive writer into the archive reader (an in-memory pipe,
@@ -188,8 +190,7 @@ def copy_volume(*, source: Path, root: Path, run: str, paths: tuple[str, ...], i
         with open(read_fd, "rb") as stream:
             try:
                 res = restore_into(root, stream, run=run, index=None, paths=paths, into=into,
-                                   allow_external_links=allow_external_links, keep_previous=keep_previous,
-                                   drain=drain)
+                                   keep_previous=keep_previous, drain=drain)
             except BaseException:
                 if failure:
                     raise failure[0] from None

@@ -8,7 +8,9 @@
   JupyterHub updates ``last_activity`` only periodically, so a server that ran during the last capture
   may have written files after it without any later timestamp. The PVC must also be the same object
   (its uid), jdr must not have restored into it since (the ``jdr.hub.jupyter.org/restored-at``
-  annotation), and the previous artifacts (or snapshot) must still exist. ``--full`` turns this off.
+  annotation), and the previous artifacts (or snapshot) must still be good: dr/deployments/reuse.py
+  (not recorded damaged, not older than ``backup.full_every``, present at their size). ``--full`` turns
+  this off.
   PVCs that map to no user have no activity record, so they always get a mover.
 - ``archive``: a mover mounts the PVC read-only (pinned to the node of the user's running pod, found
   right before the mover is created) and streams a tar.zst into the repository; an unchanged listing
@@ -43,6 +45,7 @@ from dr.deployments.kubernetes.objects import (
     volume_security,
 )
 from dr.deployments.kubernetes.snapshots import delete_quietly, snapshot_ready, take_snapshot
+from dr.deployments.reuse import decide_reuse
 from dr.errors import JdrError
 from dr.model import Artifact, VolumeItem, run_time
 from dr.util.timefmt import parse_iso
@@ -102,7 +105,10 @@ def reuse_inactive(dep: KubernetesDeployment, vol: Volume, ctx: BackupContext,
     if ctx.method == "snapshot":
         if prev.snapshot is None or not snapshot_ready(dep.kube, prev.snapshot):
             return None
-    elif not _artifacts_exist(ctx, prev.archive, prev.index):
+        taken = prev.reused_from or ctx.previous.run
+        if ctx.reuse_since is not None and run_time(taken) < ctx.reuse_since:
+            return None  # older than backup.full_every: take a new one
+    elif not decide_reuse(ctx, prev, vol.label).reusable:
         return None
     log.info("%s: inactive since run %s, referencing its capture without a mover", vol.label, captured_run)
     owners: dict[str, Any] = {k: prev.source[k] for k in ("owner", "owners") if k in prev.source}
@@ -114,15 +120,10 @@ def _after(text: str | None, when: datetime) -> bool:
     return bool(text) and parse_iso(str(text)) >= when
 
 
-def _artifacts_exist(ctx: BackupContext, *arts: Artifact | None) -> bool:
-    return all(a is not None and ctx.repo.artifact_exists(a) for a in arts)
-
-
 def _archive(dep: KubernetesDeployment, vol: Volume, ctx: BackupContext, prev: VolumeItem | None,
              base: VolumeItem, *, claim: str, pin: bool) -> VolumeItem:
     previous_fp = None
-    if (not ctx.full and prev is not None and prev.status == "ok" and prev.fingerprint
-            and _artifacts_exist(ctx, prev.archive, prev.index)):
+    if prev is not None and prev.fingerprint and decide_reuse(ctx, prev, vol.label).reusable:
         previous_fp = prev.fingerprint
     args = ["backup-volume", "--run", ctx.run, "--key", vol.key, "--root", DATA_MOUNT,
             "--level", str(ctx.level), "--threads", str(ctx.threads)]

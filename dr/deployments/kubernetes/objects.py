@@ -276,6 +276,10 @@ def mover_env(settings: Settings) -> tuple[tuple[str, str], ...]:
                           "cannot reach with deployment.kind kubernetes (they do not see the host's paths)",
                           hint="use an s3:// repository (any S3-compatible store, e.g. MinIO or SeaweedFS in "
                                "the cluster)")
+    if enc.identities:
+        raise ConfigError("encryption.identities: mover pods cannot read key files of the jdr pod",
+                          hint="on Kubernetes put every key in the Secret behind encryption.key_env, one "
+                               "AGE-SECRET-KEY line each (the first is the installation key)")
     env: list[tuple[str, str]] = [("JDR_REPOSITORY_URL", settings.repository.url),
                                   ("JDR_LOG_FORMAT", "json"), ("PYTHONUNBUFFERED", "1"), ("HOME", "/tmp")]
     if settings.repository.endpoint_url:

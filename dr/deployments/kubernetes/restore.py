@@ -6,7 +6,7 @@ attempt left on that PVC, and otherwise refuses. Then, by what the run holds:
 
 - an archive (``archive`` and ``snapshot+archive``): a mover mounts the PVC read-write and restores into
   it staged, then swapped (``jdr agent restore-volume`` → :func:`dr.deployments.volume_swap.restore_into`);
-  the replaced contents stay in the volume under ``.jdr-restore/previous-*``. A vanished PVC is first
+  the replaced contents are handed to the volume's owner as ``jdr-replaced-<time>/`` in it. A vanished PVC is first
   recreated under its remembered name with its recorded labels, annotations, class, access modes and size
   (KubeSpawner 7.1 does not recreate a remembered PVC).
 - only a snapshot, and the PVC is gone: it is recreated under its remembered name, with its recorded
@@ -156,8 +156,6 @@ def _run_restore_mover(dep: KubernetesDeployment, req: VolumeRestore, claim: str
         args += ["--path", p]
     if req.into is not None:
         args += ["--into", req.into]
-    if req.allow_external_links:
-        args.append("--allow-external-links")
     if not req.keep_previous:
         args.append("--discard-previous")
     decrypts = "--item-json" in args  # an archive: read back from the repository (a copy reads a volume)

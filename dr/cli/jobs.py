@@ -1,0 +1,102 @@
+"""Backup, prune and drill as one call each, with their metrics and webhooks: what ``jdr backup``/``prune``/
+``drill`` run, and what the worker's jobs run (so both publish exactly the same way).
+
+``attempt`` wraps the part that takes the repository lock: the worker passes a retry-while-locked wrapper
+(dr/scheduler/retry.py); the one-shot commands call it once. A failure that is not the user's mistake
+(UsageError) is published (status ``failed``, webhook) before it propagates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from dr import wiring
+from dr.cli import publishing
+from dr.errors import JdrError, UsageError
+from dr.settings import Settings
+from dr.util.timefmt import utcnow
+
+if TYPE_CHECKING:
+    from dr.metrics import Metrics
+    from dr.operations.backup import BackupResult
+    from dr.operations.drill import DrillOptions, DrillResult
+    from dr.operations.prune import PruneResult
+    from dr.repository.repository import Repository
+
+T = TypeVar("T")
+Attempt = Callable[[Callable[[], Any]], Any]
+
+
+def once(fn: Callable[[], T]) -> T:
+    return fn()
+
+
+def backup(settings: Settings, *, users: tuple[str, ...] = (), method: str | None = None, full: bool = False,
+           dry_run: bool = False, progress: Any = None, metrics: Metrics | None = None,
+           attempt: Attempt = once) -> BackupResult:
+    from dr.operations.backup import BackupOptions, run_backup
+
+    s = settings
+    store = wiring.make_store(s)  # the whole configuration is checked before anything is created
+    deployment = wiring.make_deployment(s)
+    opts = BackupOptions(users=users, method=method or s.backup.method, full=full, dry_run=dry_run,
+                         excludes=tuple(s.backup.excludes), level=s.backup.compression_level,
+                         threads=s.backup.threads, secret_in_clear=s.encryption.secret_in_clear,
+                         full_every=wiring.full_every(s))
+    started = utcnow()
+    repo: Repository | None = None
+    try:
+        repo = wiring.open_repository(s, create=not dry_run, store=store)
+        opened = repo
+        result: BackupResult = attempt(lambda: run_backup(opened, deployment, opts, progress=progress))
+    except JdrError as e:
+        if not dry_run and not isinstance(e, UsageError):
+            publishing.backup_error(s, repo, e, started, metrics)
+        raise
+    if not dry_run:
+        publishing.backup_done(s, repo, result, metrics)
+    return result
+
+
+def prune(settings: Settings, *, dry_run: bool = False, metrics: Metrics | None = None,
+          attempt: Attempt = once) -> PruneResult:
+    from dr.operations.prune import prune as do_prune
+
+    s = settings
+    started = utcnow()
+    try:
+        repo = wiring.open_repository(s)
+        deployment = wiring.make_deployment(s) if s.deployment.kind == "kubernetes" else None
+        deleter = getattr(deployment, "delete_snapshots", None)
+        policy, tz = wiring.retention_policy(s), wiring.timezone(s)
+        result: PruneResult = attempt(lambda: do_prune(repo, policy, tz, dry_run=dry_run,
+                                                       delete_snapshots=deleter))
+    except JdrError as e:
+        if not dry_run and not isinstance(e, UsageError):
+            publishing.prune_error(s, e, started, metrics)
+        raise
+    if not dry_run:
+        publishing.prune_done(s, repo, result, started, metrics)
+    return result
+
+
+def drill(settings: Settings, opts: DrillOptions, *, on_step: Callable[[str], None] | None = None,
+          metrics: Metrics | None = None, attempt: Attempt = once) -> tuple[Repository, DrillResult]:
+    from dr.cli.drill_cmd import make_drill_target
+    from dr.operations.drill import run_drill
+
+    s = settings
+    started = utcnow()
+    repo: Repository | None = None
+    try:
+        repo = wiring.open_repository(s)
+        target = make_drill_target(s)
+        opened = repo
+        result: DrillResult = attempt(lambda: run_drill(opened, target, opts, on_step=on_step))
+    except JdrError as e:
+        if not isinstance(e, UsageError):
+            publishing.drill_error(s, repo, e, started, metrics)
+        raise
+    publishing.drill_done(s, repo, result.report, metrics)
+    return repo, result

@@ -1,0 +1,87 @@
+"""Metrics and webhooks after a command, for the CLI and the worker alike (one code path, so that
+``jdr backup`` in a CronJob and the worker's backup job publish the same thing).
+
+The catalog gives the facts that metrics need (last complete run, repository size); when it cannot be
+opened the command still publishes what it knows. Nothing here ever changes a command's outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from dr import wiring
+from dr.errors import JdrError
+from dr.settings import Settings
+
+if TYPE_CHECKING:
+    from dr.catalog import Catalog
+    from dr.metrics import Metrics
+    from dr.operations.backup import BackupResult
+    from dr.operations.drill_report import DrillReport
+    from dr.operations.prune import PruneResult
+    from dr.repository.repository import Repository
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def catalog_for(settings: Settings, repo: Repository | None) -> Iterator[Catalog | None]:
+    """The catalog of ``repo``, or None (logged) when there is no repository or the catalog cannot open."""
+    if repo is None:
+        yield None
+        return
+    try:
+        catalog = wiring.open_catalog(settings, repo)
+    except (JdrError, OSError) as e:
+        log.warning("metrics: cannot open the catalog (%s); publishing only what this run knows", e)
+        yield None
+        return
+    with catalog:
+        yield catalog
+
+
+def backup_done(settings: Settings, repo: Repository, result: BackupResult,
+                metrics: Metrics | None = None) -> None:
+    from dr.operations.reporting import after_backup
+
+    with catalog_for(settings, repo) as catalog:
+        after_backup(settings, repo, result, metrics, catalog)
+
+
+def backup_error(settings: Settings, repo: Repository | None, error: Exception, started: datetime,
+                 metrics: Metrics | None = None) -> None:
+    from dr.operations.reporting import backup_failed
+
+    with catalog_for(settings, repo) as catalog:
+        backup_failed(settings, repo, error, started, metrics, catalog)
+
+
+def prune_done(settings: Settings, repo: Repository, result: PruneResult, started: datetime,
+               metrics: Metrics | None = None) -> None:
+    from dr.operations.reporting import after_prune
+
+    with catalog_for(settings, repo) as catalog:
+        after_prune(settings, repo, result, started, metrics, catalog)
+
+
+def prune_error(settings: Settings, error: Exception, started: datetime, metrics: Metrics | None = None) -> None:
+    from dr.operations.reporting import prune_failed
+
+    prune_failed(settings, error, started, metrics)
+
+
+def drill_done(settings: Settings, repo: Repository, report: DrillReport, metrics: Metrics | None = None) -> None:
+    from dr.operations.drill import after_drill
+
+    after_drill(settings, report, metrics, repo=repo)
+
+
+def drill_error(settings: Settings, repo: Repository | None, error: Exception, started: datetime,
+                metrics: Metrics | None = None) -> None:
+    from dr.operations.drill import drill_failed
+
+    drill_failed(settings, repo, error, started, metrics)
