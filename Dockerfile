@@ -1,6 +1,8 @@
 # jdr image: the CLI, the CronJob entry point and the mover-pod agent (`jdr agent …`) in one image.
-# Small (python:slim + wheels), non-root by default; mover pods that must restore file ownership ask for
-# root with only the capabilities they need in their own securityContext (see cronjobs/README.md).
+# Small (python:slim + wheels), non-root by default. Mover pods run as the volume's owner (runAsUser from
+# their own securityContext, e.g. 1000:100); only a volume of several owners gets a privileged mover, the
+# documented exception (cronjobs/README.md). Every path jdr writes is /tmp (an emptyDir in the pods), so the
+# root filesystem can stay read-only.
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./

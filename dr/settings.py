@@ -80,7 +80,16 @@ class KubernetesSettings:
     storage_class: str = ""
     """Storage class for recreated PVCs when the manifest records none."""
     mover_env_from_secret: str = ""
-    """Secret whose keys become environment variables of mover pods (repository credentials)."""
+    """Secret holding the repository credentials (and the encryption key) that mover pods receive."""
+    mover_secret_keys: list[str] = field(default_factory=lambda: [
+        "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION",
+        "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_CA_BUNDLE"])
+    """Keys of ``mover_env_from_secret`` every mover gets (each optional); the key named by
+    ``encryption.key_env`` goes only to movers that decrypt; nothing else (never the Hub API token)."""
+    volume_uid: int = 1000
+    """Owner of user volumes (z2jh ``singleuser.uid``): movers run as it until a backup records another."""
+    volume_gid: int = 100
+    """Group of user volumes (z2jh ``singleuser.fsGid``)."""
     pod_labels: dict[str, str] = field(default_factory=dict)
     """Extra labels for mover pods."""
     mover_requests: dict[str, str] = field(default_factory=lambda: {"cpu": "100m", "memory": "256Mi"})
@@ -91,6 +100,11 @@ class KubernetesSettings:
     """Extra annotations on the VolumeSnapshots jdr creates (some CSI drivers read options from them)."""
     pvc_timeout: int = 300
     """Seconds to wait for a PVC jdr creates to be bound, or for one it deletes to be gone."""
+    drill_namespace: str = ""
+    """Namespace that drills restore into, created once by the administrator with jdr's Role there
+    (``cronjobs/drill/``); drills need no cluster-wide write. Required for ``jdr drill`` on Kubernetes."""
+    drill_storage_class: str = ""
+    """Storage class of the drill's PVCs (must delete its volumes); default: as recorded, else ``storage_class``."""
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ the error's exit code, so the jdr process that started the pod always learns why
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -41,7 +42,7 @@ def _run_task(ctx: Context, run: str, key: str, result_file: Path,
 
     repo: Repository | None = None
     try:
-        repo = wiring.open_repository(ctx.settings)
+        repo = _open_repository(ctx)
         result = task(repo)
         code = 0
     except JdrError as e:
@@ -53,6 +54,22 @@ def _run_task(ctx: Context, run: str, key: str, result_file: Path,
         code = EXIT_FAILED
     emit_result(result, repo, run, key, result_file)
     sys.exit(code)
+
+
+def _open_repository(ctx: Context) -> Repository:
+    """The repository as the mover may use it: a mover given only public recipients (a backup or a hub
+    capture: no decryption key in its pod) encrypts to them and can read nothing back."""
+    from dr.deployments.kubernetes.agent import seal_only_from_env
+
+    s = ctx.settings
+    seal = seal_only_from_env()
+    if seal is not None and not (s.encryption.key_env and os.environ.get(s.encryption.key_env)):
+        return Repository.open(wiring.make_store(s), seal,  # type: ignore[arg-type]  # write-only: see SealOnly
+                               stale_after=s.repository.lock_stale_after)
+    repo = wiring.open_repository(s)
+    if repo.encrypted and repo.encryptor is None:
+        raise UsageError("the repository is encrypted and this mover got neither the key nor the recipients")
+    return repo
 
 
 def _json_arg(text: str, what: str) -> dict[str, Any]:

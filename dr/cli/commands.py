@@ -169,6 +169,7 @@ def restore(ctx: Context, user: str | None, hub: bool, everything: bool, run: st
                              + (f"; replaced files kept in {i.previous}" if i.previous else ""))
             else:
                 lines.append(f"  {i.label}: {i.status.upper()} {i.error}")
+        lines += [f"  note: {w}" for w in result.warnings]
         return "\n".join(lines)
 
     ctx.emit(result.to_dict(), text)

@@ -221,8 +221,16 @@ def restore_all(repo: Repository, deployment: Deployment, opts: RestoreOptions, 
         finally:
             deployment.start_hub()
     failed = [i for i in items if i.status != "ok"]
-    status = "done" if not failed else ("partial" if len(failed) < len(items) else "failed")
-    return RestoreResult(plan=plan, status=status, hub=hub, items=items, warnings=list(plan.warnings))
+    # The hub (and Secret) came back whatever the volumes did: a failed volume leaves a partial recovery.
+    status = "done" if not failed else "partial"
+    warnings = list(plan.warnings)
+    if failed:
+        done = "the hub database" + (" and the hub Secret" if plan.hub_secret else "")
+        warnings.append(f"partial recovery: {done} restored, {len(items) - len(failed)} of {len(items)} volumes "
+                        f"restored; left: {', '.join(i.label for i in failed)}. Re-run `jdr restore --all --run "
+                        f"{manifest.run} --yes` to finish: it is safe and continues (restored volumes are restored "
+                        "again idempotently, interrupted ones completed)")
+    return RestoreResult(plan=plan, status=status, hub=hub, items=items, warnings=warnings)
 
 
 def _plan_artifacts(manifest: Manifest, plan: RestorePlan) -> list[Artifact]:
@@ -263,8 +271,10 @@ def _stop_server(deployment: Deployment, hub_api: HubApi | None, user: str, serv
         if force:
             log.warning("%s's server seems to be running; restoring anyway (--force)", user)
             return
+        evidence = getattr(deployment, "running_evidence", None)  # where the adapter learned it
+        said = evidence(user, server) if evidence else f"the hub database says {user}'s server is running"
         raise DeploymentError(
-            f"the hub says {user}'s server is running, and no hub_api is configured to stop it",
+            f"{said}, and no hub_api is configured to stop it",
             hint="stop the server (or configure hub_api), or pass --force if it is really stopped")
 
 

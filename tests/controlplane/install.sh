@@ -7,7 +7,8 @@
 # - Debian packages: util-linux (unshare, mount), procps (pgrep), coreutils (cp -a)   [apt-get, only if missing]
 # - Python packages (into the venv): kubernetes, jupyterhub, jupyterhub-kubespawner, cryptography, pyyaml, pytest
 # - Go (>= 1.24, already on this machine) builds kube-apiserver, kube-controller-manager, kube-scheduler and etcd
-#   from the Go module proxy into ~/.cache/jdr-controlplane/<version>/ (build.sh; ~15-20 min cold on 2 cores)
+#   from the Go module proxy into ~/.cache/jdr-controlplane/<version>/ (build.sh; ~15-20 min cold on 2 cores),
+#   and kustomize (build-kustomize.sh; ~2-4 min cold) for the tests that build cronjobs/ as `kubectl apply -k` does
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
@@ -35,3 +36,4 @@ fi
 command -v go >/dev/null || { echo "Go (>= 1.24) is needed to build the test control plane" >&2; exit 1; }
 
 bash "$HERE/build.sh"
+bash "$HERE/build-kustomize.sh" >/dev/null

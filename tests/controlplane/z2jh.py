@@ -146,6 +146,9 @@ c.KubeSpawner.image = SETTINGS["singleuser_image"]
 c.KubeSpawner.cmd = [SETTINGS["python"], SETTINGS["singleuser"]]
 c.KubeSpawner.uid = 1000
 c.KubeSpawner.fs_gid = 100
+# what Pod Security `restricted` asks of a pod (z2jh's defaults since chart 4 are alike)
+c.KubeSpawner.container_security_context = {"runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}}
+c.KubeSpawner.pod_security_context = {"seccompProfile": {"type": "RuntimeDefault"}}
 c.KubeSpawner.storage_pvc_ensure = True
 c.KubeSpawner.storage_class = SETTINGS["storage_class"]
 c.KubeSpawner.storage_capacity = "1Gi"
@@ -183,8 +186,13 @@ class Z2JHNamespace:
 
     def __init__(self, cluster, name: str | None = None, release: str | None = None,
                  running=("alice",), users=DEFAULT_USERS, slug_scheme: str = "safe",
-                 workdir: Path | None = None, start_hub: bool = True, timeout: float = 90):
+                 workdir: Path | None = None, start_hub: bool = True, timeout: float = 90,
+                 pod_security: str | None = "restricted"):
         self.k = cluster
+        # Pod Security Admission level enforced on the namespace (label pod-security.kubernetes.io/enforce):
+        # the hub, the servers and every jdr mover of the common case must pass `restricted`, as in a
+        # hardened cluster; None leaves the namespace unlabelled (the cluster default: privileged).
+        self.pod_security = pod_security
         self.namespace = name or f"z2jh-{uuid.uuid4().hex[:6]}"
         self.release = release or "jupyterhub"
         self.prefix = f"{release}-" if release else ""
@@ -244,8 +252,12 @@ class Z2JHNamespace:
 
     def write_file(self, pvc_name: str, rel: str, data: bytes | str, uid: int = 1000, gid: int = 100,
                    mode: int = 0o644) -> Path:
-        p = self.pvc_dir(pvc_name) / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
+        root = self.pvc_dir(pvc_name)
+        p = root / rel
+        for d in reversed(p.relative_to(root).parents[:-1]):  # directories the user makes, owned by them
+            if not (root / d).exists():
+                (root / d).mkdir()
+                os.chown(root / d, uid, gid)
         p.write_bytes(data.encode() if isinstance(data, str) else data)
         os.chown(p, uid, gid)
         p.chmod(mode)
@@ -286,7 +298,9 @@ class Z2JHNamespace:
         t0 = time.monotonic()
         k, ns = self.k, self.namespace
         self.workdir.mkdir(parents=True, exist_ok=True)
-        k.create_namespace(ns)
+        k.create_namespace(ns, labels={"pod-security.kubernetes.io/enforce": self.pod_security,
+                                       "pod-security.kubernetes.io/enforce-version": "latest"}
+                           if self.pod_security else None)
         self._rbac()
         self._secret()
         self._configmap()
@@ -460,7 +474,8 @@ class Z2JHNamespace:
                      "--upgrade-db"],
             "workingDir": "/srv/jupyterhub",
             "ports": [{"name": "http", "containerPort": self.hub_port}],
-            "securityContext": {"runAsUser": 1000, "runAsGroup": 1000, "allowPrivilegeEscalation": False},
+            "securityContext": {"runAsUser": 1000, "runAsGroup": 1000, "allowPrivilegeEscalation": False,
+                                "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}},
             "env": [
                 {"name": "PYTHONUNBUFFERED", "value": "1"},
                 {"name": "HELM_RELEASE_NAME", "value": self.release},
@@ -487,7 +502,7 @@ class Z2JHNamespace:
                                  "annotations": {"checksum/config-map": "jdr-test", "checksum/secret": "jdr-test"}},
                     "spec": {
                         "serviceAccountName": self.hub_serviceaccount,
-                        "securityContext": {"fsGroup": 1000},
+                        "securityContext": {"fsGroup": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
                         "terminationGracePeriodSeconds": 5,
                         "volumes": [
                             {"name": "config", "configMap": {"name": self.hub_configmap}},

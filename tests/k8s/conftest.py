@@ -113,9 +113,13 @@ class Result:
 
 
 def make_settings(namespace: str, repo_url: str, hub_api_url: str | None, **overrides: Any) -> dict[str, Any]:
+    from dr.settings import KubernetesSettings
+
+    # movers get only the listed keys of their Secret: the defaults, plus the tests' fault hooks (optional)
+    keys = [*KubernetesSettings().mover_secret_keys, "JDR_TEST_PAUSE_AT", "JDR_TEST_CRASH_KEYS"]
     k8s = {"namespace": namespace, "mover_image": "jdr-test", "mover_env_from_secret": "jdr-s3",
            "concurrency": 4, "mover_timeout": 180, "snapshot_timeout": 60, "hub_ready_timeout": 120,
-           "pvc_timeout": 60}
+           "pvc_timeout": 60, "mover_secret_keys": keys}
     k8s.update(overrides.pop("kubernetes", {}))
     cfg: dict[str, Any] = {"deployment": {"kind": "kubernetes", "kubernetes": k8s}, "repository": repo_url}
     if hub_api_url:

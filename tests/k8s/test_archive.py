@@ -8,6 +8,7 @@ import time
 import pytest
 
 from tests.k8s.conftest import jdr_objects
+from tests.k8s.test_disaster_recovery import home_tree
 from tests.treeutil import snapshot_tree
 
 pytestmark = [pytest.mark.k8s, pytest.mark.s3]
@@ -136,7 +137,7 @@ def test_restore_recreates_a_vanished_pvc_and_named_server(k8s_cluster, z2jh_nam
     ns.write_file(claim, "results/out.txt", "analysis results\n", mode=0o600)
     jdr = jdr_k8s(ns.namespace, hub=ns)
     jdr.run("backup")
-    before = tree(ns.user_dir(key))
+    before = home_tree(ns.user_dir(key))
     pvc = k8s_cluster.core.read_namespaced_persistent_volume_claim(claim, ns.namespace)
     k8s_cluster.core.delete_namespaced_persistent_volume_claim(claim, ns.namespace)
     k8s_cluster.wait_gone(k8s_cluster.core.read_namespaced_persistent_volume_claim, claim, ns.namespace)
@@ -151,7 +152,7 @@ def test_restore_recreates_a_vanished_pvc_and_named_server(k8s_cluster, z2jh_nam
     assert new.spec.storage_class_name == pvc.spec.storage_class_name
     assert new.spec.access_modes == pvc.spec.access_modes
     assert new.spec.resources.requests == pvc.spec.resources.requests
-    assert tree(ns.user_dir(key)) == before
+    assert home_tree(ns.user_dir(key)) == before  # the new PVC's root is the provisioner's (movers are not root)
     # the hub can start the named server on the recreated volume
     ns.start_server(key)
     assert os.path.exists(ns.user_dir(key) / "results" / "out.txt")

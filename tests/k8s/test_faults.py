@@ -13,6 +13,7 @@ import pytest
 
 from dr.model import volume_key
 from tests.k8s.conftest import jdr_objects, set_mover_env
+from tests.k8s.test_disaster_recovery import home_tree
 from tests.treeutil import snapshot_tree
 
 pytestmark = [pytest.mark.k8s, pytest.mark.s3, pytest.mark.faults]
@@ -144,8 +145,12 @@ def test_restore_refuses_a_pvc_that_another_pod_mounts(k8s_cluster, z2jh_namespa
     (ns.user_dir("bob") / "README.md").write_text("bob is editing this through a debug pod\n")
     k8s_cluster.core.create_namespaced_pod(ns.namespace, {
         "metadata": {"name": "debug"},
-        "spec": {"terminationGracePeriodSeconds": 1,
+        "spec": {"terminationGracePeriodSeconds": 1,  # Pod Security restricted, as the namespace enforces
+                 "securityContext": {"runAsNonRoot": True, "runAsUser": 1000,
+                                     "seccompProfile": {"type": "RuntimeDefault"}},
                  "containers": [{"name": "sh", "image": "busybox", "command": ["sleep", "600"],
+                                 "securityContext": {"allowPrivilegeEscalation": False,
+                                                     "capabilities": {"drop": ["ALL"]}},
                                  "volumeMounts": [{"name": "home", "mountPath": "/home"}]}],
                  "volumes": [{"name": "home", "persistentVolumeClaim": {"claimName": claim}}]}})
     k8s_cluster.wait_pod_phase(ns.namespace, "debug")
@@ -226,7 +231,7 @@ def test_killed_full_restore_is_finished_by_a_rerun(k8s_cluster, z2jh_namespace,
     old = z2jh_namespace(running=())
     jdr = jdr_k8s(old.namespace, hub=old, encrypted=True)
     jdr.run("backup")
-    trees = {k: tree(old.user_dir(k)) for k in old.users}
+    trees = {k: home_tree(old.user_dir(k)) for k in old.users}
     old.delete()
     ns = k8s_cluster.create_namespace()
     try:
@@ -243,8 +248,8 @@ def test_killed_full_restore_is_finished_by_a_rerun(k8s_cluster, z2jh_namespace,
         doc = res.json()
         assert doc["status"] == "done", doc
         assert "left on PVC" in res.stderr  # the interrupted movers were removed first
-        for key, u in old.users.items():
-            assert tree(k8s_cluster.pvc_dir(ns, u.pvc_name)) == trees[key], key
+        for key, u in old.users.items():  # recreated PVCs: their root is the provisioner's (home_tree)
+            assert home_tree(k8s_cluster.pvc_dir(ns, u.pvc_name)) == trees[key], key
         assert jdr_objects(k8s_cluster, ns) == CLEAN
     finally:
         k8s_cluster.delete_namespace(ns, wait=False)

@@ -1,10 +1,7 @@
-"""The ``cronjobs/`` kustomize base: its CronJobs' arguments parse through the CLI, and the API server
-accepts every object (server-side dry run)."""
+"""The ``cronjobs/`` kustomize base and the restore Jobs: their arguments parse through the CLI. (The real
+kustomize build and server-side apply are in tests/k8s/test_kustomize.py.)"""
 
 from __future__ import annotations
-
-import shutil
-import subprocess
 
 import click
 import pytest
@@ -57,29 +54,18 @@ def test_cronjobs_are_safe_by_construction():
     assert labels["hub.jupyter.org/network-access-hub"] == "true"
 
 
-@pytest.mark.k8s
-def test_kustomize_base_is_accepted_by_the_api_server(k8s_cluster, k8s_namespace):
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl is not installed")
-    docs = build()
-    for doc in docs:
-        if doc["kind"] == "ClusterRoleBinding":
-            for s in doc["subjects"]:
-                s["namespace"] = k8s_namespace
-    text = yaml.safe_dump_all(docs)
-    proc = subprocess.run([kubectl, "--kubeconfig", str(k8s_cluster.kubeconfig), "-n", k8s_namespace, "apply",
-                           "--dry-run=server", "-f", "-"], input=text, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    created = [line for line in proc.stdout.splitlines() if "(server dry run)" in line]
-    assert len(created) == len(docs), proc.stdout
-    # a broken object is refused: the dry run is a real check
-    bad = next(d for d in docs if d["kind"] == "CronJob")
-    bad["spec"]["jobTemplate"]["spec"]["template"]["spec"]["restartPolicy"] = "Always"
-    proc = subprocess.run([kubectl, "--kubeconfig", str(k8s_cluster.kubeconfig), "-n", k8s_namespace, "apply",
-                           "--dry-run=server", "-f", "-"], input=yaml.safe_dump(bad), capture_output=True,
-                          text=True)
-    assert proc.returncode != 0 and "restartPolicy" in proc.stderr
+def test_restore_jobs_arguments_parse_and_run_as_the_cronjobs_account():
+    from pathlib import Path
+
+    for name, flag in (("restore-all-job.yaml", "everything"), ("restore-hub-job.yaml", "hub")):
+        job = yaml.safe_load((Path(__file__).resolve().parents[2] / "restore" / name).read_text())
+        pod = job["spec"]["template"]["spec"]
+        c = pod["containers"][0]
+        assert c["command"] == ["jdr"]
+        assert parse(list(c["args"])).params[flag] is True and "--yes" in c["args"]
+        assert pod["serviceAccountName"] == "jdr" and pod["securityContext"]["runAsNonRoot"] is True
+        assert {"configMapRef": {"name": "jdr-config"}} in c["envFrom"]
+        assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
 
 
 def test_click_rejects_drifted_arguments():

@@ -1,6 +1,7 @@
 """The ``snapshot`` and ``snapshot+archive`` methods: CSI VolumeSnapshots taken and awaited by watch,
-restores from them (PVC recreated from the snapshot with the old PV retained; partial restores through a
-temporary PVC), and snapshots pruned with the runs that referenced them."""
+restores from them (into the existing PVC through a temporary PVC made from the snapshot, the replaced files
+kept under .jdr-restore/ — jdr needs no right on PVs; a vanished PVC recreated from the snapshot), and
+snapshots pruned with the runs that referenced them."""
 
 from __future__ import annotations
 
@@ -44,23 +45,35 @@ def test_snapshot_backup_and_restores(k8s_cluster, z2jh_namespace, jdr_k8s):
     assert all(s["metadata"]["labels"]["jdr.hub.jupyter.org/run"] == m["run"] for s in vs.values())
     assert all(s["status"]["readyToUse"] for s in vs.values())
 
-    # alice breaks her thesis; her whole volume comes back from the snapshot, her server running meanwhile
+    # alice breaks her thesis; her whole volume comes back from the snapshot into the same PVC (her server,
+    # stopped through the Hub API first), the broken file kept beside it
     (ns.user_dir("alice") / "thesis" / "chapter1.md").write_text("lost\n")
     old_pvc = k8s_cluster.core.read_namespaced_persistent_volume_claim(alice, ns.namespace)
-    old_pv = old_pvc.spec.volume_name
     res = jdr.run("--json", "restore", "--user", "alice", "--yes").json()
     assert res["status"] == "done", res
     new_pvc = k8s_cluster.core.read_namespaced_persistent_volume_claim(alice, ns.namespace)
-    assert new_pvc.metadata.uid != old_pvc.metadata.uid and new_pvc.spec.volume_name != old_pv
-    assert new_pvc.spec.data_source.kind == "VolumeSnapshot" and new_pvc.spec.data_source.name == snap["name"]
+    assert new_pvc.metadata.uid == old_pvc.metadata.uid and new_pvc.spec.volume_name == old_pvc.spec.volume_name
     assert new_pvc.metadata.labels == old_pvc.metadata.labels
-    assert new_pvc.metadata.annotations["hub.jupyter.org/username"] == "alice"
     assert tree(ns.user_dir("alice")) == before
-    # the replaced data is safe on the retained PV, which the report names
-    pv = k8s_cluster.core.read_persistent_volume(old_pv)
-    assert pv.spec.persistent_volume_reclaim_policy == "Retain"
-    assert old_pv in res["items"][0]["previous"]
-    assert (k8s_cluster.pv_dir(old_pv) / "thesis" / "chapter1.md").read_text() == "lost\n"
+    kept = list((ns.user_dir("alice") / ".jdr-restore").glob("previous-*/thesis/chapter1.md"))
+    assert [p.read_text() for p in kept] == ["lost\n"]
+    assert res["items"][0]["previous"] and ".jdr-restore/previous-" in res["items"][0]["previous"]
+
+    # a vanished PVC (user deleted): recreated from the snapshot under its remembered name and metadata
+    bob = ns.users["bob"].pvc_name
+    bob_before = tree(ns.user_dir("bob"))
+    bob_pvc = k8s_cluster.core.read_namespaced_persistent_volume_claim(bob, ns.namespace)
+    k8s_cluster.core.delete_namespaced_persistent_volume_claim(bob, ns.namespace)
+    k8s_cluster.wait_gone(k8s_cluster.core.read_namespaced_persistent_volume_claim, bob, ns.namespace)
+    res = jdr.run("--json", "restore", "--user", "bob", "--yes").json()
+    assert res["status"] == "done", res
+    recreated = k8s_cluster.core.read_namespaced_persistent_volume_claim(bob, ns.namespace)
+    assert recreated.spec.data_source.kind == "VolumeSnapshot"
+    assert recreated.metadata.labels == bob_pvc.metadata.labels
+    assert recreated.metadata.annotations["hub.jupyter.org/username"] == "bob"
+    k8s_cluster.wait_pvc_bound(ns.namespace, bob)
+    assert {k: v for k, v in tree(ns.user_dir("bob")).items() if k != b"."} == \
+        {k: v for k, v in bob_before.items() if k != b"."}
 
     # --path from a snapshot: through a temporary PVC, merged into the current files
     (ns.user_dir("alice") / "thesis" / "chapter1.md").write_text("lost again\n")
@@ -75,7 +88,6 @@ def test_snapshot_backup_and_restores(k8s_cluster, z2jh_namespace, jdr_k8s):
     assert tree(ns.user_dir("bob")) == before
     objs = jdr_objects(k8s_cluster, ns.namespace)
     assert objs["pods"] == [] and objs["pvcs"] == []
-    k8s_cluster.core.delete_persistent_volume(old_pv)
 
 
 def test_snapshot_plus_archive_and_prune_of_snapshots(k8s_cluster, z2jh_namespace, jdr_k8s):

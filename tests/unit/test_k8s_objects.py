@@ -21,10 +21,12 @@ from dr.deployments.kubernetes.objects import (
     make_secret_copy,
     make_volume_snapshot,
     mover_env,
+    owner_record,
     parse_quantity,
     pvc_record,
     secret_record,
     short_name,
+    volume_security,
 )
 from dr.errors import ConfigError, UsageError
 from dr.hubdb.info import DbInfo, ServerInfo
@@ -32,8 +34,16 @@ from dr.model import volume_key
 from dr.settings import load_settings
 
 CFG = MoverConfig(image="jdr:1", command=("jdr",), env=(("JDR_REPOSITORY_URL", "s3://b/p"),),
-                  env_from_secret="jdr-credentials", timeout=600, labels={"team": "infra"},
+                  env_from_secret="jdr-credentials", secret_keys=("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),
+                  key_env="JDR_KEY", recipients=("age1abc", "age1escrow"), timeout=600, labels={"team": "infra"},
                   requests={"cpu": "100m"}, limits={"memory": "1Gi"})
+
+
+def secret_ref(key, optional=True):
+    ref = {"name": "jdr-credentials", "key": key}
+    if optional:
+        ref["optional"] = True
+    return {"name": key, "valueFrom": {"secretKeyRef": ref}}
 
 
 def pvc(name, user=None, server=None, uid="u1", **spec):
@@ -48,10 +58,11 @@ def pvc(name, user=None, server=None, uid="u1", **spec):
                      "resources": {"requests": {"storage": "10Gi"}}, "volumeName": "pv-1", **spec}}
 
 
-def test_backup_mover_reads_as_root_with_one_capability_and_no_token():
+def test_backup_mover_runs_as_the_volume_owner_without_capabilities_token_or_identity():
+    """What Pod Security Admission `restricted` accepts (the test control plane enforces it too)."""
     spec = MoverSpec(name="jdr-bk-x", run="20261125T191440Z-a1b2c3", role="backup",
-                     args=("backup-volume", "--run", "R"), mounts=(Mount("claim-alice", "/data"),), security=READER,
-                     node_name="node-a")
+                     args=("backup-volume", "--run", "R"), mounts=(Mount("claim-alice", "/data"),),
+                     security=volume_security(None, 1000, 100, writes=False), node_name="node-a")
     pod = make_mover_pod(spec, CFG)
     assert pod["metadata"]["labels"] == {
         "team": "infra", "jdr.hub.jupyter.org/purpose": "backup", "app.kubernetes.io/managed-by": "jdr",
@@ -59,13 +70,17 @@ def test_backup_mover_reads_as_root_with_one_capability_and_no_token():
     ps = pod["spec"]
     assert ps["restartPolicy"] == "Never" and ps["activeDeadlineSeconds"] == 600
     assert ps["automountServiceAccountToken"] is False and ps["nodeName"] == "node-a"
+    assert ps["securityContext"] == {"seccompProfile": {"type": "RuntimeDefault"}}  # no fsGroup: read-only
     c = ps["containers"][0]
     assert c["command"] == ["jdr", "agent", "backup-volume", "--run", "R"]
     assert c["securityContext"] == {
         "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "privileged": False,
-        "capabilities": {"drop": ["ALL"], "add": ["DAC_READ_SEARCH"]},
-        "runAsUser": 0, "runAsGroup": 0, "runAsNonRoot": False}
-    assert c["envFrom"] == [{"secretRef": {"name": "jdr-credentials"}}]
+        "capabilities": {"drop": ["ALL"]}, "runAsUser": 1000, "runAsGroup": 100, "runAsNonRoot": True}
+    # only the credentials' keys and the public recipients: never the whole Secret, the identity, the hub token
+    assert "envFrom" not in c
+    assert c["env"] == [{"name": "JDR_REPOSITORY_URL", "value": "s3://b/p"}, secret_ref("AWS_ACCESS_KEY_ID"),
+                        secret_ref("AWS_SECRET_ACCESS_KEY"),
+                        {"name": "JDR_AGENT_RECIPIENTS", "value": "age1abc,age1escrow"}]
     assert c["terminationMessagePath"] == "/dev/termination-log"
     assert c["terminationMessagePolicy"] == "FallbackToLogsOnError"
     assert c["resources"] == {"requests": {"cpu": "100m"}, "limits": {"memory": "1Gi"}}
@@ -75,11 +90,29 @@ def test_backup_mover_reads_as_root_with_one_capability_and_no_token():
     assert "hub.jupyter.org/network-access-hub" not in pod["metadata"]["labels"]
 
 
-def test_restore_and_hub_movers_security():
-    w = make_mover_pod(MoverSpec("m", "r", "restore", (), (Mount("c", "/data", read_only=False),), WRITER), CFG)
-    sc = w["spec"]["containers"][0]["securityContext"]
-    assert sc["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID"]}
+def test_restore_mover_gets_the_identity_and_fs_group_and_the_privileged_exception():
+    spec = MoverSpec("m", "r", "restore", (), (Mount("c", "/data", read_only=False),),
+                     volume_security({"owner": [1001, 100]}, 1000, 100, writes=True), decrypts=True)
+    w = make_mover_pod(spec, CFG)
+    c = w["spec"]["containers"][0]
+    assert (c["securityContext"]["runAsUser"], c["securityContext"]["runAsGroup"]) == (1001, 100)
+    assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert w["spec"]["securityContext"]["fsGroup"] == 100
+    assert w["spec"]["securityContext"]["fsGroupChangePolicy"] == "OnRootMismatch"
+    assert secret_ref("JDR_KEY", optional=False) in c["env"]
+    assert not any(e["name"] == "JDR_AGENT_RECIPIENTS" for e in c["env"])
     assert w["spec"]["volumes"][1]["persistentVolumeClaim"]["readOnly"] is False
+    # a volume of several owners (recorded by a backup): the documented exception, uid 0 with four capabilities
+    several = volume_security({"owner": [1000, 100], "owners": "several"}, 1000, 100, writes=True)
+    assert several == WRITER and several.privileged
+    sc = make_mover_pod(MoverSpec("m", "r", "restore", (), (), several), CFG)["spec"]["containers"][0][
+        "securityContext"]
+    assert sc["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID"]}
+    assert (sc["runAsUser"], sc["runAsNonRoot"]) == (0, False)
+    assert volume_security({"owners": "several"}, 1000, 100, writes=False) == READER
+    assert owner_record({"owner": [1000, 100]}, READER) == {"owner": [1000, 100], "owners": "several"}
+    assert owner_record({"owner": [1000, 100]}, volume_security(None, 1000, 100, writes=False)) == {
+        "owner": [1000, 100]}
     h = make_mover_pod(MoverSpec("m", "r", "hub-capture", (), (), Security("as-user", 1000, 1000, 1000)), CFG)
     sc = h["spec"]["containers"][0]["securityContext"]
     assert sc["capabilities"] == {"drop": ["ALL"]}
@@ -153,6 +186,14 @@ def test_mover_env_has_no_secrets_and_refuses_a_key_file(tmp_path):
     with pytest.raises(ConfigError, match="key_file") as e:
         mover_env(s2)
     assert "key_env" in (e.value.hint or "")
+
+
+def test_a_file_repository_is_refused_with_kind_kubernetes():
+    """Issue #11 item 6: movers cannot see the jdr pod's (or the workstation's) paths; refused, exit 2."""
+    s = load_settings(None, environ={"JDR_REPOSITORY": "file:///var/backups/jdr", "JDR_DEPLOYMENT_KIND": "kubernetes"})
+    with pytest.raises(ConfigError, match=r"repository.url: file:///var/backups/jdr .*deployment.kind kubernetes") as e:
+        mover_env(s)
+    assert e.value.exit_code == 2 and "s3://" in (e.value.hint or "")
 
 
 def test_container_result():

@@ -1,4 +1,4 @@
-"""What the docs show is what ships: the drill RBAC in restore/DRILL.md is cronjobs/drill-rbac.yaml."""
+"""What the docs show is what ships: the drill RBAC in restore/DRILL.md is cronjobs/drill/rbac.yaml."""
 
 from __future__ import annotations
 
@@ -15,9 +15,14 @@ def test_drill_rbac_in_the_runbook_is_the_shipped_manifest() -> None:
     block = re.search(r"### RBAC for drills.*?```yaml\n(.*?)```", text, re.S)
     assert block is not None, "restore/DRILL.md lost its RBAC block"
     documented = [d for d in yaml.safe_load_all(block.group(1)) if d]
-    shipped = [d for d in yaml.safe_load_all((ROOT / "cronjobs" / "drill-rbac.yaml").read_text()) if d]
+    shipped = [d for d in yaml.safe_load_all((ROOT / "cronjobs" / "drill" / "rbac.yaml").read_text()) if d]
     assert documented == shipped
-    assert {d["metadata"]["name"] for d in shipped} == {"jdr-drill", "jdr-drill-scratch"}
+    assert {(d["kind"], d["metadata"]["name"]) for d in shipped} == {
+        ("Role", "jdr-drill"), ("RoleBinding", "jdr-drill"), ("ClusterRole", "jdr-drill"),
+        ("ClusterRoleBinding", "jdr-drill")}
+    # nothing cluster-scoped but reading StorageClasses
+    cluster = next(d for d in shipped if d["kind"] == "ClusterRole")
+    assert cluster["rules"] == [{"apiGroups": ["storage.k8s.io"], "resources": ["storageclasses"], "verbs": ["list"]}]
 
 
 def test_every_manifest_of_the_base_is_listed_in_its_kustomization() -> None:
@@ -25,3 +30,6 @@ def test_every_manifest_of_the_base_is_listed_in_its_kustomization() -> None:
     listed = set(yaml.safe_load((base / "kustomization.yaml").read_text())["resources"])
     present = {p.name for p in base.glob("*.yaml")} - {"kustomization.yaml"}
     assert present == listed
+    drill = base / "drill"
+    listed = set(yaml.safe_load((drill / "kustomization.yaml").read_text())["resources"])
+    assert {p.name for p in drill.glob("*.yaml")} - {"kustomization.yaml"} == listed

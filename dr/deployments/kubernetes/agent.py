@@ -5,7 +5,13 @@ does its work, and returns a JSON-able result which :func:`emit_result` writes t
 message (where the jdr process reads it). A result larger than the termination message allows (4 KiB)
 is written to the repository instead (``data/<run>/results/<key>.json``) and only its key is reported.
 
-No Kubernetes API access is needed here (mover pods run without a ServiceAccount token).
+No Kubernetes API access is needed here (mover pods run without a ServiceAccount token). Movers run as
+the volume's owner; before acting, a volume task checks that it can do its job as that user
+(:mod:`.ownership`) and otherwise answers ``{"status": "wrong-user", …}`` without touching anything, so
+that the jdr process runs it again as the right user (or, for a volume of several owners, privileged).
+
+A mover that only writes the repository (a backup, a hub capture) gets no decryption key, only the public
+recipients (``JDR_AGENT_RECIPIENTS``): :class:`SealOnly` encrypts to them and cannot read anything back.
 """
 
 from __future__ import annotations
@@ -22,7 +28,15 @@ from typing import IO, Any, cast
 
 from dr.archive.index import load_index
 from dr.archive.writer import write_archive
+from dr.crypto.age import AgeWriter, Recipient
 from dr.deployments.hubdb_swap import swap_in_database
+from dr.deployments.kubernetes.ownership import (
+    check_readable,
+    check_writable,
+    identity,
+    index_owners,
+    tree_owners,
+)
 from dr.deployments.volume_backup import ALWAYS_EXCLUDED, backup_tree
 from dr.deployments.volume_swap import restore_into
 from dr.errors import JdrError, UsageError
@@ -35,6 +49,34 @@ from dr.repository.repository import Repository
 log = logging.getLogger(__name__)
 
 RESULT_LIMIT = 3800  # bytes; the kubelet keeps at most 4096 of a termination message
+RECIPIENTS_ENV = "JDR_AGENT_RECIPIENTS"  # public age recipients of movers that only write (comma-separated)
+
+
+class SealOnly:
+    """An encryptor that can only encrypt (to public recipients): what a backup mover holds."""
+
+    def __init__(self, recipients: list[Recipient]) -> None:
+        self._recipients = recipients
+        self.extra: list[Recipient] = []
+
+    @property
+    def fingerprints(self) -> list[str]:
+        return []  # holds no identity
+
+    def writer(self, sink: Any, recipients: Any = None) -> AgeWriter:
+        """Encrypt to the repository's recipients when given (they include the installation key), else to
+        the public recipients this mover was given."""
+        return AgeWriter(sink, list(recipients) if recipients else self._recipients)
+
+    def reader(self, src: Any) -> Any:
+        raise UsageError("this mover holds no decryption key (it only writes the repository)")
+
+
+def seal_only_from_env(environ: dict[str, str] | None = None) -> SealOnly | None:
+    """A :class:`SealOnly` from ``JDR_AGENT_RECIPIENTS``, or None when the variable is not set."""
+    text = (os.environ if environ is None else environ).get(RECIPIENTS_ENV, "")
+    recipients = [Recipient.parse(r) for r in text.split(",") if r.strip()]
+    return SealOnly(recipients) if recipients else None
 
 
 def result_key(run: str, key: str) -> str:
@@ -63,6 +105,10 @@ def backup_volume(repo: Repository, *, run: str, key: str, root: Path, excludes:
     """Archive the volume at ``root``. Never raises for the volume's own problems: returns a failed result."""
     started = time.monotonic()
     notes: list[str] = []
+    owner = _owner(root)
+    verdict = check_readable(root, *identity())
+    if not verdict.ok:
+        return {**verdict.to_result(), "seconds": time.monotonic() - started}
     try:  # a volume that a killed restore left half swapped is a failed item (backup_tree refuses it)
         tree = backup_tree(root, repo, run, key, excludes=excludes, level=level, threads=threads,
                            previous_fingerprint=previous_fingerprint)
@@ -74,7 +120,16 @@ def backup_volume(repo: Repository, *, run: str, key: str, root: Path, excludes:
     return {"status": "ok", "unchanged": tree.unchanged, "fingerprint": tree.fingerprint, "files": tree.files,
             "bytes": tree.bytes, "archive": tree.archive.to_dict() if tree.archive else None,
             "index": tree.index.to_dict() if tree.index else None, "warnings": notes + list(tree.warnings),
-            "seconds": time.monotonic() - started}
+            "owner": owner, "seconds": time.monotonic() - started}
+
+
+def _owner(root: Path) -> list[int] | None:
+    """uid and gid of the volume root (recorded, so that the next mover starts as that user)."""
+    try:
+        st = root.stat()
+    except OSError:
+        return None
+    return [st.st_uid, st.st_gid]
 
 
 def restore_volume(repo: Repository, item: VolumeItem, *, root: Path, paths: tuple[str, ...], into: str | None,
@@ -85,10 +140,18 @@ def restore_volume(repo: Repository, item: VolumeItem, *, root: Path, paths: tup
     with repo.open_artifact(item.index) as raw_index:
         index = load_index(raw_index)
         drain(raw_index)
+    selected = index.values() if not paths else [e for e in index.values() if _selected(e.name, paths)]
+    verdict = check_writable(root, index_owners(selected), *identity())
+    if not verdict.ok:
+        return verdict.to_result()
     with repo.open_artifact(item.archive) as archive:
         res = restore_into(root, archive, run=item.archive.run or "run", index=index, paths=paths, into=into,
                            keep_previous=keep_previous, drain=drain)
     return {"status": "ok", "files": res.files, "bytes": res.bytes, "previous": res.previous}
+
+
+def _selected(name: str, paths: tuple[str, ...]) -> bool:
+    return any(name == p.strip("/") or name.startswith(p.strip("/") + "/") for p in paths)
 
 
 def copy_volume(*, source: Path, root: Path, run: str, paths: tuple[str, ...], into: str | None,
@@ -98,6 +161,15 @@ def copy_volume(*, source: Path, root: Path, run: str, paths: tuple[str, ...], i
     The source tree is streamed through the archive writer into the archive reader (an in-memory pipe,
     nothing staged twice), so selections, safety checks and the swap are exactly those of an archive.
     """
+    uid, groups = identity()
+    verdict = check_readable(source, uid, groups)
+    if verdict.ok:
+        owners = tree_owners(source)
+        if paths:
+            owners = [o for o in owners if _selected(o[0], paths)]
+        verdict = check_writable(root, owners, uid, groups)
+    if not verdict.ok:
+        return verdict.to_result()
     read_fd, write_fd = os.pipe()
     failure: list[BaseException] = []
 

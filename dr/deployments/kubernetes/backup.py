@@ -39,8 +39,10 @@ from dr.deployments.kubernetes.objects import (
     MoverSpec,
     jdr_labels,
     make_pvc,
+    owner_record,
     parse_quantity,
     short_name,
+    volume_security,
 )
 from dr.deployments.kubernetes.snapshots import delete_quietly, snapshot_ready, take_snapshot
 from dr.deployments.reuse import decide_reuse
@@ -109,7 +111,8 @@ def reuse_inactive(dep: KubernetesDeployment, vol: Volume, ctx: BackupContext,
     elif not decide_reuse(ctx, prev, vol.label).reusable:
         return None
     log.info("%s: inactive since run %s, referencing its capture without a mover", vol.label, captured_run)
-    return replace(prev, source={"pvc": vol.source["pvc"], "running": False, "verified_in": captured_run},
+    owners: dict[str, Any] = {k: prev.source[k] for k in ("owner", "owners") if k in prev.source}
+    return replace(prev, source={"pvc": vol.source["pvc"], "running": False, "verified_in": captured_run, **owners},
                    reused_from=prev.reused_from or ctx.previous.run, warnings=())
 
 
@@ -131,11 +134,17 @@ def _archive(dep: KubernetesDeployment, vol: Volume, ctx: BackupContext, prev: V
     movers = dep.movers
     # Re-checked right before the mover is created: a running user pod pins it to that pod's node.
     node = movers.cache.node_of(claim) if pin else ""
+    security = volume_security(prev.source if prev else None, dep.k.volume_uid, dep.k.volume_gid, writes=False)
+    if security.privileged:
+        log.warning("%s: the last backup found several owners on this volume: running the mover as %s (the "
+                    "documented exception to Pod Security 'restricted')", vol.label, security.describe())
     spec = MoverSpec(name=short_name("jdr-bk", ctx.run, vol.key), run=ctx.run, role="backup", args=tuple(args),
-                     mounts=(Mount(claim, DATA_MOUNT, read_only=True),), security=READER, node_name=node)
-    result = movers.run(spec, ctx.repo)
+                     mounts=(Mount(claim, DATA_MOUNT, read_only=True),), security=security, node_name=node)
+    result, used = movers.run_as_owner(spec, ctx.repo, privileged=READER, label=vol.label)
     dep.count("movers")
-    source = {**base.source, "node": node} if node else base.source
+    source = {**base.source, **owner_record(result, used)}
+    if node:
+        source["node"] = node
     if result.get("unchanged") and prev is not None and ctx.previous is not None:
         log.info("%s: unchanged since run %s, referencing its archive", vol.label,
                  prev.reused_from or ctx.previous.run)

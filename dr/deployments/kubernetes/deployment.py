@@ -26,11 +26,10 @@ from dr.deployments.kubernetes import restore as volume_restores
 from dr.deployments.kubernetes.api import PODS, PVCS, SNAPSHOTS, Kube, KubeError
 from dr.deployments.kubernetes.discovery import Hub, find_hub, list_user_pvcs, map_volumes, read_secret
 from dr.deployments.kubernetes.hub import HubOps
-from dr.deployments.kubernetes.mover import Movers, PodCache
+from dr.deployments.kubernetes.mover import Movers, PodCache, mover_config
 from dr.deployments.kubernetes.objects import (
     ROLE_LABEL,
     RUN_LABEL,
-    MoverConfig,
     mover_env,
     pod_claims,
     pod_is_active,
@@ -60,6 +59,7 @@ class KubernetesDeployment:
         self.k = settings.deployment.kubernetes
         if self.k.concurrency < 1:
             raise ConfigError("deployment.kubernetes.concurrency: must be at least 1")
+        mover_env(settings)  # a repository movers cannot reach (file://) is refused before anything starts
         # A connection per mover thread, the pod watch and snapshot/PVC watches, plus some slack.
         self.kube = kube or Kube.connect(self.k.kubeconfig, self.k.namespace, pool_size=2 * self.k.concurrency + 8)
         self.namespace = self.kube.namespace
@@ -88,11 +88,8 @@ class KubernetesDeployment:
         cache = self.cache
         with self._lock:
             if self._movers is None:
-                cfg = MoverConfig(image=self._mover_image(), command=tuple(self.k.mover_command),
-                                  env=mover_env(self.settings), env_from_secret=self.k.mover_env_from_secret,
-                                  service_account=self.k.mover_service_account, timeout=self.k.mover_timeout,
-                                  labels=dict(self.k.pod_labels), requests=dict(self.k.mover_requests),
-                                  limits=dict(self.k.mover_limits))
+                cfg = mover_config(self.settings, self._mover_image(),
+                                   service_account=self.k.mover_service_account)
                 self._movers = Movers(self.kube, cache, cfg)
             return self._movers
 
@@ -250,8 +247,21 @@ class KubernetesDeployment:
         return pvcs
 
     def server_running(self, user: str, server: str = "") -> bool:
+        """Whether a pod (not jdr's) mounts the user's PVC: learned from the pod list, not from the hub."""
+        return bool(self._server_pods(user, server)[1])
+
+    def running_evidence(self, user: str, server: str = "") -> str:
+        """Where :meth:`server_running` learned that the server runs (for messages)."""
+        pvc, pods = self._server_pods(user, server)
+        who = f"{user}'s server" + (f" {server!r}" if server else "")
+        return (f"the pod list of namespace {self.namespace} shows {who} running (pod {', '.join(pods)} mounts "
+                f"PVC {pvc}; the hub was not asked)")
+
+    def _server_pods(self, user: str, server: str) -> tuple[str, list[str]]:
         pvc = volume_restores.find_target_pvc(self, user, server, None)
-        return bool(pvc and any(not _is_jdr(p) for p in self.cache.users_of(pvc)))
+        if not pvc:
+            return "", []
+        return pvc, [p["metadata"]["name"] for p in self.cache.users_of(pvc) if not _is_jdr(p)]
 
     def backup_volumes(self, volumes: Sequence[Volume], ctx: BackupContext) -> Iterator[VolumeItem]:
         if ctx.method not in ("archive", "snapshot", "snapshot+archive"):

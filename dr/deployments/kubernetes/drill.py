@@ -1,43 +1,37 @@
-"""DR drills on Kubernetes: a scratch namespace, created and deleted by jdr, that production never sees.
+"""DR drills on Kubernetes, confined to one scratch namespace that the administrator created once.
 
-:class:`KubernetesDrillTarget` implements :class:`dr.deployments.drill.DrillTarget`:
+Drills need no cluster-wide write. The administrator creates the namespace named by
+``deployment.kubernetes.drill_namespace`` once, with a Role for jdr's ServiceAccount there
+(``cronjobs/drill/``, see ``restore/DRILL.md``); jdr never creates, labels or deletes namespaces, PVs or
+RoleBindings. :class:`KubernetesDrillTarget` implements :class:`dr.deployments.drill.DrillTarget`:
 
-- ``prepare`` creates the namespace ``jdr-drill-<drill>`` labelled ``app.kubernetes.io/managed-by: jdr``,
-  ``jdr.hub.jupyter.org/role: drill``, ``jdr.hub.jupyter.org/run: <drill>`` and annotated with its
-  holder (this pod, from ``POD_NAME``/``POD_NAMESPACE``, with its uid; else host, pid and the process's
-  start time), the start time and the production namespace. When jdr runs as a ServiceAccount it binds
-  that account, in the new namespace only, to the ClusterRole ``jdr-drill-scratch`` (see
-  ``restore/DRILL.md`` for the RBAC). The mover Secret (``mover_env_from_secret``: repository credentials,
-  encryption key) is copied into the namespace, because a pod can only read Secrets of its own namespace.
+- ``prepare`` takes the namespace by creating the ConfigMap ``jdr-drill`` there (a create is atomic: a
+  second drill gets 409 and is refused while the first one's holder lives), annotated with its holder
+  (this pod, from ``POD_NAME``/``POD_NAMESPACE``, with its uid; else host, pid and the process's start
+  time) and the start time. It checks that the storage class the drill's PVCs will use deletes its
+  volumes (a retaining class would leave the drill's copies behind, and jdr may not delete PVs), then
+  copies into the namespace only the keys of the mover Secret that restore movers need (repository
+  credentials and the age identity): a pod can only read Secrets of its own namespace.
 - ``restore_hub_db``: the hub database is downloaded by the drill process itself and checked there
-  (integrity, schema, users), as on ``local``. A scratch PVC for it would add no evidence the drill can
-  use: no hub is started in the scratch namespace (KubeSpawner would spawn into the namespace its state
-  names, i.e. production), the database's checks are the same wherever the file lies, and the mover path
-  that writes a database into a hub PVC is the adapter's restore, exercised by its own tests. The time is
-  download and check only; a real restore adds scaling the hub down and up.
+  (integrity, schema, users), as on ``local``: no hub is started in the scratch namespace (KubeSpawner
+  would spawn into the namespace its state names, i.e. production).
 - ``restore_volume`` creates a PVC in the scratch namespace shaped like the recorded one (size, access
-  modes, storage class as recorded, else ``deployment.kubernetes.storage_class``, else the cluster
-  default) and runs the adapter's restore mover (``jdr agent restore-volume``) into it: every file's size
-  and SHA-256 against the index while extracting, the artifact's checksum at its end. Volumes whose run
-  holds only a snapshot are not drilled (a VolumeSnapshot cannot source a PVC in another namespace
-  without copying its content): the operation reports them so.
+  modes; class ``drill_storage_class``, else as recorded, else ``storage_class``, else the cluster default)
+  and runs the adapter's restore mover into it, as the volume's owner (every file's size and SHA-256 checked
+  while extracting). Volumes whose run holds only a snapshot are not drilled (a VolumeSnapshot cannot
+  source a PVC in another namespace): the operation reports them so.
 - ``verify_volume`` runs a second mover that mounts the restored PVC read-only and reads every file back
-  against the index, counts the files and checks a sample of notebooks (``jdr agent verify-volume``,
-  :mod:`dr.deployments.kubernetes.drill_agent`).
-- ``start_hub``: skipped (see above).
-- ``cleanup`` deletes the namespace and waits until it is gone (bounded). PVs bound to its PVCs go by
-  their ``Delete`` reclaim policy: a PV whose class retains is switched to ``Delete`` before the namespace
-  goes, and a PV still ``Released`` afterwards (claim in the scratch namespace) is deleted. Nothing outside
-  the scratch namespace is created, patched or deleted, except those PVs; production is only read (the
-  mover Secret, jdr's own pod).
-- ``leftovers`` are namespaces so labelled whose holder is gone (its pod deleted, replaced or finished;
-  its process dead on this host); ``remove_leftover`` deletes them the same way. Namespaces kept with
-  ``--keep`` (annotation ``jdr.hub.jupyter.org/kept``) and namespaces already terminating are left alone.
+  against the index (``jdr agent verify-volume``, :mod:`dr.deployments.kubernetes.drill_agent`).
+- ``cleanup`` deletes what the drill made in the namespace — its pods, PVCs (waited for until gone, so
+  their PVs are reclaimed by the class's ``Delete`` policy), the Secret copy — and the ConfigMap last.
+  ``--keep`` leaves everything and marks the ConfigMap kept.
+- ``leftovers``: the ConfigMap of a drill whose holder is gone (pod deleted, replaced or finished;
+  process dead on this host); ``remove_leftover`` cleans the namespace the same way. A kept drill is a
+  leftover too once its holder is gone — the namespace holds one drill at a time.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -54,7 +48,6 @@ from typing import Any
 from dr.archive.index import load_index
 from dr.deployments.drill import (
     NOTEBOOK_SAMPLE,
-    SCRATCH_PREFIX,
     HubCheck,
     Leftover,
     RestoredVolume,
@@ -64,17 +57,17 @@ from dr.deployments.drill import (
 from dr.deployments.kubernetes.api import (
     PODS,
     PVCS,
-    PVS,
     SECRETS,
     Kube,
     KubeConflict,
     KubeError,
     KubeForbidden,
+    KubeGone,
     KubeNotFound,
     Obj,
     Resource,
 )
-from dr.deployments.kubernetes.mover import MoverFailed, Movers, PodCache
+from dr.deployments.kubernetes.mover import MoverFailed, Movers, PodCache, mover_config
 from dr.deployments.kubernetes.objects import (
     DATA_MOUNT,
     KEY_ANNOTATION,
@@ -87,10 +80,9 @@ from dr.deployments.kubernetes.objects import (
     MoverSpec,
     jdr_labels,
     make_pvc,
-    mover_env,
     short_name,
+    volume_security,
 )
-from dr.deployments.kubernetes.snapshots import wait_object
 from dr.errors import ConfigError, DeploymentError
 from dr.hubdb.info import DbInfo
 from dr.model import VolumeItem
@@ -102,31 +94,21 @@ from dr.util.timefmt import iso, utcnow
 
 log = logging.getLogger(__name__)
 
-NAMESPACES = Resource("", "v1", "namespaces", "Namespace", namespaced=False)
-SERVICEACCOUNTS = Resource("", "v1", "serviceaccounts", "ServiceAccount")
-ROLEBINDINGS = Resource("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding")
-SELF_REVIEWS = Resource("authentication.k8s.io", "v1", "selfsubjectreviews", "SelfSubjectReview", namespaced=False)
+CONFIGMAPS = Resource("", "v1", "configmaps", "ConfigMap")
+STORAGE_CLASSES = Resource("storage.k8s.io", "v1", "storageclasses", "StorageClass", namespaced=False)
 
-DRILL_ROLE = "drill"  # value of jdr.hub.jupyter.org/role on the scratch namespace
+DRILL_ROLE = "drill"  # value of jdr.hub.jupyter.org/role on what a drill creates
+HOLDER_NAME = "jdr-drill"  # the ConfigMap that says which drill holds the scratch namespace
 HOLDER_ANNOTATION = "jdr.hub.jupyter.org/holder"  # JSON: {"pod", "namespace", "uid"} or {"host", "pid", …}
 STARTED_ANNOTATION = "jdr.hub.jupyter.org/started"
 SOURCE_ANNOTATION = "jdr.hub.jupyter.org/source-namespace"
 KEPT_ANNOTATION = "jdr.hub.jupyter.org/kept"
-SCRATCH_CLUSTER_ROLE = "jdr-drill-scratch"  # bound in each scratch namespace to jdr's ServiceAccount
-ROLE_ENV = "JDR_DRILL_SCRATCH_ROLE"  # overrides SCRATCH_CLUSTER_ROLE (installations that rename it)
-SA_TIMEOUT = 60.0  # seconds for the new namespace's default ServiceAccount to appear
-NAMESPACE_TIMEOUT = 300.0  # seconds for a deleted scratch namespace to be gone
-PV_TIMEOUT = 60.0  # seconds for the PVs of a deleted scratch namespace to be reclaimed
-
-
-def scratch_namespace(drill: str) -> str:
-    """``jdr-drill-<drill>``: lower case, DNS-1123, at most 63 characters."""
-    tail = re.sub(r"[^a-z0-9-]+", "-", drill.lower()).strip("-")
-    return (SCRATCH_PREFIX + tail)[:63].rstrip("-")
+DEFAULT_CLASS_ANNOTATION = "storageclass.kubernetes.io/is-default-class"
+PVC_TIMEOUT = 300.0  # seconds for the drill's PVCs to be gone after their deletion
 
 
 def drill_selector() -> str:
-    return f"{MANAGED_BY}=jdr,{ROLE_LABEL}={DRILL_ROLE}"
+    return f"{MANAGED_BY}=jdr,{ROLE_LABEL}"
 
 
 def _process_start(pid: int) -> str:
@@ -138,7 +120,7 @@ def _process_start(pid: int) -> str:
 
 
 class KubernetesDrillTarget:
-    """A :class:`dr.deployments.drill.DrillTarget` in a scratch namespace (see the module doc)."""
+    """A :class:`dr.deployments.drill.DrillTarget` in the configured scratch namespace (see the module doc)."""
 
     kind = "kubernetes"
 
@@ -147,9 +129,9 @@ class KubernetesDrillTarget:
         self.k = settings.deployment.kubernetes
         self.kube = kube or Kube.connect(self.k.kubeconfig, self.k.namespace)
         self.production = self.kube.namespace
-        self.namespace: str | None = None
+        self.scratch = self.k.drill_namespace
+        self.namespace: str | None = None  # set while this drill holds the scratch namespace
         self.drill = ""
-        self._created = False
         self._cache: PodCache | None = None
         self._movers: Movers | None = None
         self._tmp: Path | None = None
@@ -157,7 +139,16 @@ class KubernetesDrillTarget:
 
     @property
     def where(self) -> str:
-        return f"namespace {self.namespace}" if self.namespace else "(no scratch namespace)"
+        return f"namespace {self.scratch}" if self.scratch else "(no scratch namespace)"
+
+    def _scratch(self) -> str:
+        if not self.scratch:
+            raise ConfigError("deployment.kubernetes.drill_namespace: required for drills on Kubernetes",
+                              hint="create a namespace for drills once, apply cronjobs/drill/ there (restore/DRILL.md) "
+                                   "and name it here")
+        if self.scratch == self.production:
+            raise ConfigError(f"deployment.kubernetes.drill_namespace: {self.scratch} is the production namespace")
+        return self.scratch
 
     # --- the holder -----------------------------------------------------------------------------
 
@@ -176,7 +167,7 @@ class KubernetesDrillTarget:
         return {"host": socket.gethostname(), "pid": pid, "pid_start": _process_start(pid)}
 
     def _holder_gone(self, holder: dict[str, Any]) -> bool | None:
-        """True: the drill that made the namespace is dead; False: alive; None: cannot tell."""
+        """True: the drill that holds the namespace is dead; False: alive; None: cannot tell."""
         if holder.get("pod"):
             try:
                 pod = self.kube.get(PODS, str(holder["pod"]), str(holder.get("namespace") or self.production))
@@ -197,66 +188,79 @@ class KubernetesDrillTarget:
             return bool(start) and _process_start(pid) != start
         return None
 
+    def _read_holder(self, ns: str) -> tuple[Obj | None, dict[str, Any]]:
+        cm = self.kube.get_or_none(CONFIGMAPS, HOLDER_NAME, ns)
+        ann = ((cm or {}).get("metadata") or {}).get("annotations") or {}
+        try:
+            holder = json.loads(ann.get(HOLDER_ANNOTATION) or "{}")
+        except ValueError:
+            holder = {}
+        return cm, holder if isinstance(holder, dict) else {}
+
     # --- leftovers ------------------------------------------------------------------------------
 
     def leftovers(self) -> list[Leftover]:
+        if not self.scratch or self.scratch == self.production:
+            return []  # prepare() says why
         try:
-            items, _ = self.kube.list(NAMESPACES, label_selector=drill_selector())
+            cm, holder = self._read_holder(self.scratch)
+            if cm is None:
+                stray = self._drill_objects(self.scratch)
+                if not stray:
+                    return []
+                return [Leftover(where=f"namespace {self.scratch}", drill="",
+                                 details={"namespace": self.scratch, "objects": stray})]
         except KubeError as e:
-            log.warning("cannot list earlier drills' scratch namespaces: %s", e)
+            log.warning("cannot look for an earlier drill's leftovers in namespace %s: %s", self.scratch, e)
             return []
-        found: list[Leftover] = []
-        for ns in items:
-            md = ns.get("metadata") or {}
-            name = str(md.get("name") or "")
-            ann = md.get("annotations") or {}
-            if name == self.namespace or md.get("deletionTimestamp") or ann.get(KEPT_ANNOTATION) == "true":
-                continue
-            try:
-                holder = json.loads(ann.get(HOLDER_ANNOTATION) or "{}")
-            except ValueError:
-                holder = {}
-            if not isinstance(holder, dict) or self._holder_gone(holder) is not True:
-                continue
-            found.append(Leftover(where=f"namespace {name}", drill=str((md.get("labels") or {}).get(
-                "jdr.hub.jupyter.org/run", "")), details={"namespace": name, "holder": holder,
-                                                          "started": ann.get(STARTED_ANNOTATION, "")}))
-        return found
+        if self._holder_gone(holder) is not True:
+            return []
+        md = cm.get("metadata") or {}
+        ann = md.get("annotations") or {}
+        return [Leftover(where=f"namespace {self.scratch}", drill=str((md.get("labels") or {}).get(
+            "jdr.hub.jupyter.org/run", "")), details={"namespace": self.scratch, "holder": holder,
+                                                      "started": ann.get(STARTED_ANNOTATION, ""),
+                                                      "kept": ann.get(KEPT_ANNOTATION) == "true"})]
 
     def remove_leftover(self, leftover: Leftover) -> None:
-        name = str(leftover.details.get("namespace") or "")
-        ns = self.kube.get_or_none(NAMESPACES, name) if name else None
-        if ns is None:
-            return
-        labels = (ns.get("metadata") or {}).get("labels") or {}
-        if labels.get(MANAGED_BY) != "jdr" or labels.get(ROLE_LABEL) != DRILL_ROLE:
-            raise DeploymentError(f"namespace {name} is not labelled as a jdr drill's; refusing to delete it")
-        self._delete_namespace(name)
-        log.info("removed the scratch namespace %s of drill %s, which never cleaned up", name, leftover.drill)
+        ns = str(leftover.details.get("namespace") or "")
+        if ns != self.scratch:
+            raise DeploymentError(f"namespace {ns} is not the drill namespace {self.scratch}; not touching it")
+        self._clean(ns)
+        log.info("cleaned the scratch namespace %s of drill %s, which never cleaned up", ns,
+                 leftover.drill or "(unknown)")
 
     # --- the drill --------------------------------------------------------------------------------
 
     def prepare(self, drill: str) -> str:
+        ns = self._scratch()
         cfg = self._mover_config()  # configuration errors before anything is created
-        name = scratch_namespace(drill)
-        if name == self.production:
-            raise ConfigError(f"the scratch namespace {name} would be the production namespace")
+        self._check_storage_class()
         annotations = {HOLDER_ANNOTATION: json.dumps(self._holder(), sort_keys=True),
                        STARTED_ANNOTATION: iso(utcnow()), SOURCE_ANNOTATION: self.production}
-        body = {"apiVersion": "v1", "kind": "Namespace",
-                "metadata": {"name": name, "labels": jdr_labels(drill, DRILL_ROLE), "annotations": annotations}}
+        body = {"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": HOLDER_NAME, "labels": jdr_labels(drill, DRILL_ROLE), "annotations": annotations},
+                "data": {"drill": drill}}
         try:
-            self.kube.create(NAMESPACES, body)
+            self.kube.create(CONFIGMAPS, body, ns)
         except KubeConflict as e:
-            raise DeploymentError(f"the scratch namespace {name} exists already") from e
-        self.namespace, self.drill, self._created = name, drill, True
-        self._bind_self(name)
-        self._copy_mover_secret(name)
-        self._wait_default_service_account(name)
-        self._cache = PodCache(self.kube, name).start()
+            _, holder = self._read_holder(ns)
+            raise DeploymentError(f"the scratch namespace {ns} is held by another drill (ConfigMap {HOLDER_NAME}: "
+                                  f"{json.dumps(holder, sort_keys=True)})",
+                                  hint="wait for it to end; a dead drill's hold is removed by the next drill") from e
+        except KubeNotFound as e:
+            raise ConfigError(f"deployment.kubernetes.drill_namespace: namespace {ns} does not exist",
+                              hint="create it once and apply cronjobs/drill/ there (restore/DRILL.md)") from e
+        except KubeForbidden as e:
+            raise DeploymentError(f"jdr may not work in the drill namespace {ns}: {e}",
+                                  hint="apply cronjobs/drill/ (the Role jdr-drill and its binding) in that namespace "
+                                       "(restore/DRILL.md, RBAC)") from e
+        self.namespace, self.drill = ns, drill
+        self._copy_mover_secret(ns)
+        self._cache = PodCache(self.kube, ns).start()
         self._movers = Movers(self.kube, self._cache, cfg)
-        log.info("drill %s: scratch namespace %s created", drill, name)
-        return name
+        log.info("drill %s: holds the scratch namespace %s", drill, ns)
+        return ns
 
     def restore_hub_db(self, fetch: Callable[[Path], DbInfo]) -> DbInfo:
         """Download and check the hub database in the drill process (why not in a PVC: the module doc)."""
@@ -275,6 +279,8 @@ class KubernetesDrillTarget:
         claim = self._claim_name(item)
         record: dict[str, Any] = dict(item.source.get("pvc") or {})
         record.update(name=claim, labels={}, annotations={})
+        if self.k.drill_storage_class:
+            record["storageClassName"] = self.k.drill_storage_class
         annotations = {KEY_ANNOTATION: item.key}
         if item.source.get("pvc"):
             annotations["jdr.hub.jupyter.org/source-pvc"] = f"{self.production}/{item.source['pvc'].get('name', '')}"
@@ -282,11 +288,12 @@ class KubernetesDrillTarget:
                         annotations=annotations)
         self.kube.create(PVCS, body, ns)
         item_json = json.dumps(replace(item, source={}, warnings=()).to_dict(), separators=(",", ":"))
+        security = volume_security(item.source, self.k.volume_uid, self.k.volume_gid, writes=True)
         spec = MoverSpec(name=short_name("jdr-drill-rs", self.drill, item.key), run=self.drill, role="restore",
                          args=("restore-volume", "--run", self.drill, "--root", DATA_MOUNT, "--item-json",
                                item_json, "--discard-previous"),
-                         mounts=(Mount(claim, DATA_MOUNT, read_only=False),), security=WRITER)
-        result = self._mover().run(spec, repo)
+                         mounts=(Mount(claim, DATA_MOUNT, read_only=False),), security=security, decrypts=True)
+        result, _ = self._mover().run_as_owner(spec, repo, privileged=WRITER, label=item.label)
         return RestoredVolume(target=f"{ns}/{claim}", files=int(result.get("files", 0)),
                               bytes=int(result.get("bytes", 0)), index_files=index_files)
 
@@ -294,13 +301,14 @@ class KubernetesDrillTarget:
                       notebooks: int = NOTEBOOK_SAMPLE) -> VolumeCheck:
         claim = restored.target.split("/", 1)[-1]
         item_json = json.dumps(replace(item, source={}, warnings=()).to_dict(), separators=(",", ":"))
+        security = volume_security(item.source, self.k.volume_uid, self.k.volume_gid, writes=False)
         spec = MoverSpec(name=short_name("jdr-drill-vf", self.drill, item.key), run=self.drill, role="verify",
                          args=("verify-volume", "--run", self.drill, "--root", DATA_MOUNT, "--item-json", item_json,
                                "--notebooks", str(notebooks)),
-                         mounts=(Mount(claim, DATA_MOUNT, read_only=True),), security=READER)
+                         mounts=(Mount(claim, DATA_MOUNT, read_only=True),), security=security, decrypts=True)
         t0 = time.monotonic()
         try:
-            result = self._mover().run(spec, self._repo)
+            result, _ = self._mover().run_as_owner(spec, self._repo, privileged=READER, label=item.label)
         except (MoverFailed, KubeError) as e:
             return VolumeCheck(files_on_disk=0, problems=(f"the verification mover failed: {e}",))
         log.debug("%s: verified by mover %s in %.1f s (%s files, %s bytes read back)", item.label, spec.name,
@@ -324,15 +332,17 @@ class KubernetesDrillTarget:
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
-        if not self._created or self.namespace is None:
+        if self.namespace is None:
             return
         if keep:
-            self.kube.patch(NAMESPACES, self.namespace, {"metadata": {"annotations": {KEPT_ANNOTATION: "true"}}})
-            log.info("drill %s: scratch namespace %s kept (--keep)", self.drill, self.namespace)
+            self.kube.patch(CONFIGMAPS, HOLDER_NAME, {"metadata": {"annotations": {KEPT_ANNOTATION: "true"}}},
+                            self.namespace)
+            log.info("drill %s: scratch namespace %s left as it is (--keep); the next drill cleans it", self.drill,
+                     self.namespace)
             return
-        self._delete_namespace(self.namespace)
-        self._created = False
-        log.info("drill %s: scratch namespace %s deleted", self.drill, self.namespace)
+        self._clean(self.namespace)
+        log.info("drill %s: scratch namespace %s cleaned", self.drill, self.namespace)
+        self.namespace = None
 
     # --- internals ----------------------------------------------------------------------------------
 
@@ -367,36 +377,30 @@ class KubernetesDrillTarget:
 
     def _mover_config(self) -> MoverConfig:
         # No mover ServiceAccount: the production one does not exist in the scratch namespace.
-        return MoverConfig(image=self._mover_image(), command=tuple(self.k.mover_command),
-                           env=mover_env(self.settings), env_from_secret=self.k.mover_env_from_secret,
-                           timeout=self.k.mover_timeout, labels=dict(self.k.pod_labels),
-                           requests=dict(self.k.mover_requests), limits=dict(self.k.mover_limits))
+        return mover_config(self.settings, self._mover_image())
 
-    def _bind_self(self, ns: str) -> None:
-        """Running as a ServiceAccount: bind it, in the scratch namespace only, to the scratch ClusterRole."""
+    def _check_storage_class(self) -> None:
+        """Refuse a storage class that retains its volumes: the drill's copies of users' homes would outlive
+        it, and jdr may not delete PersistentVolumes (it has no cluster-wide write)."""
+        wanted = self.k.drill_storage_class or self.k.storage_class
         try:
-            review = self.kube.create(SELF_REVIEWS, {"apiVersion": "authentication.k8s.io/v1",
-                                                     "kind": "SelfSubjectReview"})
-        except KubeError as e:
-            log.debug("SelfSubjectReview failed (%s); not binding a scratch role", e)
+            classes, _ = self.kube.list(STORAGE_CLASSES)
+        except KubeForbidden:
+            log.warning("cannot read StorageClasses (list storageclasses): not checking that the drill's volumes "
+                        "are deleted with their claims")
             return
-        user = str((((review.get("status") or {}).get("userInfo")) or {}).get("username") or "")
-        parts = user.split(":")
-        if len(parts) != 4 or parts[:2] != ["system", "serviceaccount"]:
-            return  # a person's or an admin's credentials: their own rights apply
-        role = os.environ.get(ROLE_ENV) or SCRATCH_CLUSTER_ROLE
-        body = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-                "metadata": {"name": "jdr-drill", "labels": jdr_labels(self.drill, DRILL_ROLE)},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
-                "subjects": [{"kind": "ServiceAccount", "name": parts[3], "namespace": parts[2]}]}
-        try:
-            self.kube.create(ROLEBINDINGS, body, ns)
-        except KubeForbidden as e:
-            raise DeploymentError(f"cannot grant the drill its rights in the scratch namespace {ns}: {e}",
-                                  hint=f"install the ClusterRole {role} and let jdr bind it (restore/DRILL.md, "
-                                       "RBAC)") from e
+        by_name = {str(c["metadata"]["name"]): c for c in classes}
+        default = [c for c in classes
+                   if ((c.get("metadata") or {}).get("annotations") or {}).get(DEFAULT_CLASS_ANNOTATION) == "true"]
+        chosen = by_name.get(wanted) if wanted else (default[0] if default else None)
+        if chosen is not None and chosen.get("reclaimPolicy", "Delete") != "Delete":
+            raise ConfigError(f"storage class {chosen['metadata']['name']} retains its volumes (reclaimPolicy "
+                              f"{chosen.get('reclaimPolicy')}): the drill's copies of users' homes would outlive it",
+                              hint="set deployment.kubernetes.drill_storage_class to a class with reclaimPolicy "
+                                   "Delete")
 
     def _copy_mover_secret(self, ns: str) -> None:
+        """Copy into the scratch namespace only the keys restore movers need (credentials, the age identity)."""
         name = self.k.mover_env_from_secret
         if not name:
             return
@@ -405,53 +409,55 @@ class KubernetesDrillTarget:
         except KubeNotFound as e:
             raise ConfigError(f"deployment.kubernetes.mover_env_from_secret: no Secret {name} in "
                               f"{self.production}") from e
+        keys = {*self.k.mover_secret_keys, self.settings.encryption.key_env} - {""}
         body = {"apiVersion": "v1", "kind": "Secret",
                 "metadata": {"name": name, "labels": jdr_labels(self.drill, DRILL_ROLE),
                              "annotations": {"jdr.hub.jupyter.org/copy-of": f"{self.production}/{name}"}},
-                "type": secret.get("type") or "Opaque", "data": dict(secret.get("data") or {})}
-        self.kube.create(SECRETS, body, ns)
-
-    def _wait_default_service_account(self, ns: str) -> None:
-        """Pods are refused until the namespace's ``default`` ServiceAccount exists (a controller makes it)."""
-        deadline = time.monotonic() + SA_TIMEOUT
-        while self.kube.get_or_none(SERVICEACCOUNTS, "default", ns) is None:
-            if time.monotonic() > deadline:
-                raise DeploymentError(f"the ServiceAccount default of namespace {ns} did not appear within "
-                                      f"{SA_TIMEOUT:.0f}s", hint="is kube-controller-manager running?")
-            time.sleep(0.2)
-
-    def _delete_namespace(self, name: str) -> None:
-        """Delete a scratch namespace, wait until it is gone, then make sure its PVs are gone too."""
-        pvs: list[str] = []
+                "type": secret.get("type") or "Opaque",
+                "data": {k: v for k, v in (secret.get("data") or {}).items() if k in keys}}
         try:
-            claims, _ = self.kube.list(PVCS, name)
-        except KubeNotFound:
-            claims = []
+            self.kube.create(SECRETS, body, ns)
+        except KubeConflict:
+            self.kube.delete(SECRETS, name, ns)  # a copy a crashed drill left: replaced with today's keys
+            self.kube.create(SECRETS, body, ns)
+
+    def _drill_objects(self, ns: str) -> list[str]:
+        found = []
+        for res in (PODS, PVCS, SECRETS):
+            items, _ = self.kube.list(res, ns, label_selector=drill_selector())
+            found += [f"{res.kind}/{o['metadata']['name']}" for o in items]
+        return found
+
+    def _clean(self, ns: str) -> None:
+        """Delete every object a drill made in ``ns`` (pods, PVCs, the Secret copy), wait until the PVCs are
+        gone (their PVs are then reclaimed by their class), and release the namespace (the ConfigMap, last)."""
+        claims, version = self.kube.list(PVCS, ns, label_selector=drill_selector())
+        for res in (PODS, SECRETS):
+            items, _ = self.kube.list(res, ns, label_selector=drill_selector())
+            for obj in items:
+                self.kube.delete(res, obj["metadata"]["name"], ns, grace_seconds=0 if res is PODS else None)
         for pvc in claims:
-            pv_name = str((pvc.get("spec") or {}).get("volumeName") or "")
-            if not pv_name:
-                continue
-            pvs.append(pv_name)
-            pv = self.kube.get_or_none(PVS, pv_name)
-            if pv is not None and _claimed_from(pv, name) and \
-                    (pv.get("spec") or {}).get("persistentVolumeReclaimPolicy") != "Delete":
-                # the storage class retains: the scratch copy must not outlive the drill
-                self.kube.patch(PVS, pv_name, {"spec": {"persistentVolumeReclaimPolicy": "Delete"}})
-        self.kube.delete(NAMESPACES, name, propagation="Background")
-        try:
-            wait_object(self.kube, NAMESPACES, name, lambda o: o is None, NAMESPACE_TIMEOUT)
-        except TimeoutError:
-            raise DeploymentError(f"the scratch namespace {name} was not gone within {NAMESPACE_TIMEOUT:.0f}s "
-                                  "(it is being deleted)", hint=f"kubectl get namespace {name} -o yaml") from None
-        for pv_name in pvs:
-            with contextlib.suppress(TimeoutError):
-                wait_object(self.kube, PVS, pv_name, lambda o: o is None or not _claimed_from(o, name), PV_TIMEOUT)
-            pv = self.kube.get_or_none(PVS, pv_name)
-            if pv is not None and _claimed_from(pv, name) and \
-                    (pv.get("status") or {}).get("phase") in ("Released", "Failed"):
-                log.warning("deleting PersistentVolume %s, left Released by the scratch namespace %s", pv_name, name)
-                self.kube.delete(PVS, pv_name)
+            self.kube.delete(PVCS, pvc["metadata"]["name"], ns)
+        self._wait_pvcs_gone(ns, {str(p["metadata"]["name"]) for p in claims}, version)
+        self.kube.delete(CONFIGMAPS, HOLDER_NAME, ns)
 
-
-def _claimed_from(pv: Obj, namespace: str) -> bool:
-    return ((pv.get("spec") or {}).get("claimRef") or {}).get("namespace") == namespace
+    def _wait_pvcs_gone(self, ns: str, names: set[str], version: str) -> None:
+        """Watch (from before the deletions, so no event is missed) until every PVC in ``names`` is deleted."""
+        left = set(names)
+        deadline = time.monotonic() + PVC_TIMEOUT
+        while left:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DeploymentError(f"the drill's PVCs in {ns} were not gone within {PVC_TIMEOUT:.0f}s: "
+                                      f"{', '.join(sorted(left))}", hint=f"kubectl -n {ns} describe pvc")
+            try:
+                for kind, obj in self.kube.watch(PVCS, ns, resource_version=version, label_selector=drill_selector(),
+                                                 timeout_seconds=max(1, min(int(remaining), 30))):
+                    version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
+                    if kind == "DELETED":
+                        left.discard(str(obj["metadata"]["name"]))
+                        if not left:
+                            return
+            except KubeGone:
+                items, version = self.kube.list(PVCS, ns, label_selector=drill_selector())
+                left &= {str(o["metadata"]["name"]) for o in items}

@@ -22,6 +22,7 @@ from typing import Any
 
 from dr.archive.index import load_index
 from dr.deployments.drill import check_tree, index_file_count
+from dr.deployments.kubernetes.ownership import check_readable, identity
 from dr.deployments.volume_swap import RESTORE_DIR
 from dr.errors import UsageError
 from dr.model import IndexEntry, VolumeItem
@@ -108,6 +109,9 @@ def verify_volume(repo: Repository, item: VolumeItem, *, root: Path, notebooks: 
         raise UsageError(f"{item.label}: the run holds no file index of this volume")
     if not root.is_dir():
         raise UsageError(f"{root} is not a directory (is the volume mounted?)")
+    verdict = check_readable(root, *identity())
+    if not verdict.ok:
+        return verdict.to_result()
     with repo.open_artifact(item.index) as raw:
         index = load_index(raw)
         drain(raw)

@@ -151,7 +151,8 @@ class HubOps:
         spec = MoverSpec(name=short_name("jdr-hubdb", op, "restore"), run=op, role="hub-restore",
                          args=("restore-hub-db", "--run", op, "--artifact-json",
                                json.dumps(artifact.to_dict(), separators=(",", ":")), "--path", hub.db_path),
-                         mounts=(Mount(hub.db_claim, hub.db_dir, read_only=False),), security=hub_security(hub))
+                         mounts=(Mount(hub.db_claim, hub.db_dir, read_only=False),), security=hub_security(hub),
+                         decrypts=True)
         result = self.movers.run(spec, repo)
         if result.get("integrity") != "ok":
             raise DeploymentError(f"the restored hub database failed its integrity check: {result.get('integrity')}")

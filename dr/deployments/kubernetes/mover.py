@@ -4,37 +4,62 @@
 waiting for a mover is a wait on a watch, never a poll, and "which pod mounts this PVC, on which node" is
 answered from fresh state right before a mover is created. :class:`Movers` runs one mover to completion:
 create, wait, read the result from the termination message, and delete the pod — also when it failed or
-timed out (``try/finally``).
+timed out (``try/finally``). :meth:`Movers.run_as_owner` runs a volume's mover as the volume's owner and,
+when the mover finds that the volume belongs to someone else or to several users, runs it again as
+them (or privileged, logged as the exception it is).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, TypeVar
 
+from dr.crypto.keys import load_identity
 from dr.deployments.kubernetes.api import PODS, Kube, KubeConflict, KubeError, KubeGone, Obj
 from dr.deployments.kubernetes.objects import (
     MANAGED_BY,
     MoverConfig,
     MoverSpec,
+    Security,
+    as_owner,
     container_result,
     make_mover_pod,
+    mover_env,
     pending_reason,
     pod_claims,
     pod_is_active,
 )
 from dr.errors import DeploymentError, JdrError
 from dr.repository.repository import Repository
+from dr.settings import Settings
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 WATCH_SECONDS = 240
+
+
+def mover_config(settings: Settings, image: str, *, service_account: str = "") -> MoverConfig:
+    """What every mover of one deployment (or drill) shares. The public recipients are derived here from
+    the identity this process holds, so that movers that only write never receive the identity."""
+    k = settings.deployment.kubernetes
+    enc = settings.encryption
+    recipients: tuple[str, ...] = ()
+    text = os.environ.get(enc.key_env, "") if enc.key_env else ""
+    if text:
+        recipients = (str(load_identity(text=text).recipient), *enc.recipients)
+    return MoverConfig(image=image, command=tuple(k.mover_command), env=mover_env(settings),
+                       env_from_secret=k.mover_env_from_secret, secret_keys=tuple(k.mover_secret_keys),
+                       key_env=enc.key_env, recipients=recipients, service_account=service_account,
+                       timeout=k.mover_timeout, labels=dict(k.pod_labels), requests=dict(k.mover_requests),
+                       limits=dict(k.mover_limits))
 
 
 class MoverFailed(DeploymentError):
@@ -201,10 +226,40 @@ class Movers:
             except KubeError as e:
                 log.warning("could not delete mover pod %s: %s", name, e)
 
+    def run_as_owner(self, spec: MoverSpec, repo: Repository | None, *, privileged: Security,
+                     label: str) -> tuple[dict[str, Any], Security]:
+        """Run a volume's mover as ``spec.security`` (a user); when the mover answers ``wrong-user``, run it
+        again as the single owner it found on the volume, else as ``privileged``. Returns the result and
+        the security it ran with (recorded, so the next mover starts right)."""
+        sec = spec.security
+        tried: list[Security] = []
+        while True:
+            result = self.run(spec if not tried else replace(spec, name=_retry_name(spec.name, len(tried)),
+                                                             security=sec), repo)
+            if result.get("status") != "wrong-user":
+                return result, sec
+            tried.append(sec)
+            reason = str(result.get("reason") or "")
+            owner = result.get("owner")
+            if sec.privileged or len(tried) > 2:
+                raise MoverFailed(f"{label}: the mover could not do its job ({reason})")
+            if owner and not any(t.uid == int(owner[0]) and not t.privileged for t in tried):
+                sec = as_owner(int(owner[0]), int(owner[1]), writes=spec.security.fs_group is not None)
+                log.info("%s: %s (read from the volume): running the mover as uid %d, gid %d", label, reason,
+                         sec.uid, sec.gid)
+            else:
+                sec = privileged
+                log.warning("%s: %s: running the mover as %s — the documented exception to Pod Security "
+                            "'restricted' (a volume with several owners)", label, reason, sec.describe())
+
     def _delete_and_wait(self, name: str, timeout: float) -> None:
         self.kube.delete(PODS, name, self.cache.namespace, grace_seconds=5)
         if self.cache.wait(lambda c: True if c.get(name) is None else None, timeout) is None:
             raise MoverFailed(f"mover pod {name} did not go away within {timeout:.0f}s")
+
+
+def _retry_name(name: str, attempt: int) -> str:
+    return f"{name[:58].rstrip('-')}-r{attempt}"
 
 
 def _finished(cache: PodCache, name: str) -> Obj | None:

@@ -7,20 +7,26 @@ Every object jdr creates carries ``app.kubernetes.io/managed-by: jdr``, ``jdr.hu
 backup run, or the restore operation's id) and ``jdr.hub.jupyter.org/role``, so that leftovers of a run
 that died can be found and removed by label.
 
-Security of mover pods (the trade-off, per purpose):
+Security of mover pods. The common case is what Pod Security Admission ``restricted`` accepts:
 
-- ``reader`` (backup movers): uid 0 with every capability dropped except ``DAC_READ_SEARCH``, the volume
-  mounted read-only, a read-only root filesystem. Reading *every* user's files (a user may ``chmod 600``
-  or create files as another uid) needs either that capability or full root. The obvious alternative,
-  uid 1000 plus an added capability, does not work: Kubernetes adds capabilities to the bounding set only,
-  and a non-root process gets no effective capabilities without ambient ones (kubernetes/kubernetes#56374),
-  so such a mover would silently fail on any file that uid 1000/gid 100 cannot read.
-- ``writer`` (restore movers): uid 0 with ``CHOWN``, ``DAC_OVERRIDE``, ``FOWNER``, ``FSETID`` only — what
-  putting back numeric owners, modes (setgid directories included) and times needs. These four are in
-  Pod Security Standards' *baseline* set; ``DAC_READ_SEARCH`` is not, so namespaces that enforce *baseline*
-  refuse backup movers (the API answers 403 naming the policy) unless jdr's namespace is exempted.
-- ``as-user`` (the hub DB movers): the hub's own uid/gid/fsGroup, read from the hub Deployment, no
-  capabilities: the DB files stay owned exactly as the hub owns them, with no chown needed.
+- ``as-user`` (every mover by default): the volume owner's uid/gid (user volumes: the owner recorded by the
+  last backup, else ``deployment.kubernetes.volume_uid``/``volume_gid``, z2jh's ``singleuser.uid``/``fsGid``,
+  1000/100; the hub DB: the hub's own ids from its Deployment), ``runAsNonRoot``, every capability dropped,
+  no privilege escalation, read-only root filesystem, ``RuntimeDefault`` seccomp, no ServiceAccount token.
+  Writers also get ``fsGroup`` (= the gid, ``OnRootMismatch``), as the user's own server pod has, so a new
+  volume's root is group-writable. The mover checks on the volume that this user can do the job
+  (:mod:`.ownership`); if the volume belongs to another single user it is run again as that user.
+- The documented exception, only for a volume that truly holds several owners (the jdr process logs it):
+  ``reader`` (backup) is uid 0 with only ``DAC_READ_SEARCH``; ``writer`` (restore) is uid 0 with
+  ``CHOWN``, ``FOWNER``, ``DAC_OVERRIDE`` and ``FSETID`` — putting back other users' files (chown), their
+  modes and times (fowner), into directories they own (dac_override: renames in the volume root and in
+  their directories) and keeping setgid bits (fsetid). Added capabilities only take effect for uid 0
+  (Kubernetes sets no ambient capabilities, kubernetes/kubernetes#56374), so these run as root; such pods
+  need a namespace that allows them (``baseline`` refuses ``DAC_READ_SEARCH``; ``restricted`` refuses all).
+
+Movers get only what their job needs from the Secret ``mover_env_from_secret``: the repository
+credentials (``mover_secret_keys``) and, for movers that read the repository back (restores, drill
+verification), the age identity; a backup mover gets only the public recipients. Never the Hub API token.
 """
 
 from __future__ import annotations
@@ -170,16 +176,52 @@ class Mount:
 
 @dataclass(frozen=True)
 class Security:
-    """How a mover runs (see the module doc): ``reader``, ``writer``, or ``as-user`` with ids."""
+    """How a mover runs (see the module doc): ``as-user`` with ids, or the privileged ``reader``/``writer``."""
 
     profile: str
     uid: int = 0
     gid: int = 0
     fs_group: int | None = None
 
+    @property
+    def privileged(self) -> bool:
+        return self.profile != "as-user"
+
+    def describe(self) -> str:
+        if self.privileged:
+            return f"uid 0 with {', '.join(_CAPS[self.profile])}"
+        return f"uid {self.uid}, gid {self.gid}, no capabilities"
+
 
 READER = Security("reader")
 WRITER = Security("writer")
+
+
+def as_owner(uid: int, gid: int, *, writes: bool) -> Security:
+    """A mover running as a volume's owner (``fsGroup`` for writers, as the user's own server pod)."""
+    return Security("as-user", uid=uid, gid=gid, fs_group=gid if writes else None)
+
+
+def volume_security(source: dict[str, Any] | None, default_uid: int, default_gid: int, *, writes: bool) -> Security:
+    """Who a volume's first mover runs as: the owner a backup recorded in the item's ``source``
+    (``owner``; ``owners: several`` when it needed the privileged mover), else the configured default."""
+    source = source or {}
+    if source.get("owners") == "several":
+        return WRITER if writes else READER
+    owner = source.get("owner")
+    if isinstance(owner, list) and len(owner) == 2 and int(owner[0]) != 0:
+        return as_owner(int(owner[0]), int(owner[1]), writes=writes)
+    return as_owner(default_uid, default_gid, writes=writes)
+
+
+def owner_record(result: dict[str, Any], used: Security) -> dict[str, Any]:
+    """What a backup records about a volume's owners (read back by :func:`volume_security`)."""
+    record: dict[str, Any] = {}
+    if isinstance(result.get("owner"), list):
+        record["owner"] = [int(x) for x in result["owner"]]
+    if used.privileged:
+        record["owners"] = "several"
+    return record
 
 _CAPS = {"reader": ["DAC_READ_SEARCH"], "writer": ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID"], "as-user": []}
 
@@ -196,6 +238,7 @@ class MoverSpec:
     security: Security
     node_name: str = ""
     annotations: dict[str, str] = field(default_factory=dict)
+    decrypts: bool = False  # reads artifacts back: gets the age identity (else only public recipients)
 
 
 @dataclass(frozen=True)
@@ -206,6 +249,9 @@ class MoverConfig:
     command: tuple[str, ...]
     env: tuple[tuple[str, str], ...]
     env_from_secret: str = ""
+    secret_keys: tuple[str, ...] = ()  # keys of env_from_secret every mover gets (repository credentials)
+    key_env: str = ""  # the key of env_from_secret holding the age identity (decrypting movers only)
+    recipients: tuple[str, ...] = ()  # public age recipients (movers that only write)
     service_account: str = ""
     timeout: int = 3600
     labels: dict[str, str] = field(default_factory=dict)
@@ -225,6 +271,11 @@ def mover_env(settings: Settings) -> tuple[tuple[str, str], ...]:
         raise ConfigError("encryption.key_file: mover pods cannot read a key file of the jdr pod",
                           hint="on Kubernetes use encryption.key_env, with the key in the Secret named by "
                                "deployment.kubernetes.mover_env_from_secret")
+    if settings.repository.url.startswith("file://"):
+        raise ConfigError(f"repository.url: {settings.repository.url} is a file:// repository, which mover pods "
+                          "cannot reach with deployment.kind kubernetes (they do not see the host's paths)",
+                          hint="use an s3:// repository (any S3-compatible store, e.g. MinIO or SeaweedFS in "
+                               "the cluster)")
     if enc.identities:
         raise ConfigError("encryption.identities: mover pods cannot read key files of the jdr pod",
                           hint="on Kubernetes put every key in the Secret behind encryption.key_env, one "
@@ -235,8 +286,6 @@ def mover_env(settings: Settings) -> tuple[tuple[str, str], ...]:
         env.append(("JDR_REPOSITORY_ENDPOINT_URL", settings.repository.endpoint_url))
     if enc.key_env:
         env.append(("JDR_ENCRYPTION_KEY_ENV", enc.key_env))
-    if enc.recipients:
-        env.append(("JDR_ENCRYPTION_RECIPIENTS", "[" + ", ".join(enc.recipients) + "]"))
     return tuple(env)
 
 
@@ -249,7 +298,8 @@ def make_mover_pod(spec: MoverSpec, cfg: MoverConfig) -> Obj:
         "capabilities": {"drop": ["ALL"], **({"add": _CAPS[sec.profile]} if _CAPS[sec.profile] else {})},
     }
     pod_sc: Obj = {"seccompProfile": {"type": "RuntimeDefault"}}
-    if sec.profile == "as-user":
+    if not sec.privileged:
+        # uid 0 only where the hub itself runs as root (its DB files are root's): no capabilities still
         container_sc.update(runAsUser=sec.uid, runAsGroup=sec.gid, runAsNonRoot=sec.uid != 0)
         if sec.fs_group is not None:
             pod_sc["fsGroup"] = sec.fs_group
@@ -265,12 +315,10 @@ def make_mover_pod(spec: MoverSpec, cfg: MoverConfig) -> Obj:
     container: Obj = {
         "name": "mover", "image": cfg.image, "imagePullPolicy": "IfNotPresent",
         "command": [*cfg.command, "agent", *spec.args],
-        "env": [{"name": k, "value": v} for k, v in cfg.env],
+        "env": _env(spec, cfg),
         "volumeMounts": mounts, "securityContext": container_sc,
         "terminationMessagePath": RESULT_PATH, "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    if cfg.env_from_secret:
-        container["envFrom"] = [{"secretRef": {"name": cfg.env_from_secret}}]
     resources: Obj = {}
     if cfg.requests:
         resources["requests"] = dict(cfg.requests)
@@ -295,6 +343,23 @@ def make_mover_pod(spec: MoverSpec, cfg: MoverConfig) -> Obj:
                      "annotations": dict(spec.annotations)},
         "spec": pod_spec,
     }
+
+
+def _env(spec: MoverSpec, cfg: MoverConfig) -> list[Obj]:
+    """Plain settings, the repository credentials, and the key material this mover's job needs."""
+    env: list[Obj] = [{"name": k, "value": v} for k, v in cfg.env]
+    if cfg.env_from_secret:
+        env += [{"name": k, "valueFrom": {"secretKeyRef": {"name": cfg.env_from_secret, "key": k, "optional": True}}}
+                for k in cfg.secret_keys]
+    if cfg.key_env and spec.decrypts:
+        if not cfg.env_from_secret:
+            raise ConfigError("deployment.kubernetes.mover_env_from_secret: required to restore from an encrypted "
+                              f"repository (the Secret holding {cfg.key_env})")
+        env.append({"name": cfg.key_env, "valueFrom": {"secretKeyRef": {"name": cfg.env_from_secret,
+                                                                        "key": cfg.key_env}}})
+    elif cfg.recipients:
+        env.append({"name": "JDR_AGENT_RECIPIENTS", "value": ",".join(cfg.recipients)})
+    return env
 
 
 # --- reading what the API returns -----------------------------------------------------------------------

@@ -9,12 +9,13 @@ attempt left on that PVC, and otherwise refuses. Then, by what the run holds:
   the replaced contents are handed to the volume's owner as ``jdr-replaced-<time>/`` in it. A vanished PVC is first
   recreated under its remembered name with its recorded labels, annotations, class, access modes and size
   (KubeSpawner 7.1 does not recreate a remembered PVC).
-- only a snapshot, whole volume, same user: the old PV is set to ``Retain`` (so its data survives), the
-  PVC is deleted and recreated under the same name from the VolumeSnapshot with its recorded metadata;
-  the retained PV is reported as where the old data is.
-- only a snapshot, with ``--path``, ``--into`` or ``--as``: a temporary PVC is made from the snapshot and
-  a mover copies from it into the target PVC through the same staged swap (so selections and safety
-  checks are those of an archive restore), then the temporary PVC is deleted.
+- only a snapshot, and the PVC is gone: it is recreated under its remembered name, with its recorded
+  metadata, from the VolumeSnapshot (nothing to keep).
+- only a snapshot, and the PVC exists (whole volume, ``--path``, ``--into`` or ``--as``): a temporary PVC is
+  made from the snapshot and a mover copies from it into the target PVC through the same staged swap (so
+  selections, safety checks and ``.jdr-restore/previous-*`` are those of an archive restore), then the
+  temporary PVC is deleted. jdr never deletes a user's PVC, so it needs no right on PersistentVolumes (a
+  cluster-scoped ``patch persistentvolumes`` could not be limited to this namespace's volumes).
 """
 
 from __future__ import annotations
@@ -39,13 +40,12 @@ from dr.deployments.kubernetes.objects import (
     make_pvc,
     parse_quantity,
     short_name,
+    volume_security,
 )
 from dr.deployments.kubernetes.snapshots import (
     delete_quietly,
-    retain_volume,
     snapshot_ready,
     wait_bound,
-    wait_gone,
 )
 from dr.errors import DeploymentError, UsageError
 from dr.model import VolumeItem, new_run_id
@@ -90,8 +90,8 @@ def restore_volume(dep: KubernetesDeployment, req: VolumeRestore, repo: Reposito
     existing = dep.kube.get_or_none(PVCS, claim)
     if item.archive is None:
         assert item.snapshot is not None
-        if same and not req.paths and req.into is None:
-            return _recreate_from_snapshot(dep, item, claim, record, existing)
+        if same and not req.paths and req.into is None and existing is None:
+            return _recreate_from_snapshot(dep, item, claim, record)
         return _copy_from_snapshot(dep, req, claim, record, existing, op, repo)
     if existing is None:
         _create_pvc(dep, record, claim)
@@ -158,9 +158,14 @@ def _run_restore_mover(dep: KubernetesDeployment, req: VolumeRestore, claim: str
         args += ["--into", req.into]
     if not req.keep_previous:
         args.append("--discard-previous")
+    decrypts = "--item-json" in args  # an archive: read back from the repository (a copy reads a volume)
+    security = volume_security(req.item.source, dep.k.volume_uid, dep.k.volume_gid, writes=True)
+    if security.privileged:
+        log.warning("%s: the backup found several owners on this volume: running the mover as %s (the documented "
+                    "exception to Pod Security 'restricted')", req.item.label, security.describe())
     spec = MoverSpec(name=short_name("jdr-rs", op, claim), run=op, role="restore", args=tuple(args), mounts=mounts,
-                     security=WRITER)
-    result = dep.movers.run(spec, repo)
+                     security=security, decrypts=decrypts)
+    result, _ = dep.movers.run_as_owner(spec, repo, privileged=WRITER, label=req.item.label)
     previous = result.get("previous")
     if previous and str(previous).startswith(DATA_MOUNT + "/"):
         previous = f"PVC {claim}: {str(previous)[len(DATA_MOUNT) + 1:]}"
@@ -187,18 +192,11 @@ def _check_snapshot(dep: KubernetesDeployment, item: VolumeItem) -> None:
                               "ready", hint="pick a run with an archive (methods archive, snapshot+archive)")
 
 
-def _recreate_from_snapshot(dep: KubernetesDeployment, item: VolumeItem, claim: str, record: dict[str, Any],
-                            existing: Obj | None) -> VolumeRestoreResult:
+def _recreate_from_snapshot(dep: KubernetesDeployment, item: VolumeItem, claim: str,
+                            record: dict[str, Any]) -> VolumeRestoreResult:
     _check_snapshot(dep, item)
     assert item.snapshot is not None
     previous = None
-    if existing is not None:
-        pv = str((existing.get("spec") or {}).get("volumeName") or "")
-        if pv:
-            retain_volume(dep.kube, pv)  # before the claim goes: its data must survive
-            previous = f"PersistentVolume {pv} (reclaim policy Retain; delete it once the restore is checked)"
-        dep.kube.delete(PVCS, claim, uid=existing["metadata"].get("uid"))
-        wait_gone(dep.kube, PVCS, claim, dep.k.pvc_timeout)
     body = make_pvc({**record, "name": claim}, snapshot=item.snapshot.name, storage_class=dep.k.storage_class,
                     size=_size(record, item.snapshot.restore_size), annotations=_restored_now())
     dep.kube.create(PVCS, body)
