@@ -67,6 +67,7 @@ def test_backup_maps_users_and_restores_one_user_whose_server_runs(k8s_cluster, 
     (alice / "work" / "notebook.ipynb").unlink()
     (alice / "README.md").write_text("overwritten\n")
     (alice / "new-since-backup.txt").write_text("created after the backup\n")
+    os.chown(alice / "new-since-backup.txt", 1000, 100)  # as alice's server would: her uid and z2jh's fsGid
     assert ns.users["alice"].running
 
     t0 = time.monotonic()

@@ -4,6 +4,7 @@ status, no jdr objects left behind, and no user data lost."""
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
@@ -191,6 +192,7 @@ def test_killed_mid_restore_then_rerun(k8s_cluster, z2jh_namespace, jdr_k8s):
     for i in range(20):
         (ns.user_dir("alice") / "files" / f"f{i:02}.txt").write_text(f"current {i}\n")
     (ns.user_dir("alice") / "only-now.txt").write_text("written after the backup\n")
+    os.chown(ns.user_dir("alice") / "only-now.txt", 1000, 100)  # as alice's server would: her uid and z2jh's fsGid
     current = tree(ns.user_dir("alice"))
 
     set_mover_env(k8s_cluster, ns.namespace, JDR_TEST_PAUSE_AT="restore-move-in")

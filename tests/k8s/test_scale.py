@@ -89,6 +89,7 @@ def test_backup_of_a_thousand_volumes_then_an_incremental_night(k8s_cluster, z2j
     writers = active[: ACTIVE // 2]
     for n in writers:
         (k8s_cluster.storage.pv_dir(pvs[f"claim-{n}"]) / "today.txt").write_text("new work\n")
+        os.chown(k8s_cluster.storage.pv_dir(pvs[f"claim-{n}"]) / "today.txt", 1000, 100)
     jdr.reset_audit()
     t0 = time.monotonic()
     second = jdr.run("--json", "backup", timeout=3600).json()

@@ -5,6 +5,8 @@ snapshots pruned with the runs that referenced them."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from tests.k8s.conftest import jdr_objects
@@ -78,6 +80,7 @@ def test_snapshot_backup_and_restores(k8s_cluster, z2jh_namespace, jdr_k8s):
     # --path from a snapshot: through a temporary PVC, merged into the current files
     (ns.user_dir("alice") / "thesis" / "chapter1.md").write_text("lost again\n")
     (ns.user_dir("alice") / "keep-me.txt").write_text("written after the backup\n")
+    os.chown(ns.user_dir("alice") / "keep-me.txt", 1000, 100)  # as alice's server would: her uid and z2jh's fsGid
     res = jdr.run("--json", "restore", "--user", "alice", "--path", "thesis/*", "--yes").json()
     assert res["status"] == "done", res
     assert (ns.user_dir("alice") / "thesis" / "chapter1.md").read_text() == "# One\n"
