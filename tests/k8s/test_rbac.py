@@ -141,7 +141,7 @@ def test_backup_and_restore_as_the_cronjob_service_account_use_exactly_the_grant
         assert used_cluster == rules(docs, "ClusterRole"), (sorted(used_cluster ^ rules(docs, "ClusterRole")))
         # the snapshot restore copied into the same PVC (no PV right needed), the replaced file kept beside it
         assert (ns.user_dir("alice") / "README.md").read_text().startswith("# home of alice")
-        kept = list((ns.user_dir("alice") / ".jdr-restore").glob("previous-*/README.md"))
+        kept = list(ns.user_dir("alice").glob("jdr-replaced-*/README.md"))
         assert [p.read_text() for p in kept] == ["changed after the snapshot\n"]
         assert ("", "persistentvolumes") not in {(g, r) for g, r, _ in used_cluster}
         assert jdr_objects(k8s_cluster, ns.namespace)["pods"] == []

@@ -57,7 +57,7 @@ def test_snapshot_backup_and_restores(k8s_cluster, z2jh_namespace, jdr_k8s):
     assert new_pvc.metadata.uid == old_pvc.metadata.uid and new_pvc.spec.volume_name == old_pvc.spec.volume_name
     assert new_pvc.metadata.labels == old_pvc.metadata.labels
     assert tree(ns.user_dir("alice")) == before
-    kept = list((ns.user_dir("alice") / ".jdr-restore").glob("previous-*/thesis/chapter1.md"))
+    kept = list(ns.user_dir("alice").glob("jdr-replaced-*/thesis/chapter1.md"))
     assert [p.read_text() for p in kept] == ["lost\n"]
     assert res["items"][0]["previous"] and ".jdr-restore/previous-" in res["items"][0]["previous"]
 
