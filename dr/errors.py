@@ -49,6 +49,15 @@ class RepositoryError(JdrError):
     """The repository cannot be read or written (unreachable, denied, corrupt layout)."""
 
 
+class PermissionDeniedError(RepositoryError):
+    """The repository's credentials lack a permission; ``permission`` names the S3 action
+    (``s3:DeleteObject`` …) so that the message and the hint can say which role is missing what."""
+
+    def __init__(self, message: str, *, permission: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.permission = permission
+
+
 class ObjectNotFound(RepositoryError):
     """A key does not exist in the store. Raised by every store for a missing object."""
 

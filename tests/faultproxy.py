@@ -77,6 +77,7 @@ class Seen:
     query: str
     headers: dict[str, str]
     fault: Action | None = None
+    status: int | None = None  # the upstream's answer, once forwarded
 
 
 @dataclass
@@ -92,6 +93,7 @@ class FaultProxy:
         self._up_host = up.hostname or "127.0.0.1"
         self._up_port = up.port or 80
         self._lock = threading.Lock()
+        self._current = threading.local()  # the Seen of the request this handler thread serves
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
@@ -135,6 +137,7 @@ class FaultProxy:
                 if rule.matches(method, path, query, headers) and rule.should_fire() and chosen is None:
                     chosen = rule
             self.seen.append(Seen(method, path, query, headers, chosen.action if chosen else None))
+            self._current.seen = self.seen[-1]
             return chosen
 
 
@@ -198,6 +201,7 @@ def _make_handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                 conn.request(method, self.path, body=body if body or method in ("PUT", "POST") else None,
                              headers=fwd)
                 resp = conn.getresponse()
+                proxy._current.seen.status = resp.status
                 self.send_response_only(resp.status, resp.reason)
                 for k, v in resp.getheaders():
                     if k.lower() not in _HOP_BY_HOP:

@@ -56,7 +56,6 @@ class BackupResult:
     status: str  # complete, partial, failed, dry-run
     manifest: Manifest | None = None
     planned: list[dict[str, Any]] = field(default_factory=list)
-    cleaned_runs: list[str] = field(default_factory=list)
     error: str | None = None
 
     @property
@@ -64,7 +63,7 @@ class BackupResult:
         return {"complete": EXIT_OK, "dry-run": EXIT_OK, "partial": EXIT_PARTIAL}.get(self.status, EXIT_FAILED)
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"run": self.run, "status": self.status, "cleaned_runs": self.cleaned_runs,
+        d: dict[str, Any] = {"run": self.run, "status": self.status,
                              "error": self.error}
         if self.manifest is not None:
             d["manifest"] = self.manifest.to_dict()
@@ -91,7 +90,6 @@ def run_backup(repo: Repository, deployment: Deployment, opts: BackupOptions,
         return _dry_run(repo, deployment, opts, run)
     with repo.lock("backup", run=run) as lock:
         check_backup_keys(repo, locked=True, now=now)
-        cleaned = repo.sweep_dead_runs(run)
         previous = reusable(repo, _previous_manifest(repo))
         damaged = damaged_keys(repo.store)
         log.info("run %s: backing up %s to %s", run, deployment.kind, repo.url)
@@ -113,7 +111,7 @@ def run_backup(repo: Repository, deployment: Deployment, opts: BackupOptions,
             failures=tuple(failures))
         if not captured:
             log.error("run %s captured nothing; no manifest is written", run)
-            return BackupResult(run=run, status="failed", manifest=manifest, cleaned_runs=cleaned,
+            return BackupResult(run=run, status="failed", manifest=manifest,
                                 error="; ".join(failures) or "nothing to back up")
         _refuse_damaged(manifest, damaged)
         pause_at("backup-commit")
@@ -121,7 +119,7 @@ def run_backup(repo: Repository, deployment: Deployment, opts: BackupOptions,
         repo.commit_manifest(manifest)
         _write_report(repo, manifest)
         log.info("run %s committed: %s, %d volumes, %d failures", run, status, len(items), len(failures))
-        return BackupResult(run=run, status=status, manifest=manifest, cleaned_runs=cleaned)
+        return BackupResult(run=run, status=status, manifest=manifest)
 
 
 def reuse_since(opts: BackupOptions, started: datetime) -> datetime | None:

@@ -3,6 +3,10 @@
 Order makes it safe to kill at any point: dropped manifests are deleted first (a run without a manifest
 does not exist), then artifacts that no remaining manifest references. A re-run finishes the sweep.
 The newest successful run is never dropped (dr.policy.retention guarantees it).
+
+Prune is the only command that deletes run data (docs/CREDENTIALS.md): it also removes what runs that
+never committed left behind (``cleaned_runs``) and uploads never completed. A backup deletes nothing but
+its own lock, so that the backup role's credentials need no s3:DeleteObject outside ``locks/``.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ class PruneResult:
     artifacts_deleted: int = 0
     bytes_freed: int = 0
     snapshots_deleted: int = 0
+    cleaned_runs: list[str] = field(default_factory=list)
 
     exit_code = EXIT_OK
 
@@ -41,7 +46,8 @@ class PruneResult:
                 "decisions": [{"run": d.run, "keep": d.keep, "reasons": list(d.reasons)}
                               for d in self.decisions],
                 "runs_deleted": self.runs_deleted, "artifacts_deleted": self.artifacts_deleted,
-                "bytes_freed": self.bytes_freed, "snapshots_deleted": self.snapshots_deleted}
+                "bytes_freed": self.bytes_freed, "snapshots_deleted": self.snapshots_deleted,
+                "cleaned_runs": self.cleaned_runs}
 
 
 def prune(repo: Repository, policy: RetentionPolicy, tz: tzinfo, *, dry_run: bool = False,
@@ -55,6 +61,8 @@ def prune(repo: Repository, policy: RetentionPolicy, tz: tzinfo, *, dry_run: boo
         drop = [d.run for d in decisions if not d.keep]
         if dry_run:
             return result
+        # Under the exclusive lock no backup is running: every run without a manifest is dead.
+        result.cleaned_runs = repo.sweep_dead_runs(current_run="")
         for run in drop:
             log.info("prune: deleting run %s", run)
             repo.delete_manifest(run)

@@ -2,7 +2,7 @@
 
 The repository alone is enough to restore: ``config.json`` says what it is (and whether it is
 encrypted), ``runs/<run>.json`` are the manifests, ``data/<run>/…`` the artifacts they name. A run without
-a manifest does not exist; its leftovers are removed by the next backup (``sweep_dead_runs``).
+a manifest does not exist; its leftovers are removed by the next prune (``sweep_dead_runs``).
 """
 
 from __future__ import annotations
@@ -265,7 +265,8 @@ class Repository:
                               stale_after=self.stale_after, refresh_every=self.refresh_every)
 
     def sweep_dead_runs(self, current_run: str) -> list[str]:
-        """Delete artifacts of runs that never committed a manifest. Call only under an exclusive lock.
+        """Delete artifacts of runs that never committed a manifest (but ``current_run``'s). Call only
+        under an exclusive lock; prune does (a backup deletes nothing: docs/CREDENTIALS.md).
 
         Also discards uploads that were never completed. Returns the dead run ids cleaned up.
         """

@@ -37,7 +37,13 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from dr.errors import ObjectNotFound, RepositoryError, TransientStorageError, UnreadableObjectError
+from dr.errors import (
+    ObjectNotFound,
+    PermissionDeniedError,
+    RepositoryError,
+    TransientStorageError,
+    UnreadableObjectError,
+)
 from dr.repository.store import ObjectInfo, check_key
 
 if TYPE_CHECKING:
@@ -77,6 +83,13 @@ _NOT_FOUND = {"NoSuchKey", "NotFound", "404"}
 _BAD_CREDENTIALS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken",
                     "InvalidClientTokenId", "AuthorizationHeaderMalformed"}
 _DENIED = {"AccessDenied", "403", "AllAccessDisabled", "AccountProblem"}
+#: The S3 permission (IAM action) each of this module's requests needs, by the ``action`` word it uses.
+_PERMISSIONS = {
+    "write": "s3:PutObject", "upload": "s3:PutObject", "complete the upload of": "s3:PutObject",
+    "read": "s3:GetObject", "stat": "s3:GetObject", "check the upload of": "s3:GetObject",
+    "list": "s3:ListBucket", "delete": "s3:DeleteObject", "abort the upload of": "s3:AbortMultipartUpload",
+    "list incomplete uploads in": "s3:ListBucketMultipartUploads", "create bucket for": "s3:CreateBucket",
+}
 _TRANSIENT = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
               "InternalError", "ServiceUnavailable", "503", "500", "502", "504"}
 # Errors raised while a response body streams in: the connection broke or stalled mid-read.
@@ -236,17 +249,28 @@ class S3Store:
                 hint="check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or the profile) for this endpoint",
             ) from e
         if code in _DENIED:
-            raise RepositoryError(
-                f"S3 denied access to {action} {what} ({code}: {message})",
-                hint=f"grant the credentials s3:GetObject/PutObject/ListBucket/DeleteObject and "
-                f"multipart permissions on bucket {self.bucket!r}",
-            ) from e
+            raise self._denied(action, key, f"{code}: {message}") from e
         if code in _TRANSIENT or status >= 500 or status == 429:
             raise TransientStorageError(
                 f"S3 failed to {action} {what} after retries ({code or status}: {message})",
                 hint="the storage service is unavailable or throttling; run again later",
             ) from e
         raise RepositoryError(f"S3 failed to {action} {what} ({code or status}: {message})") from e
+
+    def _denied(self, action: str, key: str | None, said: str) -> PermissionDeniedError:
+        """The error for a refused request, naming the S3 permission it needs (docs/CREDENTIALS.md)."""
+        permission = _PERMISSIONS.get(action, "s3:" + action.title().replace(" ", ""))
+        resource = f"arn:aws:s3:::{self.bucket}"
+        if key is not None and permission != "s3:ListBucket":
+            resource += "/" + self._key(key)
+        hint = (f"grant the repository's credentials {permission} on {resource}, as the role that runs "
+                "this command needs: see docs/CREDENTIALS.md")
+        if permission == "s3:DeleteObject":
+            hint = ("prune needs the prune role's credentials (the backup role may delete only under "
+                    "locks/): see docs/CREDENTIALS.md and cronjobs/README.md")
+        return PermissionDeniedError(
+            f"the repository's credentials may not {action} {self._what(key)} ({permission} on {resource}; "
+            f"S3 said {said})", permission=permission, hint=hint)
 
     def _bucket_exists(self) -> bool:
         """Whether the bucket exists; a HEAD answers 404 for a missing bucket and a missing key alike."""

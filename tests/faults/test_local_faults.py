@@ -96,7 +96,7 @@ def test_persistent_upload_part_failure_fails_that_item_and_commits_nothing_part
 
 
 @pytest.mark.parametrize("point,after", [("artifact-upload", 9 * MiB), ("backup-commit", 0)])
-def test_a_killed_backup_leaves_no_run_and_the_next_one_cleans_up(sandbox: Sandbox, point: str,
+def test_a_killed_backup_leaves_no_run_and_prune_cleans_up(sandbox: Sandbox, point: str,
                                                                    after: int) -> None:
     big_home(sandbox)
     sandbox.kill_at(point, "backup", after=after)
@@ -115,7 +115,10 @@ def test_a_killed_backup_leaves_no_run_and_the_next_one_cleans_up(sandbox: Sandb
 
 
     doc = json.loads(proc.stdout)
-    assert doc["status"] == "complete" and doc["cleaned_runs"] == [dead_run]
+    assert doc["status"] == "complete"
+    # A backup deletes nothing but its own lock (docs/CREDENTIALS.md): the leftovers are prune's.
+    assert sandbox.keys(f"data/{dead_run}/") != []
+    assert sandbox.jdr_json("prune")["cleaned_runs"] == [dead_run]
     assert sandbox.keys(f"data/{dead_run}/") == []
     assert sandbox.incomplete_uploads() == []
     assert sandbox.keys("locks/") == []
@@ -250,10 +253,11 @@ def test_disk_full_on_a_file_repository(make_sandbox: Any, tmp_path: Path) -> No
             assert [r["status"] for r in runs] == ["partial"]
             verify_all(sb)
         assert sb.incomplete_uploads() == []
-        # Room again: the next run succeeds and removes what the failed one left.
+        # Room again: the next run succeeds, and prune removes what the failed one left.
         (sb.home("bob") / "data" / "big.bin").unlink()
         doc = sb.jdr_json("backup")
         assert doc["status"] == "complete"
+        sb.jdr_json("prune")
         verify_all(sb)
         committed = {r["id"] for r in sb.jdr_json("list")}
         assert {k.split("/")[1] for k in sb.keys("data/")} <= committed

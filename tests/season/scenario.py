@@ -199,11 +199,11 @@ class Season:
         run = doc["run"]
         assert run.startswith(now.strftime("%Y%m%dT%H%M")), (run, now)  # the run id follows the clock
         if self._killed_run is not None:
-            # The killed run's leftovers are gone: swept by this backup, or already by the prune after it.
-            assert set(doc["cleaned_runs"]) <= {self._killed_run}, doc["cleaned_runs"]
+            # The killed run's leftovers are gone: the prune after it removed them (a backup deletes nothing
+            # but its lock, docs/CREDENTIALS.md).
+            assert "cleaned_runs" not in doc, doc
             assert inv.keys(self.store, layout.run_data_prefix(self._killed_run)) == []
-            self.journal.append(f"day {i}: the killed run's leftovers are gone "
-                                f"({'this backup' if doc['cleaned_runs'] else 'the prune'} removed them)")
+            self.journal.append(f"day {i}: the killed run's leftovers are gone (the prune removed them)")
             self._killed_run = None
         keys = inv.run_keys(doc["manifest"])
         want = {self.keys[k][1] for k in self.expect_keys}
@@ -226,6 +226,7 @@ class Season:
             self.journal.append(f"day {i}: prune failed as expected ({out.doc.get('error')})")
             return
         doc = self.op.run(now, "prune").doc
+        assert set(doc["cleaned_runs"]) <= {self._killed_run}, doc["cleaned_runs"]
         kept = set(Repository.open(self.store).run_ids())
         assert kept <= {r.run for r in before}, "a run appeared during prune"
         assert set(doc["runs_deleted"]) == {r.run for r in before} - kept, doc

@@ -28,7 +28,7 @@ def test_a_backup_after_prune_keeps_the_archives_kept_runs_reuse(sandbox: Sandbo
     assert pruned["runs_deleted"] == [first]
     (sandbox.home("alice") / "newer.txt").write_text("changed again\n")
     third = sandbox.jdr_json("backup", env={NOW: "2026-09-27T00:00:00Z"})
-    assert third["cleaned_runs"] == []
+    assert "cleaned_runs" not in third  # a backup deletes nothing (docs/CREDENTIALS.md)
     assert sandbox.jdr_json("verify")["ok"] is True
     assert {r["id"] for r in sandbox.jdr_json("list")} == {second["run"], third["run"]}
 
@@ -53,4 +53,6 @@ def test_an_injected_clock_behind_the_real_one_still_discards_a_killed_upload(sa
     assert sandbox.incomplete_uploads() != []
     doc = sandbox.jdr_json("backup", env={NOW: "2026-01-11T02:00:00Z"})
     assert doc["status"] == "complete"
+    assert sandbox.incomplete_uploads() != []  # a backup deletes nothing: discarding them is prune's
+    sandbox.jdr_json("prune", env={NOW: "2026-01-11T03:30:00Z"})
     assert sandbox.incomplete_uploads() == []

@@ -1,0 +1,217 @@
+"""Two roles, two credentials (docs/CREDENTIALS.md) on a real SeaweedFS that enforces the IAM policies of
+docs/policies/ exactly as written there (SeaweedFS 4.x attaches IAM policy documents to identities).
+
+Every request goes through a recording proxy (tests/faultproxy.py), so that "jdr never tries to delete run
+data with the backup role" is checked on the wire, not inferred from a success: the server would refuse
+such a delete (403), and a refusal that jdr swallowed would still show here.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from dr.errors import PermissionDeniedError
+from dr.repository.s3 import S3Store
+from tests.faultproxy import FaultProxy, Seen
+from tests.fixtures.s3 import S3Server, start_seaweedfs, stop_process
+from tests.fixtures.sandbox import Sandbox, _build, describe
+from tests.treeutil import snapshot_tree, tree_diff
+
+pytestmark = pytest.mark.s3
+
+POLICIES = Path(__file__).resolve().parents[2] / "docs" / "policies"
+BUCKET = "jdr-roles"  # the documented policies name my-bucket/jupyterhub: the test's bucket replaces it
+PREFIX = "jupyterhub"
+URL = f"s3://{BUCKET}/{PREFIX}"
+LOCKS = f"/{BUCKET}/{PREFIX}/locks/"
+NOTEBOOK = {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+
+
+@dataclass
+class Roles:
+    admin: S3Server
+    proxy: FaultProxy
+    backup: dict[str, str]  # the AWS_* environment of each role, through the proxy
+    prune: dict[str, str]
+
+    def client(self, env: dict[str, str]) -> Any:
+        return boto3.client("s3", endpoint_url=self.admin.endpoint_url, aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region_name="us-east-1",
+                            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}))
+
+    def stored(self) -> set[str]:
+        """Every key under the repository, as the admin sees it."""
+        pages = self.admin.client().get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=PREFIX + "/")
+        return {o["Key"] for page in pages for o in page.get("Contents", [])}
+
+    def deletes(self, outside_locks: bool = True) -> list[Seen]:
+        """DELETE requests (and batch deletes) seen, by default those outside ``locks/``."""
+        found = [s for s in self.proxy.requests("DELETE") if not (outside_locks and s.path.startswith(LOCKS))]
+        return found + self.proxy.requests("POST", query="delete")
+
+    def refused(self) -> list[Seen]:
+        return [s for s in self.proxy.requests() if s.status == 403]
+
+
+def _policy(name: str) -> Any:
+    return json.loads((POLICIES / name).read_text().replace("my-bucket", BUCKET))
+
+
+@pytest.fixture(scope="module")
+def roles(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Roles]:
+    config = json.loads((POLICIES / "seaweedfs-s3.json").read_text().replace("my-bucket", BUCKET))
+    # The SeaweedFS example holds exactly the AWS IAM policies of the other two files.
+    assert {p["name"]: json.loads(p["content"]) for p in config["policies"]} == {
+        "jdr-backup": _policy("backup-role.json"), "jdr-prune": _policy("prune-role.json")}
+    server, proc = start_seaweedfs(tmp_path_factory.mktemp("seaweedfs-roles"), config)
+    try:
+        server.client().create_bucket(Bucket=BUCKET)
+        with FaultProxy(server.endpoint_url) as proxy:
+            def env(name: str) -> dict[str, str]:
+                cred = next(i for i in config["identities"] if i["name"] == name)["credentials"][0]
+                return {"AWS_ENDPOINT_URL": proxy.url, "AWS_ACCESS_KEY_ID": cred["accessKey"],
+                        "AWS_SECRET_ACCESS_KEY": cred["secretKey"], "AWS_DEFAULT_REGION": "us-east-1"}
+            yield Roles(server, proxy, env("jdr-backup"), env("jdr-prune"))
+    finally:
+        stop_process(proc)
+
+
+@pytest.fixture
+def sb(roles: Roles, tmp_path: Path, sandbox_hub_template: Path) -> Sandbox:
+    """A sandbox hub whose jdr holds the backup role's credentials, on an empty repository."""
+    admin = roles.admin.client()
+    for key in roles.stored():
+        admin.delete_object(Bucket=BUCKET, Key=key)
+    sandbox = _build(tmp_path / "sandbox", URL, sandbox_hub_template, full_alice=False)
+    for var in ("AWS_PROFILE", "AWS_ENDPOINT_URL_S3", "AWS_SESSION_TOKEN", "AWS_REGION"):
+        sandbox.env.pop(var, None)
+    sandbox.env.update(roles.backup)
+    sandbox.write_config(drill={"scratch": str(tmp_path / "drills")})
+    roles.proxy.clear()
+    return sandbox
+
+
+
+
+def test_the_backup_role_backs_up_restores_verifies_and_drills_and_never_deletes_run_data(
+        roles: Roles, sb: Sandbox) -> None:
+    for user in sb.users:  # notebooks the drill's check accepts
+        (sb.home(user) / "notebooks" / "work.ipynb").write_text(json.dumps(NOTEBOOK))
+    run = sb.jdr_json("backup")["run"]
+    assert [r["id"] for r in sb.jdr_json("list")] == [run]
+    sb.jdr_json("show", "latest")
+    assert sb.jdr_json("verify")["ok"] is True
+    notebook = sb.home("bob") / "notebooks" / "work.ipynb"
+    content = notebook.read_bytes()
+    notebook.unlink()
+    assert sb.jdr_json("restore", "--user", "bob", "--yes")["status"] == "done"
+    assert notebook.read_bytes() == content
+    drill = sb.run_jdr("--json", "drill")
+    assert drill.returncode == 0, describe(drill)
+
+    assert roles.refused() == [], "the server refused a request of the backup role"
+    assert roles.deletes() == [], "jdr tried to delete outside locks/ with the backup role"
+    released = roles.deletes(outside_locks=False)
+    assert released and all(s.status == 204 for s in released)  # its locks, released
+    assert {k for k in roles.stored() if "/locks/" in k} == set()
+
+    # The server, not only jdr's restraint, keeps run data: a delete with the backup role is refused.
+    manifest = f"{PREFIX}/runs/{run}.json"
+    with pytest.raises(ClientError) as e:
+        roles.client(roles.backup).delete_object(Bucket=BUCKET, Key=manifest)
+    assert e.value.response["Error"]["Code"] == "AccessDenied"
+    assert manifest in roles.stored()
+
+
+def test_prune_needs_the_prune_role_and_names_the_missing_permission(roles: Roles, sb: Sandbox) -> None:
+    sb.jdr_json("backup")
+    # Leftovers of a run that never committed: only prune removes them.
+    dead = f"{PREFIX}/data/20260101T000000Z-dead00/volumes/bob-x.tar.zst"
+    roles.client(roles.backup).put_object(Bucket=BUCKET, Key=dead, Body=b"half a backup")
+    before = roles.stored()
+
+    proc = sb.run_jdr("--json", "prune")
+    assert proc.returncode == 3, describe(proc)
+    doc = json.loads(proc.stdout)
+    assert "may not delete" in doc["error"] and "s3:DeleteObject" in doc["error"], doc
+    assert "prune role" in doc["hint"] and "cronjobs/README.md" in doc["hint"], doc
+    assert "s3:DeleteObject" in proc.stderr and "Traceback" not in proc.stderr
+    assert roles.stored() == before  # nothing deleted, and its lock released
+
+    pruned = sb.jdr_json("prune", env=roles.prune)
+    assert pruned["cleaned_runs"] == ["20260101T000000Z-dead00"]
+    assert roles.stored() == before - {dead}
+
+
+def test_a_missing_read_or_write_permission_is_named(roles: Roles, sb: Sandbox) -> None:
+    """Credentials that may not read or write where the repository is: the error names the permission
+    and the resource, for the command (exit 3) and for the store."""
+    sb.repo_url = f"s3://{BUCKET}/elsewhere"
+    sb.write_config()
+    proc = sb.run_jdr("--json", "backup")
+    assert proc.returncode == 3, describe(proc)
+    doc = json.loads(proc.stdout)
+    assert f"s3:GetObject on arn:aws:s3:::{BUCKET}/elsewhere/config.json" in doc["error"], doc
+    assert "docs/CREDENTIALS.md" in doc["hint"] and "Traceback" not in proc.stderr
+    store = S3Store.from_url(sb.repo_url, endpoint_url=roles.proxy.url, access_key=roles.backup["AWS_ACCESS_KEY_ID"],
+                             secret_key=roles.backup["AWS_SECRET_ACCESS_KEY"], region="us-east-1")
+    with pytest.raises(PermissionDeniedError, match="may not write") as e:
+        store.put("runs/x.json", b"{}")
+    assert e.value.permission == "s3:PutObject" and e.value.exit_code == 3
+
+
+def test_an_attacker_with_the_backup_credentials_deletes_what_they_can_then_the_hub_is_destroyed(
+        roles: Roles, sb: Sandbox) -> None:
+    sb.jdr_json("backup")
+    homes = Path(sb.homes).parent
+    truth = {p.name: snapshot_tree(p) for p in sorted(homes.iterdir())}
+    users_before = _users(sb.hub_db)
+
+    # The attacker holds the backup CronJob's Secret: delete everything listed, one by one and in batches.
+    attacker = roles.client(roles.backup)
+    listed = [o["Key"] for page in attacker.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
+              for o in page.get("Contents", [])]
+    assert listed
+    refused = 0
+    for key in listed:
+        try:
+            attacker.delete_object(Bucket=BUCKET, Key=key)
+        except ClientError as e:
+            assert e.response["Error"]["Code"] == "AccessDenied"
+            refused += 1
+    batch = attacker.delete_objects(Bucket=BUCKET, Delete={"Objects": [{"Key": k} for k in listed]})
+    assert {e["Code"] for e in batch.get("Errors", [])} == {"AccessDenied"}
+    assert refused == len(listed) and roles.stored() == set(listed)  # nothing under locks/ to take
+
+    # Then the hub: every home and the hub database gone.
+    for home in homes.iterdir():
+        subprocess.run(["rm", "-rf", str(home)], check=True)
+    sb.hub_db.unlink()
+
+    doc = sb.jdr_json("restore", "--all", "--yes")
+    assert doc["status"] == "done", doc
+    assert all(i["status"] == "ok" for i in doc["items"]), doc["items"]
+    assert _users(sb.hub_db) == users_before
+    after = {p.name: snapshot_tree(p) for p in sorted(homes.iterdir())}
+    assert after.keys() == truth.keys()
+    for name, tree in truth.items():
+        assert tree_diff(after[name], tree) == [], name
+
+
+def _users(db: Path) -> list[str]:
+    conn = sqlite3.connect(db)
+    try:
+        return sorted(r[0] for r in conn.execute("SELECT name FROM users"))
+    finally:
+        conn.close()
