@@ -153,6 +153,10 @@ class RepositorySettings:
     store's own clock (object time); at least 3 times ``lock_refresh_every``."""
     lock_refresh_every: int = 60
     """Seconds between refreshes of a held lock."""
+    prune_credentials_env: str = ""
+    """For one process that runs prune besides backups (``jdr worker``): a prefix such that
+    ``<prefix>AWS_ACCESS_KEY_ID`` and ``<prefix>AWS_SECRET_ACCESS_KEY`` hold the prune role's S3 key pair,
+    used by prune only (docs/CREDENTIALS.md). Empty: prune uses the same credentials as every command."""
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,9 @@ if TYPE_CHECKING:  # imported where used: SQLAlchemy and prometheus_client cost 
     from dr.notify import Webhook
 
 
-def make_store(settings: Settings) -> Store:
+def make_store(settings: Settings, *, prune: bool = False) -> Store:
+    """The repository's store; ``prune``: with the prune role's credentials when
+    ``repository.prune_credentials_env`` names them (docs/CREDENTIALS.md)."""
     url = settings.repository.url
     if not url:
         raise ConfigError("repository: required (s3://bucket/prefix or file:///path)")
@@ -33,7 +35,9 @@ def make_store(settings: Settings) -> Store:
         if url.startswith("s3://"):
             from dr.repository.s3 import S3Store
 
-            return S3Store.from_url(url, endpoint_url=settings.repository.endpoint_url or None)
+            access_key, secret_key = _prune_keys(settings) if prune else (None, None)
+            return S3Store.from_url(url, endpoint_url=settings.repository.endpoint_url or None,
+                                    access_key=access_key, secret_key=secret_key)
         if url.startswith("file://"):
             from dr.repository.file import FileStore
 
@@ -41,6 +45,20 @@ def make_store(settings: Settings) -> Store:
     except ValueError as e:
         raise ConfigError(f"repository: {e}") from e
     raise ConfigError(f"repository: {url!r} is neither s3://bucket/prefix nor file:///path")
+
+
+def _prune_keys(settings: Settings) -> tuple[str | None, str | None]:
+    """The prune role's key pair from ``<prefix>AWS_ACCESS_KEY_ID``/``…SECRET_ACCESS_KEY``, or (None, None)
+    when ``repository.prune_credentials_env`` is empty (boto3's own chain decides)."""
+    prefix = settings.repository.prune_credentials_env
+    if not prefix:
+        return None, None
+    names = (f"{prefix}AWS_ACCESS_KEY_ID", f"{prefix}AWS_SECRET_ACCESS_KEY")
+    missing = [n for n in names if not os.environ.get(n)]
+    if missing:
+        raise ConfigError(f"repository.prune_credentials_env: the environment variable(s) {', '.join(missing)} "
+                          "are not set", hint="they hold the prune role's S3 key pair: see docs/CREDENTIALS.md")
+    return os.environ[names[0]], os.environ[names[1]]
 
 
 def make_encryptor(settings: Settings) -> Keyring | None:

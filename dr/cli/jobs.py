@@ -66,7 +66,7 @@ def prune(settings: Settings, *, dry_run: bool = False, metrics: Metrics | None 
     s = settings
     started = utcnow()
     try:
-        repo = wiring.open_repository(s)
+        repo = wiring.open_repository(s, store=wiring.make_store(s, prune=True))  # the prune role's keys
         deployment = wiring.make_deployment(s) if s.deployment.kind == "kubernetes" else None
         deleter = getattr(deployment, "delete_snapshots", None)
         policy, tz = wiring.retention_policy(s), wiring.timezone(s)

@@ -149,7 +149,9 @@ def test_prune_needs_the_prune_role_and_names_the_missing_permission(roles: Role
     assert "s3:DeleteObject" in proc.stderr and "Traceback" not in proc.stderr
     assert roles.stored() == before  # nothing deleted, and its lock released
 
-    pruned = sb.jdr_json("prune", env=roles.prune)
+    # The prune role's keys beside the backup role's, as `jdr worker` holds them (one process).
+    sb.write_config(repository={"url": URL, "prune_credentials_env": "JDR_PRUNE_"})
+    pruned = sb.jdr_json("prune", env={f"JDR_PRUNE_{k}": v for k, v in roles.prune.items()})
     assert pruned["cleaned_runs"] == ["20260101T000000Z-dead00"]
     assert roles.stored() == before - {dead}
 
