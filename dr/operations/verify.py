@@ -255,7 +255,8 @@ def update_damage_records(repo: Repository, result: VerifyResult, every_run: boo
                               label=d.label)
         for key in sorted(recorded):
             if key in result.intact or (every_run and key not in result.referenced):
-                clear_damage(repo.store, key)
+                if not clear_damage(repo.store, key):
+                    continue  # refused (the backup role's keys): the record stays, said in the log
                 result.cleared.append(key)
                 log.info("removed the damage record of %s (%s)", key,
                          "found intact" if key in result.intact else "no run names it")

@@ -12,7 +12,7 @@ its checksum. Who reads them: the backup, which never references a
 damaged artifact again (it re-reads the volume and uploads a fresh archive). Artifacts are immutable, so
 a record stays true until the artifact is gone; ``jdr verify`` removes the record of an artifact it finds
 intact again (someone put the original bytes back) and, when it checks every run, the records of
-artifacts that no run names any more (pruned).
+artifacts that no run names any more; prune removes the records of the artifacts it deletes.
 """
 
 from __future__ import annotations
@@ -102,10 +102,13 @@ def load_damage(store: Store) -> list[DamageRecord]:
     return found
 
 
-def clear_damage(store: Store, artifact_key: str) -> None:
-    """Remove the damage record of ``artifact_key`` (nothing happens when there is none)."""
+def clear_damage(store: Store, artifact_key: str) -> bool:
+    """Remove the damage record of ``artifact_key`` (nothing happens when there is none); False when the
+    store refused (the backup role may not delete it: docs/CREDENTIALS.md)."""
     try:
         store.delete(damage_key(artifact_key))
     except RepositoryError as e:
         # A record left behind only makes the next backup re-read one volume: not worth failing for.
         log.warning("could not remove the damage record of %s: %s", artifact_key, e)
+        return False
+    return True

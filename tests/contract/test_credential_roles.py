@@ -139,6 +139,9 @@ def test_prune_needs_the_prune_role_and_names_the_missing_permission(roles: Role
     # Leftovers of a run that never committed: only prune removes them.
     dead = f"{PREFIX}/data/20260101T000000Z-dead00/volumes/bob-x.tar.zst"
     roles.client(roles.backup).put_object(Bucket=BUCKET, Key=dead, Body=b"half a backup")
+    # ... recorded damaged by a verify: the record goes with the artifact, also prune's to delete.
+    record = f"{PREFIX}/damage/{dead.removeprefix(PREFIX + '/')}.json"
+    roles.client(roles.backup).put_object(Bucket=BUCKET, Key=record, Body=b"{}")
     before = roles.stored()
 
     proc = sb.run_jdr("--json", "prune")
@@ -153,7 +156,7 @@ def test_prune_needs_the_prune_role_and_names_the_missing_permission(roles: Role
     sb.write_config(repository={"url": URL, "prune_credentials_env": "JDR_PRUNE_"})
     pruned = sb.jdr_json("prune", env={f"JDR_PRUNE_{k}": v for k, v in roles.prune.items()})
     assert pruned["cleaned_runs"] == ["20260101T000000Z-dead00"]
-    assert roles.stored() == before - {dead}
+    assert roles.stored() == before - {dead, record}
 
 
 def test_a_missing_read_or_write_permission_is_named(roles: Roles, sb: Sandbox) -> None:
