@@ -216,6 +216,8 @@ def prune(ctx: Context, dry_run: bool) -> None:
         else:
             lines.append(f"deleted {len(result.runs_deleted)} runs, {result.artifacts_deleted} artifacts "
                          f"({render.human_bytes(result.bytes_freed)})")
+            if result.cleaned_runs:
+                lines.append("removed what runs that never completed left: " + ", ".join(result.cleaned_runs))
         return "\n".join(lines)
 
     ctx.emit(result.to_dict(), text)
