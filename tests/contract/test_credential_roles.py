@@ -13,6 +13,7 @@ import sqlite3
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from botocore.exceptions import ClientError
 
 from dr.errors import PermissionDeniedError
 from dr.repository.s3 import S3Store
-from tests.faultproxy import FaultProxy, Seen
+from tests.faultproxy import FaultProxy, Rule, Seen
 from tests.fixtures.s3 import S3Server, start_seaweedfs, stop_process
 from tests.fixtures.sandbox import Sandbox, _build, describe
 from tests.treeutil import snapshot_tree, tree_diff
@@ -220,3 +221,23 @@ def _users(db: Path) -> list[str]:
         return sorted(r[0] for r in conn.execute("SELECT name FROM users"))
     finally:
         conn.close()
+
+
+def test_an_abort_the_store_refuses_is_left_to_prune(roles: Roles, caplog: pytest.LogCaptureFixture) -> None:
+    """A role without s3:AbortMultipartUpload: a given-up upload stays (invisible, with a warning) and the
+    prune role's cleanup discards it."""
+    def store(role: dict[str, str]) -> S3Store:
+        return S3Store.from_url(URL, endpoint_url=roles.proxy.url, access_key=role["AWS_ACCESS_KEY_ID"],
+                                secret_key=role["AWS_SECRET_ACCESS_KEY"], region="us-east-1")
+
+    roles.proxy.clear()
+    refuse = roles.proxy.add(Rule(method="DELETE", query="uploadId=", status=403, code="AccessDenied"))
+    writer = store(roles.backup).open_writer("data/20260101T000000Z-gaveup/volumes/x.tar.zst")
+    writer.write(b"\0" * (9 << 20))  # more than one part: a multipart upload
+    writer.abort()  # refused: no exception, a warning
+    assert refuse.fired == 1
+    assert "left to cleanup_incomplete" in caplog.text and "s3:AbortMultipartUpload" in caplog.text
+    assert len(store(roles.prune).incomplete_uploads()) == 1
+    roles.proxy.clear()
+    assert store(roles.prune).cleanup_incomplete(datetime.now(UTC) + timedelta(minutes=1)) == 1
+    assert store(roles.prune).incomplete_uploads() == []
