@@ -153,6 +153,12 @@ class RepositorySettings:
     store's own clock (object time); at least 3 times ``lock_refresh_every``."""
     lock_refresh_every: int = 60
     """Seconds between refreshes of a held lock."""
+    object_lock_mode: str = "GOVERNANCE"
+    """S3 Object Lock mode of every artifact and manifest when the bucket has Object Lock enabled:
+    ``GOVERNANCE`` or ``COMPLIANCE`` (docs/FORMAT.md, "Object Lock"); unused otherwise."""
+    object_lock_days: int = 0
+    """How many days each run's objects stay locked; 0 derives it from ``retention`` (the longest the
+    policy keeps a run, plus a day)."""
 
 
 @dataclass(frozen=True)

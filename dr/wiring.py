@@ -14,6 +14,7 @@ from dr.crypto.keys import load_identities
 from dr.deployments.base import Deployment
 from dr.errors import ConfigError, UsageError
 from dr.hubapi import HubApi
+from dr.policy.object_lock import ObjectLockPolicy, make_lock_policy
 from dr.policy.retention import Duration, RetentionPolicy, parse_duration
 from dr.repository.repository import Repository
 from dr.repository.store import Store
@@ -73,10 +74,19 @@ def make_encryptor(settings: Settings) -> Keyring | None:
     return Keyring(identities, extra)
 
 
-def open_repository(settings: Settings, *, create: bool = False, store: Store | None = None) -> Repository:
+def open_repository(settings: Settings, *, create: bool = False, store: Store | None = None,
+                    lock_policy: ObjectLockPolicy | None = None) -> Repository:
     return Repository.open(store or make_store(settings), make_encryptor(settings), create=create,
                            stale_after=settings.repository.lock_stale_after,
-                           refresh_every=settings.repository.lock_refresh_every)
+                           refresh_every=settings.repository.lock_refresh_every,
+                           lock_policy=lock_policy or object_lock_policy(settings))
+
+
+def object_lock_policy(settings: Settings) -> ObjectLockPolicy:
+    """``repository.object_lock_mode``/``object_lock_days`` (0: derived from ``retention``). Only used when
+    the bucket has S3 Object Lock enabled (docs/FORMAT.md, "Object Lock")."""
+    r = settings.repository
+    return make_lock_policy(r.object_lock_mode, r.object_lock_days, retention_policy(settings))
 
 
 def make_deployment(settings: Settings) -> Deployment:

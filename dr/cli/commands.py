@@ -13,7 +13,7 @@ from dr.cli import render
 from dr.cli.main import Context, cli, confirm_plan, exit_with, pass_ctx
 from dr.cli.progress import progress_reporter
 from dr.errors import UsageError
-from dr.util.timefmt import parse_iso
+from dr.util.timefmt import iso, parse_iso
 
 
 def _at(value: str | None) -> object:
@@ -179,18 +179,22 @@ def restore(ctx: Context, user: str | None, hub: bool, everything: bool, run: st
 @cli.command()
 @click.argument("run", required=False)
 @click.option("--deep", is_flag=True, help="Read every archive and check every file and the hub DB.")
+@click.option("--extend-locks", is_flag=True,
+              help="S3 Object Lock: extend objects locked shorter than their runs need.")
 @pass_ctx
-def verify(ctx: Context, run: str | None, deep: bool) -> None:
+def verify(ctx: Context, run: str | None, deep: bool, extend_locks: bool) -> None:
     """Check the checksums of a run's artifacts (every run when RUN is omitted)."""
     from dr.operations.verify import verify_runs
 
     repo = wiring.open_repository(ctx.settings)
     with repo.lock("verify", exclusive=False):
-        result = verify_runs(repo, run, deep)
+        result = verify_runs(repo, run, deep, extend=extend_locks)
 
     def text() -> str:
         head = "".join(f"warning: {w}\n" for w in result.warnings)
         head += f"verified {result.checked} artifacts of {len(result.runs)} run(s)" + (" (deep)" if deep else "")
+        if result.locks_extended:
+            head += f"; extended the S3 Object Lock of {result.locks_extended} objects"
         if result.ok:
             return head + ": all intact"
         return (head + f": {len(result.problems)} PROBLEMS\n" + "\n".join(f"  {p}" for p in result.problems)
@@ -210,12 +214,17 @@ def prune(ctx: Context, dry_run: bool) -> None:
     result = jobs.prune(ctx.settings, dry_run=dry_run)
 
     def text() -> str:
-        lines = [f"{'KEEP' if d.keep else 'DROP'} {d.run}  {', '.join(d.reasons)}" for d in result.decisions]
+        lines = [f"{'KEEP' if d.keep else 'DROP'} {d.run}  {', '.join(d.reasons)}"
+                 + (f" (Object Lock until {iso(result.locked_runs[d.run])}: kept until then)"
+                    if d.run in result.locked_runs else "") for d in result.decisions]
         if dry_run:
             lines.append("(dry run: nothing deleted)")
         else:
             lines.append(f"deleted {len(result.runs_deleted)} runs, {result.artifacts_deleted} artifacts "
                          f"({render.human_bytes(result.bytes_freed)})")
+        if result.locked_objects and result.locked_until is not None:
+            lines.append(f"{result.locked_objects} objects, {render.human_bytes(result.locked_bytes)} locked "
+                         f"until {iso(result.locked_until)} (S3 Object Lock): a prune after that deletes them")
         return "\n".join(lines)
 
     ctx.emit(result.to_dict(), text)
