@@ -52,7 +52,10 @@ class ObjectLockPolicy:
             raise ConfigError(f"the bucket has S3 Object Lock enabled, and {self.reason}",
                               hint="set repository.object_lock_days (JDR_REPOSITORY_OBJECT_LOCK_DAYS) to "
                                    "how long each run must stay undeletable")
-        return now + timedelta(days=self.days)
+        until = now + timedelta(days=self.days)
+        # Whole seconds, rounded up: S3 stores retain-until dates to the second (SeaweedFS, AWS), so a
+        # finer date would read back shorter than asked and look like a lock that needs extending.
+        return until.replace(microsecond=0) + timedelta(seconds=1 if until.microsecond else 0)
 
 
 def _days(span: Duration) -> int:
