@@ -146,8 +146,9 @@ def test_locked_objects_survive_delete_attempts(server: S3Server) -> None:
         assert head(server, bucket, key, VersionId=version)["ContentLength"] > 0
     # The data is still there, version by version, and verifies.
     assert item.archive is not None
-    version = [v for v in client.list_object_versions(Bucket=bucket, Prefix=f"jdr/{item.archive.key}")["Versions"]]
-    body = client.get_object(Bucket=bucket, Key=f"jdr/{item.archive.key}", VersionId=version[0]["VersionId"])
+    versions = client.list_object_versions(Bucket=bucket, Prefix=f"jdr/{item.archive.key}")["Versions"]
+    assert len(versions) == 1
+    body = client.get_object(Bucket=bucket, Key=f"jdr/{item.archive.key}", VersionId=versions[0]["VersionId"])
     assert body["Body"].read() == b"a" * 1000
 
 
