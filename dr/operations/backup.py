@@ -89,6 +89,9 @@ def run_backup(repo: Repository, deployment: Deployment, opts: BackupOptions,
     check_backup_keys(repo)  # a wrong key is refused before anything is written (docs/FORMAT.md, "Keys")
     if opts.dry_run:
         return _dry_run(repo, deployment, opts, run)
+    # S3 Object Lock: the run's retain-until date is fixed now, and a locked bucket without a lock length
+    # (docs/FORMAT.md, "Object Lock") is refused (exit 2) before anything is written.
+    repo.run_retention(run)
     with repo.lock("backup", run=run) as lock:
         check_backup_keys(repo, locked=True, now=now)
         cleaned = repo.sweep_dead_runs(run)

@@ -1,7 +1,8 @@
 """``jdr backup``, ``prune`` and ``verify`` as an administrator runs them on a bucket with S3 Object Lock
 (real SeaweedFS 4.48): every artifact and manifest of a real backup is locked, a second backup extends the
 locks of what it reuses before its manifest exists, prune keeps a dropped run that is still locked and
-says until when (exit 0), and verify finds every lock long enough."""
+says until when (exit 0), and verify finds every lock long enough. Without a lock length (a retention
+policy with no longest keep, and no ``object_lock_days``) a backup is refused before it writes."""
 
 from __future__ import annotations
 
@@ -39,6 +40,12 @@ def lock_of(server: S3Server, bucket: str, key: str) -> tuple[Any, Any]:
 def test_backup_reuse_prune_and_verify_under_object_lock(locked_sandbox: tuple[Sandbox, str],
                                                          s3_server: S3Server) -> None:
     sb, bucket = locked_sandbox
+    # A policy with no longest keep (keep_last: -1) gives no lock length: refused before anything is written.
+    sb.write_config(retention={"keep_last": -1})
+    refused = sb.run_jdr("backup")
+    assert refused.returncode == 2, describe(refused)
+    assert "object_lock_days" in refused.stderr
+    assert sb.keys(layout.DATA) == [] and sb.keys(layout.RUNS) == []
     # keep_last 1 -> runs are locked 2 days (dr/policy/object_lock.py); the second backup locks longer.
     sb.write_config(retention={"keep_last": 1})
     first = sb.jdr_json("backup")
