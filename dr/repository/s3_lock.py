@@ -5,9 +5,8 @@ translation (``store._errors``), so botocore stays imported by ``dr.repository.s
 is read from the translated error's cause.
 
 - :func:`lock_enabled`: GetObjectLockConfiguration, once per store (one command). A bucket without Object
-  Lock answers ``ObjectLockConfigurationNotFoundError``; credentials that may not ask are an error naming
-  ``s3:GetBucketObjectLockConfiguration`` (jdr cannot tell whether to lock, and guessing "no" would write
-  objects an attacker could delete).
+  Lock answers ``ObjectLockConfigurationNotFoundError``; credentials that may not ask get a warning naming
+  ``s3:GetBucketObjectLockConfiguration`` and the bucket is used as one without Object Lock.
 - :func:`set_retention`: PutObjectRetention on the current version, never shortening (S3 refuses that
   without a bypass, and jdr never asks for one).
 - :func:`purge`: every version of a key and its delete markers, each deleted by VersionId, so that a prune
@@ -16,13 +15,16 @@ is read from the translated error's cause.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
-from dr.errors import JdrError, RepositoryError
+from dr.errors import JdrError
 from dr.repository.store import LOCK_MODES, Retention
 
 if TYPE_CHECKING:
     from dr.repository.s3 import S3Store
+
+log = logging.getLogger(__name__)
 
 _NO_LOCK = {"ObjectLockConfigurationNotFoundError", "ObjectLockConfigurationNotFound"}
 
@@ -59,10 +61,13 @@ def lock_enabled(store: S3Store) -> bool:
         if code in _NO_LOCK:
             return False
         if code in ("AccessDenied", "403"):
-            raise RepositoryError(
-                f"cannot tell whether bucket {store.bucket!r} has Object Lock: the credentials may not read "
-                "its Object Lock configuration",
-                hint=f"grant s3:GetBucketObjectLockConfiguration on bucket {store.bucket!r}") from e
+            # Credentials made for a bucket without Object Lock often lack this permission (a SeaweedFS
+            # identity with Read/Write/List does): failing every command for it would punish them. So
+            # the bucket is used as one without Object Lock, loudly.
+            log.warning("cannot read the Object Lock configuration of bucket %r (%s): objects are written "
+                        "without retention; grant s3:GetBucketObjectLockConfiguration if the bucket has "
+                        "Object Lock enabled", store.bucket, e)
+            return False
         raise
     config = answer.get("ObjectLockConfiguration") or {}
     return config.get("ObjectLockEnabled") == "Enabled"

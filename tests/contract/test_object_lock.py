@@ -241,3 +241,15 @@ def test_verify_flags_short_and_missing_locks_and_extends_them(moto: S3Server) -
     manifest_until = until_of(moto, bucket, layout.manifest_key(m.run))
     assert until_of(moto, bucket, item.archive.key) == manifest_until
     assert verify_runs(repo, None, deep=False).ok
+
+
+def test_credentials_that_may_not_read_the_lock_configuration_get_a_warning(
+        moto: S3Server, caplog: pytest.LogCaptureFixture) -> None:
+    bucket = locked_bucket(moto)
+    with FaultProxy(moto.endpoint_url) as proxy:
+        rule = proxy.add(Rule(method="GET", query="object-lock", status=403, code="AccessDenied", times=None))
+        store = moto.store(f"s3://{bucket}/jdr", endpoint_url=proxy.url, max_attempts=1)
+        assert not store.object_lock_enabled()
+        assert not store.object_lock_enabled()  # asked once per store
+        assert rule.fired == 1
+    assert "s3:GetBucketObjectLockConfiguration" in caplog.text
