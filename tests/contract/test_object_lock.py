@@ -253,3 +253,16 @@ def test_credentials_that_may_not_read_the_lock_configuration_get_a_warning(
         assert not store.object_lock_enabled()  # asked once per store
         assert rule.fired == 1
     assert "s3:GetBucketObjectLockConfiguration" in caplog.text
+
+
+def test_purge_frees_every_version_of_an_unlocked_object(server: S3Server) -> None:
+    bucket = locked_bucket(server)
+    store = server.store(f"s3://{bucket}/jdr")
+    store.put("reports/r.txt", b"one")
+    store.put("reports/r.txt", b"two")
+    store.put("reports/r.txt.json", b"a longer key with the same prefix")
+    store.delete("reports/r.txt")  # a delete marker on top of two versions
+    assert store.purge("reports/r.txt") == 3
+    listed = server.client().list_object_versions(Bucket=bucket, Prefix="jdr/reports/")
+    assert [v["Key"] for v in listed.get("Versions", [])] == ["jdr/reports/r.txt.json"]
+    assert not listed.get("DeleteMarkers")
