@@ -266,3 +266,16 @@ def test_purge_frees_every_version_of_an_unlocked_object(server: S3Server) -> No
     listed = server.client().list_object_versions(Bucket=bucket, Prefix="jdr/reports/")
     assert [v["Key"] for v in listed.get("Versions", [])] == ["jdr/reports/r.txt.json"]
     assert not listed.get("DeleteMarkers")
+
+
+def test_artifacts_a_mover_wrote_unlocked_are_locked_before_the_run_commits(moto: S3Server) -> None:
+    """Kubernetes movers write with a deferred lock (dr/cli/agent.py); the committing backup locks them."""
+    bucket = locked_bucket(moto)
+    main = open_repo(moto, bucket)
+    mover = Repository.open(moto.store(f"s3://{bucket}/jdr"), lock_policy=ObjectLockPolicy(deferred=True))
+    m, _ = volume_run(mover, datetime.now(UTC))
+    assert all(until_of(moto, bucket, a.key) is None for a in m.artifacts())
+    main.commit_manifest(m)
+    wanted = main.run_retention(m.run)
+    assert wanted is not None
+    assert {until_of(moto, bucket, k) for k in keys_of(m)} == {wanted.until}
