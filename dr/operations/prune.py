@@ -9,7 +9,8 @@ policy drops while its manifest is still locked is kept whole (manifest, reports
 as locked; an unreferenced artifact still locked is kept and reported; the first prune after their date
 deletes them. What prune deletes in such a (versioned) bucket it deletes version by version
 (``Store.purge``), so that the space is freed rather than hidden behind a delete marker. Locked objects are
-expected there, not a failure: the exit code stays 0.
+expected there, not a failure: the exit code stays 0 — also when the store refuses a delete our clock
+thinks allowed (its clock behind ours, a legal hold) while the object carries a retention.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from typing import Any
 
-from dr.errors import EXIT_OK, ObjectNotFound
+from dr.errors import EXIT_OK, ObjectNotFound, RepositoryError, TransientStorageError
 from dr.model import Manifest, Snapshot
 from dr.policy.retention import Decision, RetentionPolicy, RunSummary, apply_policy
 from dr.repository import layout
@@ -86,10 +87,18 @@ def prune(repo: Repository, policy: RetentionPolicy, tz: tzinfo, *, dry_run: boo
         remove = repo.store.purge if locking else repo.store.delete
         for run in drop:
             log.info("prune: deleting run %s", run)
-            remove(layout.manifest_key(run))
+            refused = None
+            if locking:
+                refused = _purge(repo, layout.manifest_key(run))
+            else:
+                repo.store.delete(layout.manifest_key(run))
+            if refused is not None:
+                result.locked_runs[run] = refused[1]
+                continue
             result.runs_deleted.append(run)
             remove(layout.report_key(run, "txt"))
             remove(layout.report_key(run, "json"))
+        drop = [run for run in drop if run not in result.locked_runs]
         kept = [m for run, m in manifests.items() if run not in drop]
         _sweep(repo, kept, result, locking)
         if result.locked_runs:
@@ -136,7 +145,10 @@ def _sweep(repo: Repository, kept: list[Manifest], result: PruneResult, locking:
             if retention is not None and retention.until > now:
                 result._locked(obj.size, retention.until)
                 continue
-            repo.store.purge(obj.key)
+            refused = _purge(repo, obj.key)
+            if refused is not None:
+                result._locked(*refused)
+                continue
         else:
             repo.store.delete(obj.key)
         result.artifacts_deleted += 1
@@ -146,6 +158,28 @@ def _sweep(repo: Repository, kept: list[Manifest], result: PruneResult, locking:
         if artifact is not None and artifact not in referenced:  # its runs are gone: nothing to warn about
             (repo.store.purge if locking else repo.store.delete)(obj.key)
     repo.store.cleanup_incomplete(real_utcnow())  # the store's times are real ones
+
+
+def _purge(repo: Repository, key: str) -> tuple[int, datetime] | None:
+    """Delete every version of ``key``, which its retention no longer protects by our clock; None when
+    done. A store that still refuses (its clock is behind ours, or a legal hold) while the object carries
+    a retention keeps it: (size, date) to report as locked, not a failure. A refusal of an object without
+    a retention is a permission problem, and is raised."""
+    try:
+        repo.store.purge(key)
+        return None
+    except RepositoryError as e:
+        if isinstance(e, TransientStorageError):
+            raise
+        try:
+            info = repo.store.stat(key)
+        except ObjectNotFound:
+            raise e from None
+        if info.retention is None:
+            raise
+        log.warning("prune: the store refused to delete %s (locked until %s): kept (%s)",
+                    key, iso(info.retention.until), e)
+        return info.size, max(info.retention.until, real_utcnow())
 
 
 def _count_locked_runs(repo: Repository, manifests: dict[str, Manifest], kept: list[Manifest],

@@ -279,3 +279,33 @@ def test_artifacts_a_mover_wrote_unlocked_are_locked_before_the_run_commits(moto
     wanted = main.run_retention(m.run)
     assert wanted is not None
     assert {until_of(moto, bucket, k) for k in keys_of(m)} == {wanted.until}
+
+
+def test_prune_counts_a_delete_the_store_still_refuses_as_locked(moto: S3Server) -> None:
+    """Our clock says the lock has passed, the store (its clock behind, or a legal hold) still refuses the
+    version delete: the run is kept and reported, exit 0. Refused without any retention: a permission
+    problem, raised (exit 3)."""
+    bucket = locked_bucket(moto)
+    repo = open_repo(moto, bucket)
+    now = datetime.now(UTC)
+    old, _ = volume_run(repo, now - timedelta(days=2))
+    repo.commit_manifest(old)
+    newest, _ = volume_run(repo, now - timedelta(days=1))
+    repo.commit_manifest(newest)
+    client = moto.client()
+    passed = now - timedelta(hours=1)  # moto accepts a date in the past: "expired" by any clock of ours
+    for key in keys_of(old):
+        client.put_object_retention(Bucket=bucket, Key=f"jdr/{key}", BypassGovernanceRetention=True,
+                                    Retention={"Mode": "GOVERNANCE", "RetainUntilDate": passed})
+    with FaultProxy(moto.endpoint_url) as proxy:
+        proxy.add(Rule(method="DELETE", query="versionId=", status=403, code="AccessDenied", times=None))
+        via_proxy = open_repo(moto, bucket, endpoint_url=proxy.url, max_attempts=1)
+        result = prune(via_proxy, RetentionPolicy(keep_last=1), UTC, now=now)
+        assert result.exit_code == 0 and result.runs_deleted == []
+        assert list(result.locked_runs) == [old.run] and result.locked_objects == 3
+        assert repo.run_ids() == [newest.run, old.run]
+        client.put_object_retention(Bucket=bucket, Key=f"jdr/{layout.manifest_key(old.run)}", Retention={},
+                                    BypassGovernanceRetention=True)
+        with pytest.raises(RepositoryError):  # the S3 adapter's words for the refusal
+            prune(via_proxy, RetentionPolicy(keep_last=1), UTC, now=now)
+    assert prune(repo, RetentionPolicy(keep_last=1), UTC, now=now).runs_deleted == [old.run]
