@@ -231,6 +231,14 @@ class Manifest:
     jdr_version: str = ""
     options: dict[str, Any] = field(default_factory=dict)
     failures: tuple[str, ...] = ()
+    # How the manifest stood against the configured MAC keys when it was read (dr/crypto/mac.py:
+    # verified, unsigned, unknown-key, invalid; "" when no MAC key is configured). Not part of the
+    # document: the ``mac`` member itself is written and checked by the repository.
+    authenticity: str = field(default="", compare=False)
+    mac_key: str = field(default="", compare=False)  # the MAC key id the manifest names
+
+    def with_authenticity(self, status: str, key: str = "") -> Manifest:
+        return replace(self, authenticity=status, mac_key=key)
 
     def volume_for(self, user: str, server: str = "") -> VolumeItem | None:
         for v in self.volumes:

@@ -76,7 +76,10 @@ def show(ctx: Context, run: str) -> None:
     from dr.operations.inspect import show_run
 
     m = show_run(wiring.open_repository(ctx.settings), run)
-    ctx.emit(m.to_dict(), lambda: render.manifest_text(m))
+    doc = m.to_dict()
+    if m.authenticity:  # how the run stands against the configured MAC keys (none configured: absent)
+        doc["authenticity"] = {"status": m.authenticity, "key": m.mac_key}
+    ctx.emit(doc, lambda: render.manifest_text(m))
 
 
 @cli.command()
@@ -110,10 +113,12 @@ def ls(ctx: Context, run: str, path: str | None, user: str, server: str) -> None
 @click.option("--no-secret", is_flag=True, help="Do not restore the hub Secret (Kubernetes).")
 @click.option("--discard-previous", is_flag=True, help="Delete the replaced files after success "
                                                        "(default: keep them aside).")
+@click.option("--allow-unsigned", is_flag=True, help="Accept a run whose manifest no configured MAC key "
+                                                     "authenticates (made before MACs were configured).")
 @pass_ctx
 def restore(ctx: Context, user: str | None, hub: bool, everything: bool, run: str | None, at: str | None,
             paths: tuple[str, ...], into: str | None, as_user: str | None, server: str, dry_run: bool,
-            yes: bool, force: bool, no_secret: bool, discard_previous: bool) -> None:
+            yes: bool, force: bool, no_secret: bool, discard_previous: bool, allow_unsigned: bool) -> None:
     """Restore one user's home (--user), the hub (--hub), or everything (--all)."""
     from dr.operations.restore import RestoreOptions, restore_all, restore_hub, restore_user
 
@@ -133,7 +138,7 @@ def restore(ctx: Context, user: str | None, hub: bool, everything: bool, run: st
     opts = RestoreOptions(run=run, at=_at(at), paths=paths, into=into,  # type: ignore[arg-type]
                           as_user=as_user, server=server, dry_run=dry_run, force=force,
                           keep_previous=not discard_previous,
-                          include_secret=not no_secret)
+                          include_secret=not no_secret, allow_unsigned=allow_unsigned)
     asked = confirm_plan(ctx, yes)
     with progress_reporter("restore", enabled=not ctx.json and not dry_run) as progress:
         opts = replace(opts, progress=progress)
@@ -179,14 +184,16 @@ def restore(ctx: Context, user: str | None, hub: bool, everything: bool, run: st
 @cli.command()
 @click.argument("run", required=False)
 @click.option("--deep", is_flag=True, help="Read every archive and check every file and the hub DB.")
+@click.option("--allow-unsigned", is_flag=True, help="Check runs that no configured MAC key authenticates "
+                                                     "(made before MACs were configured) instead of failing them.")
 @pass_ctx
-def verify(ctx: Context, run: str | None, deep: bool) -> None:
+def verify(ctx: Context, run: str | None, deep: bool, allow_unsigned: bool) -> None:
     """Check the checksums of a run's artifacts (every run when RUN is omitted)."""
     from dr.operations.verify import verify_runs
 
     repo = wiring.open_repository(ctx.settings)
     with repo.lock("verify", exclusive=False):
-        result = verify_runs(repo, run, deep)
+        result = verify_runs(repo, run, deep, allow_unsigned=allow_unsigned)
 
     def text() -> str:
         head = "".join(f"warning: {w}\n" for w in result.warnings)
