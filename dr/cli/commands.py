@@ -209,12 +209,14 @@ def verify(ctx: Context, run: str | None, deep: bool, allow_unsigned: bool) -> N
 
 @cli.command()
 @click.option("--dry-run", is_flag=True, help="Say what would be deleted; delete nothing.")
+@click.option("--allow-unsigned", is_flag=True, help="Apply retention also to runs without a MAC (made before "
+                                                     "MACs were configured); otherwise they are left alone.")
 @pass_ctx
-def prune(ctx: Context, dry_run: bool) -> None:
+def prune(ctx: Context, dry_run: bool, allow_unsigned: bool) -> None:
     """Apply the retention policy, saying why each run is kept or dropped."""
     from dr.cli import jobs
 
-    result = jobs.prune(ctx.settings, dry_run=dry_run)
+    result = jobs.prune(ctx.settings, dry_run=dry_run, allow_unsigned=allow_unsigned)
 
     def text() -> str:
         lines = [f"{'KEEP' if d.keep else 'DROP'} {d.run}  {', '.join(d.reasons)}" for d in result.decisions]

@@ -16,6 +16,8 @@ from dr.crypto.keyring import Keyring
 from dr.crypto.mac import MacKey, MacKeyring
 from dr.errors import IntegrityError, TamperError
 from dr.model import Artifact, HubItem, Manifest, VolumeItem
+from dr.operations.prune import prune
+from dr.policy.retention import RetentionPolicy
 from dr.repository import layout
 from dr.repository.artifacts import drain
 from dr.repository.repository import Repository
@@ -168,3 +170,29 @@ def test_an_artifact_swapped_for_bytes_of_the_same_size_is_refused(repo: Reposit
     assert repo.load_manifest(m.run).authenticity == "verified"  # the manifest is the good one …
     with pytest.raises(IntegrityError, match="does not match its recorded SHA-256"):
         read_all(repo, art)  # … and the swapped bytes are refused by the hash it signs
+
+
+def test_forged_runs_do_not_fill_retention_and_push_genuine_runs_out(store: Store) -> None:
+    """A writer without delete rights floods runs/ with newer manifests, hoping the prune job (which may
+    delete) drops the genuine runs to honour keep_last: prune counts only runs the key authenticates."""
+    repo = Repository.open(store, create=True, mac=MacKeyring([KEY]))
+    genuine = [commit(repo, T0, "aaaaaa").run, commit(repo, T0 + timedelta(days=1), "bbbbbb").run]
+    doc = json.loads(store.get(layout.manifest_key(genuine[-1])))
+    forged = []
+    for day in (2, 3, 4):
+        run = run_id(T0 + timedelta(days=day), "ffffff")
+        store.put(layout.manifest_key(run), json.dumps({**doc, "run": run}).encode())  # MAC no longer matches
+        forged.append(run)
+    unsigned = run_id(T0 + timedelta(days=5), "eeeeee")
+    store.put(layout.manifest_key(unsigned), json.dumps({k: v for k, v in {**doc, "run": unsigned}.items()
+                                                          if k != "mac"}).encode())
+    now = T0 + timedelta(days=6)
+    result = prune(repo, RetentionPolicy.from_dict({"keep_last": 2}), UTC, now=now)
+    assert result.runs_deleted == [] and result.artifacts_deleted == 0
+    assert set(repo.run_ids()) == {*genuine, *forged, unsigned}
+    left_alone = {d.run for d in result.decisions if d.keep and "not authenticated" in d.reasons[0]}
+    assert left_alone == {*forged, unsigned}
+    # --allow-unsigned counts the unsigned run (made before MACs, say) but never the forged ones.
+    result = prune(repo, RetentionPolicy.from_dict({"keep_last": 2}), UTC, now=now, allow_unsigned=True)
+    assert result.runs_deleted == [genuine[0]]
+    assert set(repo.run_ids()) == {genuine[1], *forged, unsigned}
