@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from dr.cli.main import Context, cli, exit_with, pass_ctx
+from dr.cli.main import Context, cli, exit_with, pass_ctx, wait_for_lock_option
 from dr.deployments.drill import DrillTarget
 from dr.errors import ConfigError, Interrupted, UsageError
 from dr.settings import Settings
@@ -66,9 +66,10 @@ def _sigterm_interrupts() -> Iterator[None]:
                    "(default: drill.start_hub; local deployments only).")
 @click.option("--allow-unsigned", is_flag=True, help="Drill a run whose manifest no configured MAC key "
                                                      "authenticates (made before MACs were configured).")
+@wait_for_lock_option
 @pass_ctx
 def drill(ctx: Context, run: str | None, users: int | None, everyone: bool, keep: bool,
-          start_hub: bool | None, allow_unsigned: bool) -> None:
+          start_hub: bool | None, allow_unsigned: bool, wait_for_lock: int) -> None:
     """Restore a run into a scratch place, verify it, measure RTO/RPO, write a report, clean up.
 
     Exit code 0: the drill passed; 1: it ran and found failures (the report says why); 3: it could not run.
@@ -84,7 +85,8 @@ def drill(ctx: Context, run: str | None, users: int | None, everyone: bool, keep
                         keep=keep, start_hub=s.drill.start_hub if start_hub is None else start_hub,
                         allow_unsigned=allow_unsigned)
     with _sigterm_interrupts():
-        repo, result = jobs.drill(s, opts, on_step=None if ctx.json else lambda m: click.echo(f"==> {m}", err=True))
+        repo, result = jobs.drill(s, opts, on_step=None if ctx.json else lambda m: click.echo(f"==> {m}", err=True),
+                                  attempt=jobs.waiting_for_lock("drill", wait_for_lock, s))
     doc = result.to_dict()
 
     def text() -> str:

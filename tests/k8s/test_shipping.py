@@ -16,7 +16,9 @@ def test_every_cronjob_argument_list_parses_through_the_cli():
     found = cronjob_args(docs)
     assert {"jdr-backup", "jdr-prune", "jdr-drill"} <= set(found)
     for name, args in found.items():
-        parse(list(args))  # raises click.UsageError on any drift
+        ctx = parse(list(args))  # raises click.UsageError on any drift
+        # a CronJob that meets another jdr process's lock (a long prune, a restore) waits for it
+        assert ctx.params["wait_for_lock"] == 3600, name
 
 
 def parse(args: list[str]) -> click.Context:
