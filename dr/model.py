@@ -232,10 +232,12 @@ class Manifest:
     options: dict[str, Any] = field(default_factory=dict)
     failures: tuple[str, ...] = ()
     # How the manifest stood against the configured MAC keys when it was read (dr/crypto/mac.py:
-    # verified, unsigned, unknown-key, invalid; "" when no MAC key is configured). Not part of the
-    # document: the ``mac`` member itself is written and checked by the repository.
+    # verified, unsigned, unknown-key, invalid; "" when no MAC key is configured), or "misnamed": stored
+    # under another run's name than the one it holds. Not part of the document: the ``mac`` member
+    # itself is written and checked by the repository (Repository.load_manifest, require_authentic).
     authenticity: str = field(default="", compare=False)
-    mac_key: str = field(default="", compare=False)  # the MAC key id the manifest names
+    # The MAC key id the manifest names; for "misnamed", the run id it claims to be.
+    mac_key: str = field(default="", compare=False)
 
     def with_authenticity(self, status: str, key: str = "") -> Manifest:
         return replace(self, authenticity=status, mac_key=key)
