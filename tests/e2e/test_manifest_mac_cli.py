@@ -93,3 +93,11 @@ def test_forged_stripped_and_altered_runs_are_refused_and_a_legit_one_restores(
     (sb.home("bob") / "notebooks" / "notes.txt").write_text("overwritten\n")
     assert sb.jdr_json("restore", "--user", "bob", "--run", good, "--yes")["status"] == "done"
     assert (sb.home("bob") / "notebooks" / "notes.txt").read_text() == "notes of bob\n"
+
+    # Rotation: a new key file keeping the old key; runs signed by the old key still verify.
+    rotated = sb.root / "mac2.key"
+    new = sb.jdr_json("key", "mac-generate", str(rotated), "--keep", str(key_file))
+    assert new["keys"] == [new["key"], made["key"]] and new["key"] != made["key"]
+    sb.write_config(encryption={"mac_key_file": str(rotated)})
+    assert sb.jdr_json("show", good)["authenticity"] == {"status": "verified", "key": made["key"]}
+    assert sb.jdr_json("restore", "--user", "bob", "--run", good, "--yes", "--dry-run")["status"] == "dry-run"
