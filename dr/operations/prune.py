@@ -17,6 +17,7 @@ from dr.errors import EXIT_OK, TamperError
 from dr.model import Manifest, Snapshot
 from dr.policy.retention import Decision, RetentionPolicy, RunSummary, apply_policy
 from dr.repository import layout
+from dr.repository.damage import DAMAGE, artifact_of_damage_key
 from dr.repository.repository import Repository
 from dr.util.timefmt import real_utcnow, utcnow
 
@@ -60,7 +61,7 @@ def prune(repo: Repository, policy: RetentionPolicy, tz: tzinfo, *, dry_run: boo
                 if m.run in trusted]
         decisions = apply_policy(runs, policy, now, tz)
         decisions += [Decision(run=run, keep=True, reasons=(
-            f"not authenticated by the configured MAC key ({m.authenticity}): not counted, not deleted",))
+            f"not trusted ({m.authenticity}; docs/SECURITY.md): not counted by retention, not deleted",))
             for run, m in sorted(manifests.items(), reverse=True) if run not in trusted]
         result = PruneResult(decisions=decisions, dry_run=dry_run)
         drop = [d.run for d in decisions if not d.keep]
@@ -104,4 +105,8 @@ def _sweep(repo: Repository, kept: list[Manifest], result: PruneResult) -> None:
             repo.store.delete(obj.key)
             result.artifacts_deleted += 1
             result.bytes_freed += obj.size
+    for obj in repo.store.list(DAMAGE):
+        artifact = artifact_of_damage_key(obj.key)
+        if artifact is not None and artifact not in referenced:  # its runs are gone: nothing to warn about
+            repo.store.delete(obj.key)
     repo.store.cleanup_incomplete(real_utcnow())  # the store's times are real ones

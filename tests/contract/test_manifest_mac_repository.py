@@ -190,7 +190,7 @@ def test_forged_runs_do_not_fill_retention_and_push_genuine_runs_out(store: Stor
     result = prune(repo, RetentionPolicy.from_dict({"keep_last": 2}), UTC, now=now)
     assert result.runs_deleted == [] and result.artifacts_deleted == 0
     assert set(repo.run_ids()) == {*genuine, *forged, unsigned}
-    left_alone = {d.run for d in result.decisions if d.keep and "not authenticated" in d.reasons[0]}
+    left_alone = {d.run for d in result.decisions if d.keep and "not trusted" in d.reasons[0]}
     assert left_alone == {*forged, unsigned}
     # --allow-unsigned counts the unsigned run (made before MACs, say) but never the forged ones.
     result = prune(repo, RetentionPolicy.from_dict({"keep_last": 2}), UTC, now=now, allow_unsigned=True)
