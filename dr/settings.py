@@ -143,6 +143,12 @@ class EncryptionSettings:
     existing repository each must already be one of its recipients (``jdr key add-recipient``)."""
     secret_in_clear: bool = False
     """Store the hub Secret unencrypted when no key is configured (off: the Secret is then not stored)."""
+    mac_key_file: str = ""
+    """Path of a manifest MAC key file (``JDR-MAC-KEY-…`` lines, made by ``jdr key mac-generate``): every new
+    manifest is signed with its first key, and restore, drill and verify refuse runs no key of it
+    authenticates. More lines only verify (older keys kept after a rotation). Independent of encryption."""
+    mac_key_env: str = ""
+    """Name of an environment variable holding the MAC key line(s) instead of a file."""
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from dr.crypto.age import Recipient
 from dr.crypto.keyring import Keyring
 from dr.crypto.keys import load_identities
+from dr.crypto.mac import MacKeyring, parse_keys
 from dr.deployments.base import Deployment
 from dr.errors import ConfigError, UsageError
 from dr.hubapi import HubApi
@@ -74,11 +75,39 @@ def make_encryptor(settings: Settings) -> Keyring | None:
     return Keyring(identities, extra)
 
 
+def make_mac_keyring(settings: Settings) -> MacKeyring | None:
+    """The manifest MAC keys (``encryption.mac_key_file``/``mac_key_env``); None when none is configured.
+
+    Whether MACs are required is decided here, on the operator's side, never by the repository: a
+    configured key makes restore, drill and verify refuse runs it does not authenticate."""
+    enc = settings.encryption
+    if enc.mac_key_file and enc.mac_key_env:
+        raise ConfigError("encryption: set mac_key_file or mac_key_env, not both")
+    if enc.mac_key_file:
+        where = "encryption.mac_key_file"
+        try:
+            text = Path(enc.mac_key_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{where}: cannot read {enc.mac_key_file}: {getattr(e, 'strerror', None) or e}") from e
+    elif enc.mac_key_env:
+        where = "encryption.mac_key_env"
+        text = os.environ.get(enc.mac_key_env, "")
+        if not text:
+            raise ConfigError(f"{where}: the environment variable {enc.mac_key_env} is not set")
+    else:
+        return None
+    try:
+        return MacKeyring(parse_keys(text))
+    except ValueError as e:
+        raise ConfigError(f"{where}: {e}", hint="`jdr key mac-generate` writes a MAC key") from e
+
+
 def open_repository(settings: Settings, *, create: bool = False, store: Store | None = None,
                     lock_policy: ObjectLockPolicy | None = None) -> Repository:
     return Repository.open(store or make_store(settings), make_encryptor(settings), create=create,
                            stale_after=settings.repository.lock_stale_after,
                            refresh_every=settings.repository.lock_refresh_every,
+                           mac=make_mac_keyring(settings),
                            lock_policy=lock_policy or object_lock_policy(settings))
 
 

@@ -83,7 +83,7 @@ def backup(settings: Settings, *, users: tuple[str, ...] = (), method: str | Non
 
 
 def prune(settings: Settings, *, dry_run: bool = False, metrics: Metrics | None = None,
-          attempt: Attempt = once) -> PruneResult:
+          attempt: Attempt = once, allow_unsigned: bool = False) -> PruneResult:
     from dr.operations.prune import prune as do_prune
 
     s = settings
@@ -94,7 +94,7 @@ def prune(settings: Settings, *, dry_run: bool = False, metrics: Metrics | None 
         deleter = getattr(deployment, "delete_snapshots", None)
         policy, tz = wiring.retention_policy(s), wiring.timezone(s)
         result: PruneResult = attempt(lambda: do_prune(repo, policy, tz, dry_run=dry_run,
-                                                       delete_snapshots=deleter))
+                                                       delete_snapshots=deleter, allow_unsigned=allow_unsigned))
     except JdrError as e:
         if not dry_run and not isinstance(e, UsageError):
             publishing.prune_error(s, e, started, metrics)

@@ -208,8 +208,15 @@ def _select(volumes: list[Volume], users: Sequence[str]) -> list[Volume]:
 
 
 def _previous_manifest(repo: Repository) -> Manifest | None:
+    """The newest committed run whose artifacts a new run may reference. With MAC keys configured, only
+    a run they authenticate: a new run signs what it references, so it must never take over the claims
+    of a forged or unsigned manifest (after MACs are turned on, the first run reads everything afresh)."""
     for run in repo.run_ids():
         m = repo.load_manifest(run)
+        if m.authenticity not in ("", "verified"):  # "": no MAC key configured
+            log.warning("run %s is not authenticated by the configured MAC key (%s): nothing of it is reused",
+                        run, m.authenticity)
+            continue
         if m.status in ("complete", "partial"):
             return m
     return None

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from typing import Any
 
-from dr.errors import EXIT_OK, ObjectNotFound, RepositoryError, TransientStorageError
+from dr.errors import EXIT_OK, ObjectNotFound, RepositoryError, TamperError, TransientStorageError
 from dr.model import Manifest, Snapshot
 from dr.policy.retention import Decision, RetentionPolicy, RunSummary, apply_policy
 from dr.repository import layout
@@ -70,12 +70,23 @@ class PruneResult:
 
 
 def prune(repo: Repository, policy: RetentionPolicy, tz: tzinfo, *, dry_run: bool = False,
-          now: datetime | None = None, delete_snapshots: SnapshotDeleter | None = None) -> PruneResult:
+          now: datetime | None = None, delete_snapshots: SnapshotDeleter | None = None,
+          allow_unsigned: bool = False) -> PruneResult:
+    """Apply ``policy`` and delete what no kept run needs.
+
+    With MAC keys configured, retention counts only runs they authenticate (``allow_unsigned``: also
+    unsigned ones, made before MACs): forged manifests must not fill ``keep_last`` and push genuine runs
+    out. Runs not counted are not deleted either, and their artifacts stay (docs/SECURITY.md)."""
     now = now or utcnow()
     with repo.lock("prune", exclusive=True):
         manifests = {m.run: m for m in repo.manifests()}
-        runs = [RunSummary(id=m.run, time=m.started, status=m.status) for m in manifests.values()]
+        trusted = {m.run for m in manifests.values() if _trusted(repo, m, allow_unsigned)}
+        runs = [RunSummary(id=m.run, time=m.started, status=m.status) for m in manifests.values()
+                if m.run in trusted]
         decisions = apply_policy(runs, policy, now, tz)
+        decisions += [Decision(run=run, keep=True, reasons=(
+            f"not trusted ({m.authenticity}; docs/SECURITY.md): not counted by retention, not deleted",))
+            for run, m in sorted(manifests.items(), reverse=True) if run not in trusted]
         result = PruneResult(decisions=decisions, dry_run=dry_run)
         drop = [d.run for d in decisions if not d.keep]
         locking = repo.object_lock
@@ -126,6 +137,15 @@ def _locked_runs(repo: Repository, drop: list[str]) -> dict[str, datetime]:
                      run, iso(retention.until))
             locked[run] = retention.until
     return locked
+
+
+def _trusted(repo: Repository, m: Manifest, allow_unsigned: bool) -> bool:
+    try:
+        repo.require_authentic(m, allow_unsigned=allow_unsigned)
+    except TamperError as e:
+        log.warning("prune: %s", e)
+        return False
+    return True
 
 
 def _sweep(repo: Repository, kept: list[Manifest], result: PruneResult, locking: bool = False) -> None:

@@ -71,6 +71,9 @@ class VerifyResult:
     lock_findings: list[LockFinding] = field(default_factory=list)
     locks_extended: int = 0
     lock_hint: str = ""
+    # Runs no configured MAC key authenticates: {"run", "authenticity", "key"} (docs/SECURITY.md).
+    unverified: list[dict[str, str]] = field(default_factory=list)
+    refused: int = 0  # of those, how many are problems (not accepted by --allow-unsigned)
 
     @property
     def ok(self) -> bool:
@@ -83,16 +86,23 @@ class VerifyResult:
     def to_dict(self) -> dict[str, Any]:
         return {"runs": self.runs, "checked": self.checked, "problems": self.problems, "deep": self.deep,
                 "ok": self.ok, "warnings": self.warnings, "damaged": [d.to_dict() for d in self.damaged],
-                "cleared": self.cleared, "next_steps": self.next_steps,
+                "cleared": self.cleared, "next_steps": self.next_steps, "unverified": self.unverified,
                 "locks": {"short": [f.to_dict() for f in self.lock_findings], "extended": self.locks_extended}}
 
 
 def verify_runs(repo: Repository, run_ref: str | None, deep: bool,
-                on_item: Callable[[str], None] | None = None, extend: bool = False) -> VerifyResult:
+                on_item: Callable[[str], None] | None = None, allow_unsigned: bool = False,
+                extend: bool = False) -> VerifyResult:
     """Verify one run (``run_ref``) or, with None, every run. Problems are collected, not raised;
-    damage found is recorded in the repository and the next steps are in the result. Under S3 Object
-    Lock, objects locked shorter than their runs need are problems too (dr/operations/verify_lock.py);
-    ``extend`` extends them (what could not be extended stays a problem)."""
+    damage found is recorded in the repository and the next steps are in the result.
+
+    With MAC keys configured, a run whose manifest they do not authenticate is a problem and its
+    artifacts are not checked (a forged manifest's claims would only plant false damage records);
+    ``allow_unsigned`` turns an unsigned run (or one signed by a key not configured) into a warning and
+    checks it like the others. A manifest contradicted by its MAC is always a problem.
+
+    Under S3 Object Lock, objects locked shorter than their runs need are problems too
+    (dr/operations/verify_lock.py); ``extend`` extends them (what could not be extended stays a problem)."""
     runs = [repo.resolve_run(run_ref)] if run_ref else repo.run_ids()
     result = VerifyResult(runs=runs, deep=deep)
     seen: set[str] = set()
@@ -104,6 +114,9 @@ def verify_runs(repo: Repository, run_ref: str | None, deep: bool,
         except JdrError as e:
             _unchecked(result, f"run {run}: {e}")
             every_manifest_read = False
+            continue
+        if not _authentic(repo, manifest, result, allow_unsigned):
+            every_manifest_read = False  # its artifacts are unknown: keep every damage record
             continue
         read.append(manifest)
         result.referenced.update(a.key for a in manifest.artifacts())
@@ -137,6 +150,22 @@ def _verify_locks(repo: Repository, manifests: list[Manifest], result: VerifyRes
         result.problems += [f.problem for f in report.findings]
     if result.lock_findings:
         result.lock_hint = lock_next_step(repo, result.lock_findings)
+
+
+def _authentic(repo: Repository, m: Manifest, result: VerifyResult, allow_unsigned: bool) -> bool:
+    """Whether ``m`` may be checked (and trusted); records in ``result`` why not."""
+    if m.authenticity in ("", "verified"):  # "": no MAC key configured, nothing to check with
+        return True
+    result.unverified.append({"run": m.run, "authenticity": m.authenticity, "key": m.mac_key})
+    try:
+        repo.require_authentic(m, allow_unsigned=allow_unsigned)
+    except JdrError as e:
+        result.problems.append(str(e))
+        result.refused += 1
+        return False
+    result.warnings.append(f"run {m.run}: not authenticated by a configured MAC key ({m.authenticity}); "
+                           "checked anyway (--allow-unsigned)")
+    return True
 
 
 def exposure_warnings(repo: Repository) -> list[str]:
@@ -315,6 +344,11 @@ def next_steps(result: VerifyResult) -> list[str]:
                      "restore the hub from a run verified intact (`jdr restore --hub --run RUN`)")
     if result.lock_hint:
         steps.append(result.lock_hint)
+    if result.refused:
+        steps.append("some runs are not authenticated by the configured MAC key (see the problems above): do "
+                     "not restore them; if they were not made by jdr with this key, someone else can write to "
+                     "the repository — find out who (docs/SECURITY.md). Runs made before MACs were configured "
+                     "are accepted with --allow-unsigned")
     if result.unchecked:
         steps.append("some artifacts could not be checked (see the problems above: storage unreachable, "
                      "a missing key …): fix that, then run `jdr verify` again")

@@ -11,11 +11,13 @@ import json
 import logging
 import uuid
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, BinaryIO
 
 from dr.crypto.age import NoIdentityMatches, Recipient
 from dr.crypto.keyring import Keyring
+from dr.crypto.mac import MacKeyring
 from dr.errors import (
     IntegrityError,
     JdrError,
@@ -23,6 +25,7 @@ from dr.errors import (
     NotFoundError,
     ObjectNotFound,
     RepositoryError,
+    TamperError,
     UsageError,
 )
 from dr.model import Artifact, Manifest, is_run_id
@@ -55,12 +58,15 @@ class Repository:
 
     def __init__(self, store: Store, config: dict[str, Any], encryptor: Keyring | None = None,
                  stale_after: float = 900.0, refresh_every: float = REFRESH_EVERY,
-                 lock_policy: ObjectLockPolicy | None = None) -> None:
+                 mac: MacKeyring | None = None, lock_policy: ObjectLockPolicy | None = None) -> None:
         self.store = store
         self.config = config
         self.encryptor = encryptor
         self.stale_after = stale_after
         self.refresh_every = refresh_every
+        #: Manifest MAC keys (operator side): when set, new manifests are signed and only runs they
+        #: authenticate are trusted (:meth:`require_authentic`). Never taken from the repository itself.
+        self.mac = mac
         #: What retention runs get when the store locks objects (docs/FORMAT.md, "Object Lock"); None: the
         #: default mode with no known length (a locked bucket then needs repository.object_lock_days).
         self.lock_policy = lock_policy or ObjectLockPolicy(reason="no lock length is configured")
@@ -71,7 +77,7 @@ class Repository:
     @classmethod
     def open(cls, store: Store, encryptor: Keyring | None = None, *, create: bool = False,
              stale_after: float = 900.0, refresh_every: float = REFRESH_EVERY,
-             lock_policy: ObjectLockPolicy | None = None) -> Repository:
+             mac: MacKeyring | None = None, lock_policy: ObjectLockPolicy | None = None) -> Repository:
         """Open the repository at ``store``; with ``create``, initialise an empty one.
 
         Raises NotFoundError when there is no repository and ``create`` is false, RepositoryError when
@@ -102,7 +108,7 @@ class Repository:
         if not config.get("encrypted") and encryptor is not None:
             raise UsageError(f"repository {store.url} was created without encryption, but an encryption "
                              "key is configured", hint="use a new repository URL for encrypted backups")
-        return cls(store, config, encryptor, stale_after, refresh_every, lock_policy)
+        return cls(store, config, encryptor, stale_after, refresh_every, mac=mac, lock_policy=lock_policy)
 
     @property
     def id(self) -> str:
@@ -168,9 +174,49 @@ class Repository:
         except ObjectNotFound as e:
             raise NotFoundError(f"no run {run!r} in {self.url}", hint="`jdr list` shows the runs") from e
         try:
-            return Manifest.from_dict(json.loads(data))
-        except (ValueError, KeyError, TypeError) as e:
+            doc = json.loads(data)
+            manifest = Manifest.from_dict(doc)
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise IntegrityError(f"manifest of run {run} is unreadable: {e}") from e
+        if manifest.run != run:
+            # A manifest copied under another run's name (an old run presented as the newest): listed
+            # under its name, never trusted (require_authentic), whatever its MAC says.
+            log.warning("manifest runs/%s.json says it is run %s", run, manifest.run)
+            return replace(manifest, run=run).with_authenticity("misnamed", str(manifest.run))
+        if self.mac is None:
+            return manifest
+        verdict = self.mac.check(doc)
+        return manifest.with_authenticity(verdict.status, verdict.key)
+
+    def require_authentic(self, manifest: Manifest, *, allow_unsigned: bool = False) -> None:
+        """Raise TamperError unless a configured MAC key authenticates ``manifest`` (from
+        :meth:`load_manifest`). Without MAC keys configured, everything passes (nothing to check with).
+
+        ``allow_unsigned`` (the operator's explicit ``--allow-unsigned``) also accepts a manifest that
+        carries no MAC or one by a key not configured; a MAC that a configured key contradicts (the
+        manifest was altered after it was signed) is refused whatever the options."""
+        status = manifest.authenticity
+        run = manifest.run
+        if status == "misnamed":
+            raise TamperError(f"run {run}: its manifest (runs/{run}.json) says it is run {manifest.mac_key!r}: "
+                              "it was copied or forged; refusing to use it",
+                              hint="restore another run (`jdr verify` checks them all); investigate who can "
+                                   "write to the repository")
+        if self.mac is None or status == "verified":
+            return
+        if status == "invalid":
+            raise TamperError(f"run {run}: its manifest does not match its MAC (key {manifest.mac_key or '?'}): "
+                              "it was altered or forged by someone without the MAC key; refusing to use it",
+                              hint="restore another run (`jdr verify` checks them all); investigate who can "
+                                   "write to the repository")
+        if allow_unsigned:
+            log.warning("run %s: %s; used anyway (--allow-unsigned)", run, _unverified_text(manifest))
+            return
+        raise TamperError(f"run {run}: {_unverified_text(manifest)}: refusing to use it while a MAC key is "
+                          "configured",
+                          hint="restore a run that verifies (`jdr verify` checks them), configure the key "
+                               "that signed it (encryption.mac_key_file: older keys on further lines), or, "
+                               "for runs made before MACs were configured, pass --allow-unsigned")
 
     def manifests(self) -> Iterator[Manifest]:
         for run in self.run_ids():
@@ -219,7 +265,10 @@ class Repository:
                 raise RepositoryError(f"refusing to commit run {manifest.run}: artifact {art.key} could not "
                                       f"be locked as long as the run: {e}", hint=e.hint) from e
         check_encodings([a.encoding for a in manifest.artifacts()])
-        body = json.dumps(manifest.to_dict(), indent=1, ensure_ascii=False).encode("utf-8")
+        doc = manifest.to_dict()
+        if self.mac is not None:
+            doc["mac"] = self.mac.sign(doc)
+        body = json.dumps(doc, indent=1, ensure_ascii=False).encode("utf-8")
         self.store.put(layout.manifest_key(manifest.run), body, self.run_retention(manifest.run))
 
     def delete_manifest(self, run: str) -> None:
@@ -348,3 +397,9 @@ class Repository:
 
     def get_report(self, key: str) -> bytes:
         return self.store.get(key)
+
+
+def _unverified_text(manifest: Manifest) -> str:
+    if manifest.authenticity == "unknown-key":
+        return f"its manifest is signed with MAC key {manifest.mac_key}, which is not configured"
+    return "its manifest carries no MAC (made before MACs were configured, or forged)"
