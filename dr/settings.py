@@ -156,6 +156,23 @@ class RepositorySettings:
 
 
 @dataclass(frozen=True)
+class CopySettings:
+    to: str = ""
+    """The second repository ``jdr copy`` replicates runs to: ``s3://bucket/prefix`` (another bucket, region,
+    account or provider) or ``file:///path``; ``jdr copy --to URL`` overrides it."""
+    endpoint_url: str = ""
+    """S3 endpoint of the second repository. Empty: boto3's chain (``AWS_ENDPOINT_URL``) — that is, the
+    first repository's endpoint, unless that one is set in ``repository.endpoint_url``."""
+    region: str = ""
+    """S3 region of the second repository (empty: boto3's chain)."""
+    access_key_env: str = "JDR_COPY_AWS_ACCESS_KEY_ID"
+    """Environment variable holding the second repository's access key id. When neither it nor
+    ``secret_key_env``'s variable is set, boto3's chain (the first repository's credentials) is used."""
+    secret_key_env: str = "JDR_COPY_AWS_SECRET_ACCESS_KEY"  # noqa: S105 - the name of a variable
+    """Environment variable holding the second repository's secret access key."""
+
+
+@dataclass(frozen=True)
 class HubApiSettings:
     url: str = ""
     """Hub REST API base, e.g. ``http://hub:8081/hub/api``."""
@@ -182,6 +199,8 @@ class ScheduleSettings:
     backup: str = "0 2 * * *"
     prune: str = "30 3 * * *"
     drill: str = "0 5 1 */3 *"
+    copy: str = ""
+    """When ``jdr copy`` replicates new runs to ``copy.to`` (empty: never; e.g. ``0 4 * * *``)."""
     timezone: str = "UTC"
     """IANA time zone of the schedules and of retention periods."""
 
@@ -260,6 +279,7 @@ class DrillSettings:
 class Settings:
     deployment: DeploymentSettings = field(default_factory=DeploymentSettings)
     repository: RepositorySettings = field(default_factory=RepositorySettings)
+    copy: CopySettings = field(default_factory=CopySettings)
     encryption: EncryptionSettings = field(default_factory=EncryptionSettings)
     hub_api: HubApiSettings = field(default_factory=HubApiSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)

@@ -149,7 +149,7 @@ def exit_with(code: int) -> None:
         sys.exit(code)
 
 
-from dr.cli import agent, commands, drill_cmd, key_cmd  # noqa: E402,F401  (registers the commands on ``cli``)
+from dr.cli import agent, commands, copy_cmd, drill_cmd, key_cmd  # noqa: E402,F401  (registers the commands on ``cli``)
 
 __all__ = ["EXIT_USAGE", "cli", "main"]
 from dr.cli import worker_cmd  # noqa: E402,F401
