@@ -1,5 +1,5 @@
 """``jdr copy``: replicate runs to a second repository, so that the loss of one bucket or account is
-survivable (docs/FORMAT.md, "A second copy").
+survivable (README.md, "A second copy"; cronjobs/README.md for the CronJob).
 
 What it promises:
 
