@@ -116,6 +116,9 @@ class DeploymentSettings:
     homes: str = ""
     """local: template of a user's home directory, with ``{username}`` (``/home/jupyter-{username}``) or
     ``{tljh_username}`` (TLJH's system user name, hashed when long); ``tljh`` means ``/home/{tljh_username}``."""
+    ignore_homes: list[str] = field(default_factory=list)
+    """local: directories of the ``homes`` layout that are not hub homes and are never backed up as orphans,
+    as full paths or shell globs (``/home/ubuntu``, ``/home/admin-*``). A hub user's home is never ignored."""
     restart_hub: list[str] = field(default_factory=list)
     """local: command that restarts the hub (run after a hub restore)."""
     stop_hub: list[str] = field(default_factory=list)

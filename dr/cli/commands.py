@@ -10,7 +10,7 @@ import click
 
 from dr import wiring
 from dr.cli import render
-from dr.cli.main import Context, cli, confirm_plan, exit_with, pass_ctx
+from dr.cli.main import Context, cli, confirm_plan, exit_with, pass_ctx, wait_for_lock_option
 from dr.cli.progress import progress_reporter
 from dr.errors import UsageError
 from dr.util.timefmt import parse_iso
@@ -31,15 +31,18 @@ def _at(value: str | None) -> object:
               help="How user volumes are captured (Kubernetes). Default: backup.method.")
 @click.option("--full", is_flag=True, help="Archive every volume, even those unchanged since the last run.")
 @click.option("--dry-run", is_flag=True, help="Show what would be backed up; write nothing.")
+@wait_for_lock_option
 @pass_ctx
-def backup(ctx: Context, users: tuple[str, ...], method: str | None, full: bool, dry_run: bool) -> None:
+def backup(ctx: Context, users: tuple[str, ...], method: str | None, full: bool, dry_run: bool,
+           wait_for_lock: int) -> None:
     """Run one backup: the hub database (and Secret) and every user's volume."""
     from dr.cli import jobs
     from dr.operations.backup import render_report
 
     with progress_reporter("backup", enabled=not ctx.json) as progress:
         result = jobs.backup(ctx.settings, users=users, method=method, full=full, dry_run=dry_run,
-                             progress=progress)
+                             progress=progress,
+                             attempt=jobs.waiting_for_lock("backup", wait_for_lock, ctx.settings))
 
     def text() -> str:
         if result.status == "dry-run":
@@ -202,12 +205,14 @@ def verify(ctx: Context, run: str | None, deep: bool) -> None:
 
 @cli.command()
 @click.option("--dry-run", is_flag=True, help="Say what would be deleted; delete nothing.")
+@wait_for_lock_option
 @pass_ctx
-def prune(ctx: Context, dry_run: bool) -> None:
+def prune(ctx: Context, dry_run: bool, wait_for_lock: int) -> None:
     """Apply the retention policy, saying why each run is kept or dropped."""
     from dr.cli import jobs
 
-    result = jobs.prune(ctx.settings, dry_run=dry_run)
+    result = jobs.prune(ctx.settings, dry_run=dry_run,
+                        attempt=jobs.waiting_for_lock("prune", wait_for_lock, ctx.settings))
 
     def text() -> str:
         lines = [f"{'KEEP' if d.keep else 'DROP'} {d.run}  {', '.join(d.reasons)}" for d in result.decisions]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from dr.cli import render
-from dr.cli.main import Context, cli, exit_with, pass_ctx
+from dr.cli.main import Context, cli, exit_with, pass_ctx, wait_for_lock_option
 from dr.errors import UsageError
 
 
@@ -17,8 +17,10 @@ from dr.errors import UsageError
 @click.option("--all", "everything", is_flag=True, help="Copy every run the second repository lacks "
                                                         "(the default).")
 @click.option("--dry-run", is_flag=True, help="Say which runs would be copied; write nothing.")
+@wait_for_lock_option
 @pass_ctx
-def copy(ctx: Context, to: str | None, runs: tuple[str, ...], everything: bool, dry_run: bool) -> None:
+def copy(ctx: Context, to: str | None, runs: tuple[str, ...], everything: bool, dry_run: bool,
+         wait_for_lock: int) -> None:
     """Copy runs (manifests and the artifacts they name) that the second repository lacks, verified."""
     from dr.cli import jobs
 
@@ -26,7 +28,8 @@ def copy(ctx: Context, to: str | None, runs: tuple[str, ...], everything: bool, 
         raise UsageError("give --run or --all, not both")
     if any(not r.strip() for r in runs):
         raise UsageError("--run '': an empty run id (is a shell variable unset?)")
-    result = jobs.copy(ctx.settings, to=to, runs=runs, dry_run=dry_run)
+    result = jobs.copy(ctx.settings, to=to, runs=runs, dry_run=dry_run,
+                       attempt=jobs.waiting_for_lock("copy", wait_for_lock, ctx.settings))
 
     def text() -> str:
         if result.dry_run:

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from dr.cli.main import Context, cli, exit_with, pass_ctx
+from dr.cli.main import Context, cli, exit_with, pass_ctx, wait_for_lock_option
 from dr.deployments.drill import DrillTarget
 from dr.errors import ConfigError, Interrupted, UsageError
 from dr.settings import Settings
@@ -64,9 +64,10 @@ def _sigterm_interrupts() -> Iterator[None]:
 @click.option("--start-hub/--no-start-hub", "start_hub", default=None,
               help="Start a real hub on the restored database and check that it answers "
                    "(default: drill.start_hub; local deployments only).")
+@wait_for_lock_option
 @pass_ctx
 def drill(ctx: Context, run: str | None, users: int | None, everyone: bool, keep: bool,
-          start_hub: bool | None) -> None:
+          start_hub: bool | None, wait_for_lock: int) -> None:
     """Restore a run into a scratch place, verify it, measure RTO/RPO, write a report, clean up.
 
     Exit code 0: the drill passed; 1: it ran and found failures (the report says why); 3: it could not run.
@@ -81,7 +82,8 @@ def drill(ctx: Context, run: str | None, users: int | None, everyone: bool, keep
     opts = DrillOptions(run=run, users=0 if everyone else (users if users is not None else s.drill.users),
                         keep=keep, start_hub=s.drill.start_hub if start_hub is None else start_hub)
     with _sigterm_interrupts():
-        repo, result = jobs.drill(s, opts, on_step=None if ctx.json else lambda m: click.echo(f"==> {m}", err=True))
+        repo, result = jobs.drill(s, opts, on_step=None if ctx.json else lambda m: click.echo(f"==> {m}", err=True),
+                                  attempt=jobs.waiting_for_lock("drill", wait_for_lock, s))
     doc = result.to_dict()
 
     def text() -> str:

@@ -33,6 +33,29 @@ def once(fn: Callable[[], T]) -> T:
     return fn()
 
 
+def waiting_for_lock(job: str, seconds: int, settings: Settings) -> Attempt:
+    """What a one-shot command runs its locked part with: once, or (``--wait-for-lock``) retried while
+    another process holds the repository lock, for up to ``seconds``, with the worker's back-off
+    (``worker.lock_retry_min``/``lock_retry_max``). A CronJob that meets a running prune waits for it."""
+    if seconds <= 0:
+        return once
+    import time
+
+    from dr.scheduler.retry import LockRetry, retry_while_locked
+
+    w = settings.worker
+    policy = LockRetry(window=seconds, first=w.lock_retry_min, longest=w.lock_retry_max)
+
+    def wait(delay: float) -> bool:
+        time.sleep(delay)
+        return False
+
+    def attempt(fn: Callable[[], Any]) -> Any:
+        return retry_while_locked(job, fn, policy, wait=wait)
+
+    return attempt
+
+
 def backup(settings: Settings, *, users: tuple[str, ...] = (), method: str | None = None, full: bool = False,
            dry_run: bool = False, progress: Any = None, metrics: Metrics | None = None,
            attempt: Attempt = once) -> BackupResult:

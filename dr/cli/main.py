@@ -10,6 +10,7 @@ import errno
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -142,6 +143,30 @@ def confirm_plan(ctx: Context, yes: bool) -> Callable[[Any], bool]:
         return click.confirm("Proceed?", default=False, err=True)
 
     return confirm
+
+
+class _LockWait(click.ParamType):  # type: ignore[type-arg]  # generic only in recent click
+    """Seconds: ``90``, ``90s``, ``30min``, ``2h`` (the units of retention durations; ``m`` is refused there
+    as months, so here too)."""
+
+    name = "DURATION"
+    _FORM = re.compile(r"^(\d+)(s|min|h)?$")
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int:
+        if isinstance(value, int):
+            return value
+        match = self._FORM.match(str(value).strip())
+        if not match:
+            self.fail(f"{value!r} is not a duration: give seconds (90), or 90s, 30min, 2h", param, ctx)
+        return int(match.group(1)) * {"s": 1, "min": 60, "h": 3600, None: 1}[match.group(2)]
+
+
+def wait_for_lock_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--wait-for-lock DURATION``: while another process holds the repository lock, retry (with back-off)
+    for this long instead of failing at once (exit 3). The shipped CronJobs pass it."""
+    return click.option("--wait-for-lock", "wait_for_lock", type=_LockWait(), default=0, show_default=True,
+                        help="While another jdr process holds the repository lock, retry for this long "
+                             "(90s, 30min, 1h) instead of failing at once.")(fn)
 
 
 def exit_with(code: int) -> None:

@@ -8,6 +8,7 @@ with the homes that exist.
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import logging
 import os
 import subprocess
@@ -24,7 +25,7 @@ from dr.deployments.restore_checks import check_local_restore, restore_owner_map
 from dr.deployments.reuse import decide_reuse
 from dr.deployments.volume_backup import ALWAYS_EXCLUDED, backup_tree
 from dr.deployments.volume_swap import restore_into
-from dr.errors import DeploymentError, JdrError, UsageError
+from dr.errors import ConfigError, DeploymentError, JdrError, UsageError
 from dr.hubdb.capture import capture_database, inspect_database
 from dr.hubdb.info import DbInfo
 from dr.model import VolumeItem, volume_key
@@ -50,6 +51,11 @@ class LocalDeployment:
         if not settings.hub_db:
             raise UsageError("deployment.hub_db: required for a local deployment")
         self.layout = HomeLayout.parse(settings.homes)
+        self.ignore_homes = list(settings.ignore_homes)
+        relative = [p for p in self.ignore_homes if not os.path.isabs(p)]
+        if relative:
+            raise ConfigError(f"deployment.ignore_homes: {relative[0]!r} is not an absolute path or glob",
+                             hint="e.g. ignore_homes: [/home/ubuntu, '/home/admin-*']")
         self.settings = settings
         self.db_path = Path(settings.hub_db)
 
@@ -118,12 +124,17 @@ class LocalDeployment:
                 key=volume_key(user), user=user, source={"path": str(home), "exists": home.is_dir()},
                 running=bool(server and server.running),
                 last_activity=server.last_activity if server else None))
-        orphans = [p for p in self.layout.scan() if os.path.normpath(p) not in homes]
+        orphans = [p for p in self.layout.scan() if os.path.normpath(p) not in homes and not self._ignored(p)]
         if orphans:
             log.warning("%d home directories belong to no hub user (backed up as orphans): %s", len(orphans),
                         ", ".join(map(str, orphans[:20])))
         found += [orphan_volume(p) for p in orphans]
         return found
+
+    def _ignored(self, home: Path) -> bool:
+        """Named in ``deployment.ignore_homes`` (an administrator's own account, not a hub home)."""
+        path = os.path.normpath(home)
+        return any(fnmatch.fnmatchcase(path, os.path.normpath(pattern)) for pattern in self.ignore_homes)
 
     def server_running(self, user: str, server: str = "") -> bool:
         """Per the hub DB; when the DB cannot be read (the disaster being recovered from), whether any

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 from apscheduler.triggers.cron import CronTrigger
@@ -62,12 +62,31 @@ def make_trigger(spec: JobSpec, tz: tzinfo) -> Any:
         fields = expr.split()
         if len(fields) == 5:
             fields[4] = cron_day_of_week(fields[4])
-        return CronTrigger.from_crontab(" ".join(fields), timezone=tz)
+        # As cron: jobs at fixed hours run once in the repeated hour; jobs on every hour run in both.
+        kind = CronTrigger if fields[1:2] and fields[1].startswith("*") else OncePerWallClockCron
+        return kind.from_crontab(" ".join(fields), timezone=tz)
     except ValueError as e:
         raise ConfigError(
             f"schedule.{spec.name}: bad cron expression {spec.cron!r}: {e}",
             hint="five fields: minute hour day-of-month month day-of-week, e.g. '0 2 * * *'; "
                  "or @daily, @hourly, @weekly, @monthly, @yearly, '@every 30m'") from e
+
+
+class OncePerWallClockCron(CronTrigger):  # type: ignore[misc]
+    """A cron trigger that fires a wall-clock time once, as cron does, when summer time ends.
+
+    On the night the clocks go back, 02:00-03:00 happens twice (Europe); APScheduler 3.x fires a job due in
+    that hour in both, so the nightly backup ran twice an hour apart (seen in tests/season). A fire time whose
+    local date and time equal the previous fire's is the repeat: skipped.
+    """
+
+    def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime | None:
+        nxt: datetime | None = super().get_next_fire_time(previous_fire_time, now)
+        while (nxt is not None and previous_fire_time is not None
+               and nxt.replace(tzinfo=None) == previous_fire_time.astimezone(nxt.tzinfo).replace(tzinfo=None)):
+            just_after = (nxt.astimezone(UTC) + timedelta(microseconds=1)).astimezone(nxt.tzinfo)
+            nxt = super().get_next_fire_time(nxt, just_after)
+        return nxt
 
 
 def cron_day_of_week(field: str) -> str:

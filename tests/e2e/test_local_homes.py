@@ -137,3 +137,31 @@ def test_backup_of_an_unknown_user_uploads_nothing(sandbox: Sandbox) -> None:
     assert "unknown user 'nosuch'" in proc.stderr and "Traceback" not in proc.stderr
     assert sandbox.keys() == before
     assert sandbox.incomplete_uploads() == []
+
+
+def test_ignore_homes_keeps_an_administrators_own_account_out_of_the_orphans(
+        sandbox: Sandbox, make_hub_db: Callable[..., Path]) -> None:
+    # With `homes: /srv/homes/{username}`, every directory there is in the layout, /home/ubuntu style admin
+    # accounts included: ignore_homes names those that are not hub homes; a hub user's home is never ignored.
+    sb = sandbox
+    homes = sb.root / "plain-homes"
+    db = make_hub_db(users=(HubUser("alice", servers={"": HubServer()}),
+                            HubUser("admin-carol", servers={"": HubServer()})))
+    for name in ("alice", "admin-carol", "ubuntu", "admin-ops", "olduser"):
+        small_home(homes / name, name)
+    sb.write_config(deployment={"hub_db": str(db), "homes": str(homes / "{username}"),
+                                "ignore_homes": [str(homes / "ubuntu"), str(homes / "admin-*")]})
+    proc = sb.run_jdr("--json", "backup")
+    assert proc.returncode == 0, describe(proc)
+    import json
+
+    doc = json.loads(proc.stdout)
+    items = {v["user"] or v["source"]["path"]: v for v in doc["manifest"]["volumes"]}
+    assert sorted(items) == sorted(["alice", "admin-carol", str(homes / "olduser")])
+    assert items["admin-carol"]["status"] == "ok"  # a hub user's home, although it matches admin-*
+    assert "1 home directories belong to no hub user" in proc.stderr and "ubuntu" not in proc.stderr
+
+    sb.write_config(deployment={"hub_db": str(db), "homes": str(homes / "{username}"), "ignore_homes": ["ubuntu"]})
+    bad = sb.run_jdr("backup")
+    assert bad.returncode == 2 and "deployment.ignore_homes: 'ubuntu' is not an absolute path" in bad.stderr, \
+        describe(bad)

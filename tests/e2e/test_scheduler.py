@@ -187,6 +187,30 @@ def test_cron_reads_days_of_week_like_cron_and_in_the_time_zone() -> None:
     assert every.interval == timedelta(seconds=90)
 
 
+def fires(cron: str, tz: ZoneInfo, start: datetime, end: datetime) -> list[str]:
+    """Fire times (UTC) in [start, end), asked as APScheduler's loop asks: after each fire, just after it."""
+    trigger = make_trigger(JobSpec("b", lambda: 0, cron=cron), tz)
+    prev, now, out = None, start.astimezone(tz), []
+    while (nxt := trigger.get_next_fire_time(prev, now)) is not None and nxt < end:
+        out.append(nxt.astimezone(UTC).strftime("%m-%d %H:%M"))
+        prev, now = nxt, (nxt.astimezone(UTC) + timedelta(microseconds=1)).astimezone(tz)
+    return out
+
+
+def test_a_job_at_a_fixed_hour_runs_once_when_summer_time_ends_and_hourly_jobs_run_every_hour() -> None:
+    # cron's rule: at fixed hours, the repeated hour (02:00-03:00 twice on 2026-10-25 in Berlin) runs once;
+    # jobs on every hour run in both. APScheduler alone ran the 02:00 backup twice (found by tests/season).
+    berlin = ZoneInfo("Europe/Berlin")
+    start, end = datetime(2026, 10, 24, tzinfo=UTC), datetime(2026, 10, 27, tzinfo=UTC)
+    assert fires("0 2 * * *", berlin, start, end) == ["10-24 00:00", "10-25 00:00", "10-26 01:00"]
+    assert fires("30 2 * * *", berlin, start, end) == ["10-24 00:30", "10-25 00:30", "10-26 01:30"]
+    hourly = fires("15 * * * *", berlin, datetime(2026, 10, 24, 23, tzinfo=UTC), datetime(2026, 10, 25, 3, tzinfo=UTC))
+    assert hourly == ["10-24 23:15", "10-25 00:15", "10-25 01:15", "10-25 02:15"]  # 02:15 CEST and CET both
+    # spring forward: 02:00 does not exist on 2026-03-29; the job runs once, at 03:00 CEST (01:00Z)
+    spring = fires("0 2 * * *", berlin, datetime(2026, 3, 28, tzinfo=UTC), datetime(2026, 3, 31, tzinfo=UTC))
+    assert spring == ["03-28 01:00", "03-29 01:00", "03-30 00:00"]
+
+
 def test_runs_missed_while_down_are_caught_up_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     state = tmp_path / "worker-state.json"
     now = datetime.now(UTC)

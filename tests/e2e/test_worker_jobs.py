@@ -218,3 +218,32 @@ def test_the_copy_job_is_off_by_default_and_runs_like_the_others(make_sandbox: A
     assert metrics.get("jdr_copy_last_status", status="complete") == 1
     assert metrics.get("jdr_copy_runs_missing") == 0
     assert "jdr_copy_last_success_timestamp_seconds" in (textfiles / "jdr_copy.prom").read_text()
+
+
+def test_a_one_shot_command_waits_for_the_lock_only_when_asked(make_sandbox: Any, tmp_path: Path) -> None:
+    # A CronJob's `jdr prune --wait-for-lock 1h` that meets another process's lock retries (the worker's
+    # back-off) and runs once the lock is free; without the option it fails at once (exit 3).
+    sb: Sandbox = make_sandbox(f"file://{tmp_path / 'repo'}")
+    sb.write_config(worker={"lock_retry_min": 1, "lock_retry_max": 1})
+    sb.jdr_json("backup")
+    bad = sb.run_jdr("prune", "--wait-for-lock", "5m")
+    assert bad.returncode == 2 and "'5m' is not a duration" in bad.stderr, bad.stderr
+    held = sb.repo().lock("restore", exclusive=True)
+    held.__enter__()
+    try:
+        at_once = sb.run_jdr("prune")
+        assert at_once.returncode == 3 and "lock" in at_once.stderr, at_once.stderr
+        proc = sb.start_jdr("prune", "--wait-for-lock", "2min")
+        assert proc.stderr is not None
+        seen = []
+        for line in proc.stderr:  # the retry is announced before the wait: then the other process ends
+            seen.append(line)
+            if "is locked by another process" in line and "retrying in 1s" in line:
+                break
+        else:
+            raise AssertionError(f"prune never said it waits (exit {proc.wait()}): {''.join(seen)}")
+    finally:
+        held.__exit__(None, None, None)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, "".join(seen) + err
+    assert "KEEP" in out

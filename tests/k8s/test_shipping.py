@@ -16,7 +16,9 @@ def test_every_cronjob_argument_list_parses_through_the_cli():
     found = cronjob_args(docs)
     assert {"jdr-backup", "jdr-prune", "jdr-drill"} <= set(found)
     for name, args in found.items():
-        parse(list(args))  # raises click.UsageError on any drift
+        ctx = parse(list(args))  # raises click.UsageError on any drift
+        # a CronJob that meets another jdr process's lock (a long prune, a restore) waits for it
+        assert ctx.params["wait_for_lock"] == 3600, name
 
 
 def parse(args: list[str]) -> click.Context:
@@ -78,8 +80,8 @@ def test_click_rejects_drifted_arguments():
 
 def test_the_copy_cronjob_parses_and_holds_no_kubernetes_rights():
     docs = build(CRONJOBS / "copy")
-    assert cronjob_args(docs) == {"jdr-copy": ["copy"]}
-    parse(["copy"])
+    assert cronjob_args(docs) == {"jdr-copy": ["copy", "--wait-for-lock", "1h"]}
+    assert parse(cronjob_args(docs)["jdr-copy"]).params["wait_for_lock"] == 3600
     cron = next(d for d in docs if d["kind"] == "CronJob")
     assert cron["spec"]["concurrencyPolicy"] == "Forbid"
     pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]

@@ -59,7 +59,7 @@ def test_snapshot_backup_and_restores(k8s_cluster, z2jh_namespace, jdr_k8s):
     assert tree(ns.user_dir("alice")) == before
     kept = list(ns.user_dir("alice").glob("jdr-replaced-*/thesis/chapter1.md"))
     assert [p.read_text() for p in kept] == ["lost\n"]
-    assert res["items"][0]["previous"] and ".jdr-restore/previous-" in res["items"][0]["previous"]
+    assert res["items"][0]["previous"] == f"PVC {alice}: {kept[0].parent.parent.name}"
 
     # a vanished PVC (user deleted): recreated from the snapshot under its remembered name and metadata
     bob = ns.users["bob"].pvc_name

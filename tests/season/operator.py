@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
-import subprocess
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,7 +19,7 @@ from click.testing import CliRunner
 
 from dr.cli.main import cli
 from dr.util.timefmt import ENV_NOW, iso
-from tests.fixtures.sandbox import JDR, Sandbox
+from tests.fixtures.sandbox import Sandbox
 
 
 @dataclass
@@ -78,27 +76,7 @@ class Operator:
     def kill_at(self, now: datetime, point: str, *args: str, after: int = 0, timeout: float = 60) -> str:
         """Run ``jdr ARGS`` as a real process at ``now``, SIGKILL it when it pauses at ``point``; return its
         stderr. Fails if it ends without reaching the point."""
-        env = {**self.sb.env, **self.env(now), "JDR_TEST_PAUSE_AT": point, "JDR_TEST_PAUSE_AFTER": str(after)}
-        proc = subprocess.Popen([JDR, "--json", *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env=env, cwd=self.sb.root)
-        assert proc.stderr is not None
-        seen: list[str] = []
-        deadline = time.monotonic() + timeout
-        try:
-            for line in proc.stderr:
-                seen.append(line)
-                if line.strip() == f"jdr-test-paused-at {point}":
-                    proc.send_signal(signal.SIGKILL)
-                    proc.wait(10)
-                    return "".join(seen)
-                if time.monotonic() > deadline:
-                    break
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
-        raise AssertionError(f"jdr {' '.join(args)} never reached {point} (exit {proc.returncode}):\n"
-                             f"{''.join(seen)[-3000:]}")
+        return self.sb.kill_at(point, "--json", *args, after=after, timeout=timeout, env=self.env(now))
 
 
 def _json_doc(stdout: str) -> Any:
