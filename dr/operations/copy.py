@@ -30,6 +30,11 @@ What it promises:
   prune runs on the copy itself (an attacker who deletes the source cannot delete the copy through it).
 
 Locks: the source's shared lock (like verify), then the destination's exclusive lock (like a backup).
+
+Object Lock at the destination: writes carry no retention of their own yet, so a locked destination bucket
+locks them only through its default retention rule. Once the store's retention API is there, each run's
+artifacts and manifest should be written with the destination's run retention (``open_writer``/``put``
+with a retention; ``ensure_retention`` for artifacts found already present), as a backup does.
 """
 
 from __future__ import annotations
