@@ -168,11 +168,10 @@ class CopySettings:
     first repository's endpoint, unless that one is set in ``repository.endpoint_url``."""
     region: str = ""
     """S3 region of the second repository (empty: boto3's chain)."""
-    access_key_env: str = "JDR_COPY_AWS_ACCESS_KEY_ID"
-    """Environment variable holding the second repository's access key id. When neither it nor
-    ``secret_key_env``'s variable is set, boto3's chain (the first repository's credentials) is used."""
-    secret_key_env: str = "JDR_COPY_AWS_SECRET_ACCESS_KEY"  # noqa: S105 - the name of a variable
-    """Environment variable holding the second repository's secret access key."""
+    credentials_env: str = "JDR_COPY_"
+    """A prefix such that ``<prefix>AWS_ACCESS_KEY_ID`` and ``<prefix>AWS_SECRET_ACCESS_KEY`` hold the second
+    repository's S3 key pair (like ``repository.prune_credentials_env``). When neither variable is set,
+    boto3's own chain (the first repository's credentials) is used."""
 
 
 @dataclass(frozen=True)

@@ -46,9 +46,10 @@ def make_store(settings: Settings) -> Store:
 def make_copy_store(settings: Settings, to: str | None = None) -> Store:
     """The store of the second repository that ``jdr copy`` writes to: ``to`` (``--to``), else ``copy.to``.
 
-    Its S3 credentials come from the variables named by ``copy.access_key_env``/``secret_key_env`` (so the
-    two repositories can live in different accounts or providers); when neither variable is set, boto3's
-    own chain is used, as for the first repository. One set without the other is an error."""
+    Its S3 credentials come from ``<copy.credentials_env>AWS_ACCESS_KEY_ID``/``…AWS_SECRET_ACCESS_KEY``
+    (``JDR_COPY_AWS_…`` by default; so the two repositories can live in different accounts or providers);
+    when neither variable is set, boto3's own chain is used, as for the first repository. One set without
+    the other is an error."""
     c = settings.copy
     url = (to if to is not None else c.to).strip()
     if not url:
@@ -57,12 +58,13 @@ def make_copy_store(settings: Settings, to: str | None = None) -> Store:
         if url.startswith("s3://"):
             from dr.repository.s3 import S3Store
 
-            key, secret = os.environ.get(c.access_key_env, ""), os.environ.get(c.secret_key_env, "")
+            key_env, secret_env = f"{c.credentials_env}AWS_ACCESS_KEY_ID", f"{c.credentials_env}AWS_SECRET_ACCESS_KEY"
+            key, secret = os.environ.get(key_env, ""), os.environ.get(secret_env, "")
             if bool(key) != bool(secret):
-                missing = c.secret_key_env if key else c.access_key_env
-                raise ConfigError(f"copy: the environment variable {missing} is not set",
-                                  hint=f"set both {c.access_key_env} and {c.secret_key_env}, or neither "
-                                       "(then boto3's own chain is used)")
+                missing = secret_env if key else key_env
+                raise ConfigError(f"copy.credentials_env: the environment variable {missing} is not set",
+                                  hint=f"set both {key_env} and {secret_env}, or neither (then boto3's own "
+                                       "chain is used)")
             return S3Store.from_url(url, endpoint_url=c.endpoint_url or None, region=c.region or None,
                                     access_key=key or None, secret_key=secret or None)
         if url.startswith("file://"):
