@@ -93,7 +93,7 @@ def test_restore_and_drill_from_the_copy_after_losing_the_repository(
 
     src, dst = sb.store(), _store(to, env)
     assert runs_in(dst) == runs_in(src) == sorted([first, second])
-    for key in ("config.json", f"runs/{first}.json", f"runs/{second}.json"):
+    for key in ("config.json", f"runs/{first}.json", f"runs/{second}.json", f"reports/{second}.txt"):
         assert dst.get(key) == src.get(key)  # byte for byte
     assert_every_manifest_complete(dst)
 
@@ -115,22 +115,27 @@ def test_restore_and_drill_from_the_copy_after_losing_the_repository(
     conn.commit()
     conn.close()
 
-    # Restore and drill read the copy through the ordinary repository setting (here JDR_REPOSITORY).
-    from_copy = {"JDR_REPOSITORY": to}
+    # Restore and drill read the copy through the ordinary repository setting: JDR_REPOSITORY (S3, with
+    # the copy's endpoint and credentials in the AWS_* variables), or `jdr --repository URL`.
+    from_copy: dict[str, str] = {}
+    flag: tuple[str, ...] = ()
     if dest == "s3":
-        from_copy |= {"AWS_ENDPOINT_URL": server.endpoint_url, "AWS_ACCESS_KEY_ID": server.access_key,
-                      "AWS_SECRET_ACCESS_KEY": server.secret_key, "AWS_DEFAULT_REGION": server.region}
-    assert sb.jdr_json("list", env=from_copy)[0]["id"] == second
-    user = sb.jdr_json("restore", "--user", "bob", "--yes", env=from_copy)
+        from_copy |= {"JDR_REPOSITORY": to, "AWS_ENDPOINT_URL": server.endpoint_url,
+                      "AWS_ACCESS_KEY_ID": server.access_key, "AWS_SECRET_ACCESS_KEY": server.secret_key,
+                      "AWS_DEFAULT_REGION": server.region}
+    else:
+        flag = ("--repository", to)
+    assert sb.jdr_json(*flag, "list", env=from_copy)[0]["id"] == second
+    user = sb.jdr_json(*flag, "restore", "--user", "bob", "--yes", env=from_copy)
     assert user["status"] == "done", user
     assert_same(home_tree(sb.home("bob")), bob_before)
-    hub = sb.jdr_json("restore", "--hub", "--yes", env=from_copy)
+    hub = sb.jdr_json(*flag, "restore", "--hub", "--yes", env=from_copy)
     assert hub["status"] == "done" and hub["plan"]["run"] == second
     names = {r[0] for r in sqlite3.connect(sb.hub_db).execute("SELECT name FROM users")}
     assert "alice" in names
     if dest == "s3":
         return  # the drill reads the copy the same way; once (on file://) is enough for the CI budget
-    drill = sb.run_jdr("--json", "drill", env=from_copy, timeout=300)
+    drill = sb.run_jdr("--json", *flag, "drill", env=from_copy, timeout=300)
     assert drill.returncode == 0, describe(drill)
     assert json.loads(drill.stdout)["ok"] is True
 
