@@ -158,6 +158,7 @@ class CopyMetrics:
 class RepositoryMetrics:
     size_bytes: int  # bytes of the artifacts the runs reference, each counted once
     runs: int  # runs (manifests)
+    damaged_artifacts: int | None = None  # damage records (verify/backup found them); None: not read
 
 
 @dataclass(frozen=True)
@@ -206,6 +207,8 @@ _SPECS: tuple[_Spec, ...] = (
     _Spec("jdr_repository_size_bytes", "gauge", "repository",
           "Bytes of the artifacts the repository's runs reference (each counted once)"),
     _Spec("jdr_repository_runs", "gauge", "repository", "Runs (manifests) in the repository"),
+    _Spec("jdr_repository_damaged_artifacts", "gauge", "repository",
+          "Artifacts recorded as damaged (missing, wrong size or checksum) by verify or a backup"),
     _Spec("jdr_prune_last_run_timestamp_seconds", "gauge", "prune", "When the last prune finished"),
     _Spec("jdr_prune_last_success_timestamp_seconds", "gauge", "prune",
           "When the last successful prune finished"),
@@ -385,6 +388,8 @@ class Metrics:
     def record_repository(self, r: RepositoryMetrics) -> None:
         self._set("jdr_repository_size_bytes", r.size_bytes)
         self._set("jdr_repository_runs", r.runs)
+        if r.damaged_artifacts is not None:
+            self._set("jdr_repository_damaged_artifacts", r.damaged_artifacts)
 
     def record_prune(self, p: PruneMetrics) -> None:
         finished = _ts(p.finished)

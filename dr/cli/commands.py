@@ -185,11 +185,13 @@ def restore(ctx: Context, user: str | None, hub: bool, everything: bool, run: st
 @pass_ctx
 def verify(ctx: Context, run: str | None, deep: bool) -> None:
     """Check the checksums of a run's artifacts (every run when RUN is omitted)."""
+    from dr.cli import publishing
     from dr.operations.verify import verify_runs
 
     repo = wiring.open_repository(ctx.settings)
     with repo.lock("verify", exclusive=False):
         result = verify_runs(repo, run, deep)
+    publishing.verify_done(ctx.settings, repo)  # the damage it recorded, for the alert
 
     def text() -> str:
         head = "".join(f"warning: {w}\n" for w in result.warnings)

@@ -69,6 +69,13 @@ def prune_done(settings: Settings, repo: Repository, result: PruneResult, starte
         after_prune(settings, repo, result, started, metrics, catalog)
 
 
+def verify_done(settings: Settings, repo: Repository, metrics: Metrics | None = None) -> None:
+    from dr.operations.reporting import after_verify
+
+    with catalog_for(settings, repo) as catalog:
+        after_verify(settings, repo, metrics, catalog)
+
+
 def prune_error(settings: Settings, error: Exception, started: datetime, metrics: Metrics | None = None) -> None:
     from dr.operations.reporting import prune_failed
 

@@ -19,6 +19,7 @@ from dr.metrics import BackupMetrics, DrillMetrics, ItemMetrics, RepositoryMetri
 from dr.model import Manifest
 from dr.operations.inspect import synced_catalog
 from dr.repository import layout
+from dr.repository.damage import damaged_keys
 from dr.repository.repository import Repository
 from dr.util.timefmt import parse_iso
 
@@ -44,7 +45,8 @@ def repository_facts(repo: Repository, catalog: Catalog, history: int = HISTORY_
     rows = catalog.runs(limit=max(history, 1))
     hub_rows = [r for r in rows if r.hub] or [r for r in catalog.runs(limit=1000) if r.hub]
     manifests = [m for m in (catalog.manifest(r.id) for r in rows[:history]) if m is not None]
-    return RepositoryFacts(repository=RepositoryMetrics(size_bytes=size, runs=runs),
+    damaged = len(damaged_keys(repo.store))
+    return RepositoryFacts(repository=RepositoryMetrics(size_bytes=size, runs=runs, damaged_artifacts=damaged),
                            last_complete=complete[0].finished if complete else None,
                            last_hub=hub_rows[0].finished if hub_rows else None, history=manifests)
 

@@ -17,6 +17,7 @@ from dr.errors import EXIT_OK
 from dr.model import Manifest, Snapshot
 from dr.policy.retention import Decision, RetentionPolicy, RunSummary, apply_policy
 from dr.repository import layout
+from dr.repository.damage import DAMAGE, artifact_of_damage_key
 from dr.repository.repository import Repository
 from dr.util.timefmt import real_utcnow, utcnow
 
@@ -84,4 +85,8 @@ def _sweep(repo: Repository, kept: list[Manifest], result: PruneResult) -> None:
             repo.store.delete(obj.key)
             result.artifacts_deleted += 1
             result.bytes_freed += obj.size
+    for obj in repo.store.list(DAMAGE):
+        artifact = artifact_of_damage_key(obj.key)
+        if artifact is not None and artifact not in referenced:  # its runs are gone: nothing to warn about
+            repo.store.delete(obj.key)
     repo.store.cleanup_incomplete(real_utcnow())  # the store's times are real ones

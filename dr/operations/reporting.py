@@ -117,6 +117,13 @@ def backup_failed(settings: Settings, repo: Repository | None, error: Exception,
     notify(settings, "backup", "", "failed", f"backup could not run: {error}", [str(error)])
 
 
+def after_verify(settings: Settings, repo: Repository, metrics: Metrics | None = None,
+                 catalog: Catalog | None = None) -> None:
+    """The repository's metrics after a verify, whose damage records ``jdr_repository_damaged_artifacts``
+    counts (docs/alerts.yaml: JdrRepositoryDamaged)."""
+    _publish_repository(settings, metrics or Metrics(), try_repository_facts(repo, catalog))
+
+
 def after_prune(settings: Settings, repo: Repository, result: PruneResult, started: datetime,
                 metrics: Metrics | None = None, catalog: Catalog | None = None) -> None:
     """Metrics (with the measured duration) and webhook of a prune that ran."""

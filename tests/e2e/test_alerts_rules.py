@@ -93,6 +93,9 @@ def test_alerts_fire_exactly_on_the_bad_days(make_sandbox: Any, tmp_path: Path, 
             data[len(data) // 2] ^= 0xFF
             path.write_bytes(bytes(data))
     s.run(50 * D, "drill", code=1)
+    # Day 51: verify finds and records the damage: the repository alert fires until a prune drops the run.
+    verified = s.run(51 * D, "verify", code=1)
+    assert verified[("jdr_repository_damaged_artifacts", frozenset())] >= 1
 
     expected: dict[float, set[str]] = {
         2 * H: set(),                                   # after the prune: nothing
@@ -107,8 +110,10 @@ def test_alerts_fire_exactly_on_the_bad_days(make_sandbox: Any, tmp_path: Path, 
         7 * D + 1 * H: set(),                           # 25 h: not yet
         49 * D: {"JdrNoSuccessfulBackup", "JdrCopyOverdue"},
         50 * D + 1 * H: {"JdrNoSuccessfulBackup", "JdrDrillFailed", "JdrCopyOverdue"},
-        99 * D: {"JdrNoSuccessfulBackup", "JdrDrillFailed", "JdrCopyOverdue"},
-        101 * D: {"JdrNoSuccessfulBackup", "JdrDrillFailed", "JdrDrillOverdue", "JdrCopyOverdue"},
+        51 * D + 1 * H: {"JdrNoSuccessfulBackup", "JdrDrillFailed", "JdrRepositoryDamaged", "JdrCopyOverdue"},
+        99 * D: {"JdrNoSuccessfulBackup", "JdrDrillFailed", "JdrRepositoryDamaged", "JdrCopyOverdue"},
+        101 * D: {"JdrNoSuccessfulBackup", "JdrDrillFailed", "JdrDrillOverdue", "JdrRepositoryDamaged",
+                  "JdrCopyOverdue"},
     }
     t0 = time.monotonic()
     fired = firing_alerts(s.recorder, expected, workdir=tmp_path)

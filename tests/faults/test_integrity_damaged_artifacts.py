@@ -141,6 +141,24 @@ def test_verify_clears_records_of_artifacts_found_intact_or_named_by_no_run(sand
     assert sandbox.keys(DAMAGE) == []
 
 
+@pytest.mark.parametrize("repo_url", ["file"], indirect=True)
+def test_prune_drops_the_damage_record_with_the_last_run_that_names_it(sandbox: Sandbox) -> None:
+    # jdr_repository_damaged_artifacts (alert JdrRepositoryDamaged) counts records: one whose runs are all
+    # pruned must go, or the alert would fire forever.
+    first = sandbox.jdr_json("backup")
+    key = item(first, "bob")["archive"]["key"]
+    flip(sandbox.store(), key)
+    sandbox.jdr_json("verify", code=1)
+    second = sandbox.jdr_json("backup")  # bob's home is read again: the new run does not name the damage
+    assert item(second, "bob")["archive"]["key"] != key
+    sandbox.write_config(retention={"keep_last": 2})
+    sandbox.jdr_json("prune")
+    assert damaged_keys(sandbox.store()) == {key}  # the first run, still kept, names it
+    sandbox.write_config(retention={"keep_last": 1})
+    sandbox.jdr_json("prune")
+    assert sandbox.keys(DAMAGE) == [] and sandbox.repo().run_ids() == [second["run"]]
+
+
 def test_full_every_bounds_how_long_an_archive_is_referenced(sandbox: Sandbox) -> None:
     first = sandbox.jdr_json("backup")
     second = sandbox.jdr_json("backup")  # default 30 days: every unchanged home is referenced
