@@ -354,8 +354,13 @@ def copy_runs(source: Repository, destination: Store, opts: CopyOptions,
                                refresh_every=source.refresh_every)
         with dlock:
             result.config = carry_config(source_raw, destination)
-            # Uploads a killed copy left behind (invisible; they would cost storage until aborted).
-            removed = destination.cleanup_incomplete(real_utcnow())
+            # Uploads a killed copy left behind (invisible; they would cost storage until aborted). Not worth
+            # failing the copy for: credentials without s3:ListBucketMultipartUploads leave them to a lifecycle rule.
+            try:
+                removed = destination.cleanup_incomplete(real_utcnow())
+            except RepositoryError as e:
+                log.warning("copy: could not look for incomplete uploads at %s: %s", destination.url, e)
+                removed = 0
             if removed:
                 log.warning("copy: discarded %d incomplete uploads left at %s", removed, destination.url)
             result.planned, result.already = plan_copy(source.run_ids(), _run_ids(destination), wanted)

@@ -72,3 +72,19 @@ def test_a_destination_holding_another_repository_is_refused_untouched(store: St
     with pytest.raises(UsageError, match="another jdr repository"):
         copy_runs(source, store, CopyOptions())
     assert {o.key: store.get(o.key) for o in store.list("")} == before  # nothing written, no lock left
+
+
+class _NoMultipartListing(FileStore):
+    """A destination whose credentials may not list incomplete uploads (no s3:ListBucketMultipartUploads)."""
+
+    def cleanup_incomplete(self, older_than: datetime) -> int:
+        from dr.errors import RepositoryError
+
+        raise RepositoryError("S3 denied access to list incomplete uploads in s3://second (AccessDenied)")
+
+
+def test_a_destination_that_cannot_list_incomplete_uploads_is_still_copied_to(tmp_path: Path) -> None:
+    source = Repository.open(FileStore(tmp_path / "src"), create=True)
+    run, _ = make_run(source, T0)
+    result = copy_runs(source, _NoMultipartListing(tmp_path / "dst"), CopyOptions())
+    assert result.status == "complete" and result.copied == [run]
