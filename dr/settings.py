@@ -171,6 +171,22 @@ class RepositorySettings:
 
 
 @dataclass(frozen=True)
+class CopySettings:
+    to: str = ""
+    """The second repository ``jdr copy`` replicates runs to: ``s3://bucket/prefix`` (another bucket, region,
+    account or provider) or ``file:///path``; ``jdr copy --to URL`` overrides it."""
+    endpoint_url: str = ""
+    """S3 endpoint of the second repository. Empty: boto3's chain (``AWS_ENDPOINT_URL``) — that is, the
+    first repository's endpoint, unless that one is set in ``repository.endpoint_url``."""
+    region: str = ""
+    """S3 region of the second repository (empty: boto3's chain)."""
+    credentials_env: str = "JDR_COPY_"
+    """A prefix such that ``<prefix>AWS_ACCESS_KEY_ID`` and ``<prefix>AWS_SECRET_ACCESS_KEY`` hold the second
+    repository's S3 key pair (like ``repository.prune_credentials_env``). When neither variable is set,
+    boto3's own chain (the first repository's credentials) is used."""
+
+
+@dataclass(frozen=True)
 class HubApiSettings:
     url: str = ""
     """Hub REST API base, e.g. ``http://hub:8081/hub/api``."""
@@ -197,6 +213,8 @@ class ScheduleSettings:
     backup: str = "0 2 * * *"
     prune: str = "30 3 * * *"
     drill: str = "0 5 1 */3 *"
+    copy: str = ""
+    """When ``jdr copy`` replicates new runs to ``copy.to`` (empty: never; e.g. ``0 4 * * *``)."""
     timezone: str = "UTC"
     """IANA time zone of the schedules and of retention periods."""
 
@@ -275,6 +293,7 @@ class DrillSettings:
 class Settings:
     deployment: DeploymentSettings = field(default_factory=DeploymentSettings)
     repository: RepositorySettings = field(default_factory=RepositorySettings)
+    copy: CopySettings = field(default_factory=CopySettings)
     encryption: EncryptionSettings = field(default_factory=EncryptionSettings)
     hub_api: HubApiSettings = field(default_factory=HubApiSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)

@@ -45,6 +45,39 @@ def make_store(settings: Settings) -> Store:
     raise ConfigError(f"repository: {url!r} is neither s3://bucket/prefix nor file:///path")
 
 
+def make_copy_store(settings: Settings, to: str | None = None) -> Store:
+    """The store of the second repository that ``jdr copy`` writes to: ``to`` (``--to``), else ``copy.to``.
+
+    Its S3 credentials come from ``<copy.credentials_env>AWS_ACCESS_KEY_ID``/``…AWS_SECRET_ACCESS_KEY``
+    (``JDR_COPY_AWS_…`` by default; so the two repositories can live in different accounts or providers);
+    when neither variable is set, boto3's own chain is used, as for the first repository. One set without
+    the other is an error."""
+    c = settings.copy
+    url = (to if to is not None else c.to).strip()
+    if not url:
+        raise ConfigError("copy.to: required (s3://bucket/prefix or file:///path), or give --to URL")
+    try:
+        if url.startswith("s3://"):
+            from dr.repository.s3 import S3Store
+
+            key_env, secret_env = f"{c.credentials_env}AWS_ACCESS_KEY_ID", f"{c.credentials_env}AWS_SECRET_ACCESS_KEY"
+            key, secret = os.environ.get(key_env, ""), os.environ.get(secret_env, "")
+            if bool(key) != bool(secret):
+                missing = secret_env if key else key_env
+                raise ConfigError(f"copy.credentials_env: the environment variable {missing} is not set",
+                                  hint=f"set both {key_env} and {secret_env}, or neither (then boto3's own "
+                                       "chain is used)")
+            return S3Store.from_url(url, endpoint_url=c.endpoint_url or None, region=c.region or None,
+                                    access_key=key or None, secret_key=secret or None)
+        if url.startswith("file://"):
+            from dr.repository.file import FileStore
+
+            return FileStore.from_url(url)
+    except ValueError as e:
+        raise ConfigError(f"copy.to: {e}") from e
+    raise ConfigError(f"copy.to: {url!r} is neither s3://bucket/prefix nor file:///path")
+
+
 def make_encryptor(settings: Settings) -> Keyring | None:
     """The keys configured under ``encryption``: None when encryption is off (no key_file/key_env)."""
     enc = settings.encryption
@@ -103,11 +136,15 @@ def make_mac_keyring(settings: Settings) -> MacKeyring | None:
 
 
 def open_repository(settings: Settings, *, create: bool = False, store: Store | None = None,
-                    lock_policy: ObjectLockPolicy | None = None) -> Repository:
-    return Repository.open(store or make_store(settings), make_encryptor(settings), create=create,
+                    keys: bool = True, lock_policy: ObjectLockPolicy | None = None) -> Repository:
+    """The configured repository; ``keys=False`` opens it without the encryption keys (``jdr copy``
+    carries artifacts as stored and needs none: its job holds no key). ``lock_policy``: the S3 Object
+    Lock runs get (default: from the settings, docs/FORMAT.md, "Object Lock")."""
+    return Repository.open(store or make_store(settings), make_encryptor(settings) if keys else None,
+                           create=create,
                            stale_after=settings.repository.lock_stale_after,
                            refresh_every=settings.repository.lock_refresh_every,
-                           mac=make_mac_keyring(settings),
+                           mac=make_mac_keyring(settings) if keys else None,
                            lock_policy=lock_policy or object_lock_policy(settings))
 
 
