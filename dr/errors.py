@@ -78,6 +78,11 @@ class IntegrityError(JdrError):
     """Data does not match what was recorded: a checksum, a size, a failed integrity_check."""
 
 
+class TamperError(IntegrityError):
+    """A manifest is not authenticated by a configured MAC key: forged, altered after it was signed,
+    signed by a key not configured, or unsigned while MACs are required (docs/SECURITY.md)."""
+
+
 class UnreadableObjectError(IntegrityError):
     """The store fails to deliver part of an object on every attempt: the object is damaged there."""
 

@@ -7,6 +7,7 @@ overwrites what another one reported (a prune must not reset the backup's succes
   Pushgateway job ``jdr_backup``;
 - ``prune`` (``jdr_prune_*``): ``jdr prune`` → ``jdr_prune.prom``, job ``jdr_prune``;
 - ``drill`` (``jdr_drill_*``): ``jdr drill`` → ``jdr_drill.prom``, job ``jdr_drill``;
+- ``copy`` (``jdr_copy_*``): ``jdr copy`` → ``jdr_copy.prom``, job ``jdr_copy``;
 - ``repository`` (``jdr_repository_*``): whichever of backup and prune ran last → ``jdr_repository.prom``,
   job ``jdr_repository``;
 - ``worker`` (``jdr_worker_*``, ``jdr_build_info``): only ``jdr worker``'s ``/metrics``.
@@ -59,8 +60,8 @@ log = logging.getLogger(__name__)
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST  # what render() produces
 
-Group = Literal["backup", "prune", "drill", "repository", "worker"]
-GROUPS: tuple[Group, ...] = ("backup", "prune", "drill", "repository", "worker")
+Group = Literal["backup", "prune", "drill", "copy", "repository", "worker"]
+GROUPS: tuple[Group, ...] = ("backup", "prune", "drill", "copy", "repository", "worker")
 BACKUP_STATUSES = ("complete", "partial", "failed")
 RESULT_STATUSES = ("ok", "failed")
 
@@ -137,6 +138,20 @@ class DrillMetrics:
     last_success: datetime | None = None
     last_success_rto: float | None = None
     last_success_rpo: float | None = None
+
+
+@dataclass(frozen=True)
+class CopyMetrics:
+    """The last ``jdr copy``: ``status`` is complete, partial (some runs failed) or failed (none copied, or
+    it could not run)."""
+
+    started: datetime
+    finished: datetime
+    status: Literal["complete", "partial", "failed"]
+    runs_copied: int = 0
+    runs_failed: int = 0
+    bytes_copied: int = 0
+    missing: int | None = None  # source runs the destination still lacks afterwards (None: not known)
 
 
 @dataclass(frozen=True)
@@ -217,6 +232,19 @@ _SPECS: tuple[_Spec, ...] = (
     _Spec("jdr_drill_failures", "gauge", "drill",
           "Checks that failed in the last drill (1 when it could not run at all)"),
     _Spec("jdr_drill_runs_total", "counter", "drill", "Drills by result", ("result",)),
+    _Spec("jdr_copy_last_run_timestamp_seconds", "gauge", "copy", "When the last copy finished"),
+    _Spec("jdr_copy_last_success_timestamp_seconds", "gauge", "copy",
+          "When the last copy that left the second repository with every run finished"),
+    _Spec("jdr_copy_last_status", "gauge", "copy", "1 for the status of the last copy, 0 for the others",
+          ("status",)),
+    _Spec("jdr_copy_last_duration_seconds", "gauge", "copy", "Duration of the last copy"),
+    _Spec("jdr_copy_last_runs_copied", "gauge", "copy", "Runs copied by the last copy"),
+    _Spec("jdr_copy_last_runs_failed", "gauge", "copy", "Runs the last copy could not copy"),
+    _Spec("jdr_copy_last_bytes", "gauge", "copy", "Bytes sent to the second repository by the last copy"),
+    _Spec("jdr_copy_runs_missing", "gauge", "copy",
+          "Runs of the repository that the second repository lacked after the last copy"),
+    _Spec("jdr_copy_runs_total", "counter", "copy", "Copies by status", ("status",)),
+    _Spec("jdr_copy_bytes_total", "counter", "copy", "Bytes sent to the second repository"),
     _Spec("jdr_worker_job_runs_total", "counter", "worker", "Scheduled job runs by result", ("job", "result")),
     _Spec("jdr_worker_skipped_runs_total", "counter", "worker",
           "Scheduled runs skipped because the job was still running", ("job",)),
@@ -399,6 +427,22 @@ class Metrics:
             self._set("jdr_drill_rto_seconds", d.last_success_rto)
         if d.last_success_rpo is not None:
             self._set("jdr_drill_rpo_seconds", d.last_success_rpo)
+
+    def record_copy(self, c: CopyMetrics) -> None:
+        finished = _ts(c.finished)
+        self._set("jdr_copy_last_run_timestamp_seconds", finished)
+        if c.status == "complete":
+            self._set("jdr_copy_last_success_timestamp_seconds", finished)
+        for status in BACKUP_STATUSES:
+            self._set("jdr_copy_last_status", 1 if status == c.status else 0, status=status)
+        self._set("jdr_copy_last_duration_seconds", max(0.0, (c.finished - c.started).total_seconds()))
+        self._set("jdr_copy_last_runs_copied", c.runs_copied)
+        self._set("jdr_copy_last_runs_failed", c.runs_failed)
+        self._set("jdr_copy_last_bytes", c.bytes_copied)
+        if c.missing is not None:
+            self._set("jdr_copy_runs_missing", c.missing)
+        self._inc("jdr_copy_runs_total", status=c.status)
+        self._inc("jdr_copy_bytes_total", c.bytes_copied)
 
     def seed_backup(self, last_success: datetime | None, hub_last_success: datetime | None) -> None:
         """Success times read from the repository when a worker starts, before its first backup."""

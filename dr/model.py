@@ -231,6 +231,16 @@ class Manifest:
     jdr_version: str = ""
     options: dict[str, Any] = field(default_factory=dict)
     failures: tuple[str, ...] = ()
+    # How the manifest stood against the configured MAC keys when it was read (dr/crypto/mac.py:
+    # verified, unsigned, unknown-key, invalid; "" when no MAC key is configured), or "misnamed": stored
+    # under another run's name than the one it holds. Not part of the document: the ``mac`` member
+    # itself is written and checked by the repository (Repository.load_manifest, require_authentic).
+    authenticity: str = field(default="", compare=False)
+    # The MAC key id the manifest names; for "misnamed", the run id it claims to be.
+    mac_key: str = field(default="", compare=False)
+
+    def with_authenticity(self, status: str, key: str = "") -> Manifest:
+        return replace(self, authenticity=status, mac_key=key)
 
     def volume_for(self, user: str, server: str = "") -> VolumeItem | None:
         for v in self.volumes:

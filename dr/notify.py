@@ -40,7 +40,7 @@ from dr.util.timefmt import iso, utcnow
 
 log = logging.getLogger(__name__)
 
-EventKind = Literal["backup", "prune", "drill"]
+EventKind = Literal["backup", "prune", "drill", "copy"]
 Outcome = Literal["success", "failure"]
 SUCCESS_STATUSES = frozenset({"complete", "ok", "success", "succeeded"})
 MAX_FAILURES = 20

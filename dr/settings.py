@@ -143,6 +143,12 @@ class EncryptionSettings:
     existing repository each must already be one of its recipients (``jdr key add-recipient``)."""
     secret_in_clear: bool = False
     """Store the hub Secret unencrypted when no key is configured (off: the Secret is then not stored)."""
+    mac_key_file: str = ""
+    """Path of a manifest MAC key file (``JDR-MAC-KEY-…`` lines, made by ``jdr key mac-generate``): every new
+    manifest is signed with its first key, and restore, drill and verify refuse runs no key of it
+    authenticates. More lines only verify (older keys kept after a rotation). Independent of encryption."""
+    mac_key_env: str = ""
+    """Name of an environment variable holding the MAC key line(s) instead of a file."""
 
 
 @dataclass(frozen=True)
@@ -160,6 +166,28 @@ class RepositorySettings:
     """For one process that runs prune besides backups (``jdr worker``): a prefix such that
     ``<prefix>AWS_ACCESS_KEY_ID`` and ``<prefix>AWS_SECRET_ACCESS_KEY`` hold the prune role's S3 key pair,
     used by prune only (docs/CREDENTIALS.md). Empty: prune uses the same credentials as every command."""
+    object_lock_mode: str = "GOVERNANCE"
+    """S3 Object Lock mode of every artifact and manifest when the bucket has Object Lock enabled:
+    ``GOVERNANCE`` or ``COMPLIANCE`` (docs/FORMAT.md, "Object Lock"); unused otherwise."""
+    object_lock_days: int = 0
+    """How many days each run's objects stay locked; 0 derives it from ``retention`` (the longest the
+    policy keeps a run, plus a day)."""
+
+
+@dataclass(frozen=True)
+class CopySettings:
+    to: str = ""
+    """The second repository ``jdr copy`` replicates runs to: ``s3://bucket/prefix`` (another bucket, region,
+    account or provider) or ``file:///path``; ``jdr copy --to URL`` overrides it."""
+    endpoint_url: str = ""
+    """S3 endpoint of the second repository. Empty: boto3's chain (``AWS_ENDPOINT_URL``) — that is, the
+    first repository's endpoint, unless that one is set in ``repository.endpoint_url``."""
+    region: str = ""
+    """S3 region of the second repository (empty: boto3's chain)."""
+    credentials_env: str = "JDR_COPY_"
+    """A prefix such that ``<prefix>AWS_ACCESS_KEY_ID`` and ``<prefix>AWS_SECRET_ACCESS_KEY`` hold the second
+    repository's S3 key pair (like ``repository.prune_credentials_env``). When neither variable is set,
+    boto3's own chain (the first repository's credentials) is used."""
 
 
 @dataclass(frozen=True)
@@ -189,6 +217,8 @@ class ScheduleSettings:
     backup: str = "0 2 * * *"
     prune: str = "30 3 * * *"
     drill: str = "0 5 1 */3 *"
+    copy: str = ""
+    """When ``jdr copy`` replicates new runs to ``copy.to`` (empty: never; e.g. ``0 4 * * *``)."""
     timezone: str = "UTC"
     """IANA time zone of the schedules and of retention periods."""
 
@@ -267,6 +297,7 @@ class DrillSettings:
 class Settings:
     deployment: DeploymentSettings = field(default_factory=DeploymentSettings)
     repository: RepositorySettings = field(default_factory=RepositorySettings)
+    copy: CopySettings = field(default_factory=CopySettings)
     encryption: EncryptionSettings = field(default_factory=EncryptionSettings)
     hub_api: HubApiSettings = field(default_factory=HubApiSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)

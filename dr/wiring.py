@@ -11,9 +11,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from dr.crypto.age import Recipient
 from dr.crypto.keyring import Keyring
 from dr.crypto.keys import load_identities
+from dr.crypto.mac import MacKeyring, parse_keys
 from dr.deployments.base import Deployment
 from dr.errors import ConfigError, UsageError
 from dr.hubapi import HubApi
+from dr.policy.object_lock import ObjectLockPolicy, make_lock_policy
 from dr.policy.retention import Duration, RetentionPolicy, parse_duration
 from dr.repository.repository import Repository
 from dr.repository.store import Store
@@ -61,6 +63,39 @@ def _prune_keys(settings: Settings) -> tuple[str | None, str | None]:
     return os.environ[names[0]], os.environ[names[1]]
 
 
+def make_copy_store(settings: Settings, to: str | None = None) -> Store:
+    """The store of the second repository that ``jdr copy`` writes to: ``to`` (``--to``), else ``copy.to``.
+
+    Its S3 credentials come from ``<copy.credentials_env>AWS_ACCESS_KEY_ID``/``…AWS_SECRET_ACCESS_KEY``
+    (``JDR_COPY_AWS_…`` by default; so the two repositories can live in different accounts or providers);
+    when neither variable is set, boto3's own chain is used, as for the first repository. One set without
+    the other is an error."""
+    c = settings.copy
+    url = (to if to is not None else c.to).strip()
+    if not url:
+        raise ConfigError("copy.to: required (s3://bucket/prefix or file:///path), or give --to URL")
+    try:
+        if url.startswith("s3://"):
+            from dr.repository.s3 import S3Store
+
+            key_env, secret_env = f"{c.credentials_env}AWS_ACCESS_KEY_ID", f"{c.credentials_env}AWS_SECRET_ACCESS_KEY"
+            key, secret = os.environ.get(key_env, ""), os.environ.get(secret_env, "")
+            if bool(key) != bool(secret):
+                missing = secret_env if key else key_env
+                raise ConfigError(f"copy.credentials_env: the environment variable {missing} is not set",
+                                  hint=f"set both {key_env} and {secret_env}, or neither (then boto3's own "
+                                       "chain is used)")
+            return S3Store.from_url(url, endpoint_url=c.endpoint_url or None, region=c.region or None,
+                                    access_key=key or None, secret_key=secret or None)
+        if url.startswith("file://"):
+            from dr.repository.file import FileStore
+
+            return FileStore.from_url(url)
+    except ValueError as e:
+        raise ConfigError(f"copy.to: {e}") from e
+    raise ConfigError(f"copy.to: {url!r} is neither s3://bucket/prefix nor file:///path")
+
+
 def make_encryptor(settings: Settings) -> Keyring | None:
     """The keys configured under ``encryption``: None when encryption is off (no key_file/key_env)."""
     enc = settings.encryption
@@ -91,10 +126,51 @@ def make_encryptor(settings: Settings) -> Keyring | None:
     return Keyring(identities, extra)
 
 
-def open_repository(settings: Settings, *, create: bool = False, store: Store | None = None) -> Repository:
-    return Repository.open(store or make_store(settings), make_encryptor(settings), create=create,
+def make_mac_keyring(settings: Settings) -> MacKeyring | None:
+    """The manifest MAC keys (``encryption.mac_key_file``/``mac_key_env``); None when none is configured.
+
+    Whether MACs are required is decided here, on the operator's side, never by the repository: a
+    configured key makes restore, drill and verify refuse runs it does not authenticate."""
+    enc = settings.encryption
+    if enc.mac_key_file and enc.mac_key_env:
+        raise ConfigError("encryption: set mac_key_file or mac_key_env, not both")
+    if enc.mac_key_file:
+        where = "encryption.mac_key_file"
+        try:
+            text = Path(enc.mac_key_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{where}: cannot read {enc.mac_key_file}: {getattr(e, 'strerror', None) or e}") from e
+    elif enc.mac_key_env:
+        where = "encryption.mac_key_env"
+        text = os.environ.get(enc.mac_key_env, "")
+        if not text:
+            raise ConfigError(f"{where}: the environment variable {enc.mac_key_env} is not set")
+    else:
+        return None
+    try:
+        return MacKeyring(parse_keys(text))
+    except ValueError as e:
+        raise ConfigError(f"{where}: {e}", hint="`jdr key mac-generate` writes a MAC key") from e
+
+
+def open_repository(settings: Settings, *, create: bool = False, store: Store | None = None,
+                    keys: bool = True, lock_policy: ObjectLockPolicy | None = None) -> Repository:
+    """The configured repository; ``keys=False`` opens it without the encryption keys (``jdr copy``
+    carries artifacts as stored and needs none: its job holds no key). ``lock_policy``: the S3 Object
+    Lock runs get (default: from the settings, docs/FORMAT.md, "Object Lock")."""
+    return Repository.open(store or make_store(settings), make_encryptor(settings) if keys else None,
+                           create=create,
                            stale_after=settings.repository.lock_stale_after,
-                           refresh_every=settings.repository.lock_refresh_every)
+                           refresh_every=settings.repository.lock_refresh_every,
+                           mac=make_mac_keyring(settings) if keys else None,
+                           lock_policy=lock_policy or object_lock_policy(settings))
+
+
+def object_lock_policy(settings: Settings) -> ObjectLockPolicy:
+    """``repository.object_lock_mode``/``object_lock_days`` (0: derived from ``retention``). Only used when
+    the bucket has S3 Object Lock enabled (docs/FORMAT.md, "Object Lock")."""
+    r = settings.repository
+    return make_lock_policy(r.object_lock_mode, r.object_lock_days, retention_policy(settings))
 
 
 def make_deployment(settings: Settings) -> Deployment:

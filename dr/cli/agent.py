@@ -21,6 +21,7 @@ from dr import wiring
 from dr.cli.main import Context, cli, pass_ctx
 from dr.errors import EXIT_FAILED, JdrError, UsageError
 from dr.model import Artifact, VolumeItem
+from dr.policy.object_lock import ObjectLockPolicy
 from dr.repository.repository import Repository
 
 RESULT_FILE = "/dev/termination-log"
@@ -56,6 +57,11 @@ def _run_task(ctx: Context, run: str, key: str, result_file: Path,
     sys.exit(code)
 
 
+#: Movers write their artifacts unlocked; the backup locks them before it commits the run
+#: (Repository.commit_manifest), so a mover needs neither the retention policy nor the lock permission.
+MOVER_LOCK = ObjectLockPolicy(deferred=True)
+
+
 def _open_repository(ctx: Context) -> Repository:
     """The repository as the mover may use it: a mover given only public recipients (a backup or a hub
     capture: no decryption key in its pod) encrypts to them and can read nothing back."""
@@ -65,8 +71,8 @@ def _open_repository(ctx: Context) -> Repository:
     seal = seal_only_from_env()
     if seal is not None and not (s.encryption.key_env and os.environ.get(s.encryption.key_env)):
         return Repository.open(wiring.make_store(s), seal,  # type: ignore[arg-type]  # write-only: see SealOnly
-                               stale_after=s.repository.lock_stale_after)
-    repo = wiring.open_repository(s)
+                               stale_after=s.repository.lock_stale_after, lock_policy=MOVER_LOCK)
+    repo = wiring.open_repository(s, lock_policy=MOVER_LOCK)
     if repo.encrypted and repo.encryptor is None:
         raise UsageError("the repository is encrypted and this mover got neither the key nor the recipients")
     return repo

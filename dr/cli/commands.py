@@ -13,7 +13,7 @@ from dr.cli import render
 from dr.cli.main import Context, cli, confirm_plan, exit_with, pass_ctx, wait_for_lock_option
 from dr.cli.progress import progress_reporter
 from dr.errors import UsageError
-from dr.util.timefmt import parse_iso
+from dr.util.timefmt import iso, parse_iso
 
 
 def _at(value: str | None) -> object:
@@ -79,7 +79,10 @@ def show(ctx: Context, run: str) -> None:
     from dr.operations.inspect import show_run
 
     m = show_run(wiring.open_repository(ctx.settings), run)
-    ctx.emit(m.to_dict(), lambda: render.manifest_text(m))
+    doc = m.to_dict()
+    if m.authenticity:  # how the run stands against the configured MAC keys (none configured: absent)
+        doc["authenticity"] = {"status": m.authenticity, "key": m.mac_key}
+    ctx.emit(doc, lambda: render.manifest_text(m))
 
 
 @cli.command()
@@ -113,10 +116,12 @@ def ls(ctx: Context, run: str, path: str | None, user: str, server: str) -> None
 @click.option("--no-secret", is_flag=True, help="Do not restore the hub Secret (Kubernetes).")
 @click.option("--discard-previous", is_flag=True, help="Delete the replaced files after success "
                                                        "(default: keep them aside).")
+@click.option("--allow-unsigned", is_flag=True, help="Accept a run whose manifest no configured MAC key "
+                                                     "authenticates (made before MACs were configured).")
 @pass_ctx
 def restore(ctx: Context, user: str | None, hub: bool, everything: bool, run: str | None, at: str | None,
             paths: tuple[str, ...], into: str | None, as_user: str | None, server: str, dry_run: bool,
-            yes: bool, force: bool, no_secret: bool, discard_previous: bool) -> None:
+            yes: bool, force: bool, no_secret: bool, discard_previous: bool, allow_unsigned: bool) -> None:
     """Restore one user's home (--user), the hub (--hub), or everything (--all)."""
     from dr.operations.restore import RestoreOptions, restore_all, restore_hub, restore_user
 
@@ -136,7 +141,7 @@ def restore(ctx: Context, user: str | None, hub: bool, everything: bool, run: st
     opts = RestoreOptions(run=run, at=_at(at), paths=paths, into=into,  # type: ignore[arg-type]
                           as_user=as_user, server=server, dry_run=dry_run, force=force,
                           keep_previous=not discard_previous,
-                          include_secret=not no_secret)
+                          include_secret=not no_secret, allow_unsigned=allow_unsigned)
     asked = confirm_plan(ctx, yes)
     with progress_reporter("restore", enabled=not ctx.json and not dry_run) as progress:
         opts = replace(opts, progress=progress)
@@ -182,20 +187,26 @@ def restore(ctx: Context, user: str | None, hub: bool, everything: bool, run: st
 @cli.command()
 @click.argument("run", required=False)
 @click.option("--deep", is_flag=True, help="Read every archive and check every file and the hub DB.")
+@click.option("--extend-locks", is_flag=True,
+              help="S3 Object Lock: extend objects locked shorter than their runs need.")
+@click.option("--allow-unsigned", is_flag=True, help="Check runs that no configured MAC key authenticates "
+                                                     "(made before MACs were configured) instead of failing them.")
 @pass_ctx
-def verify(ctx: Context, run: str | None, deep: bool) -> None:
+def verify(ctx: Context, run: str | None, deep: bool, extend_locks: bool, allow_unsigned: bool) -> None:
     """Check the checksums of a run's artifacts (every run when RUN is omitted)."""
     from dr.cli import publishing
     from dr.operations.verify import verify_runs
 
     repo = wiring.open_repository(ctx.settings)
     with repo.lock("verify", exclusive=False):
-        result = verify_runs(repo, run, deep)
+        result = verify_runs(repo, run, deep, extend=extend_locks, allow_unsigned=allow_unsigned)
     publishing.verify_done(ctx.settings, repo)  # the damage it recorded, for the alert
 
     def text() -> str:
         head = "".join(f"warning: {w}\n" for w in result.warnings)
         head += f"verified {result.checked} artifacts of {len(result.runs)} run(s)" + (" (deep)" if deep else "")
+        if result.locks_extended:
+            head += f"; extended the S3 Object Lock of {result.locks_extended} objects"
         if result.ok:
             return head + ": all intact"
         return (head + f": {len(result.problems)} PROBLEMS\n" + "\n".join(f"  {p}" for p in result.problems)
@@ -207,17 +218,21 @@ def verify(ctx: Context, run: str | None, deep: bool) -> None:
 
 @cli.command()
 @click.option("--dry-run", is_flag=True, help="Say what would be deleted; delete nothing.")
+@click.option("--allow-unsigned", is_flag=True, help="Apply retention also to runs without a MAC (made before "
+                                                     "MACs were configured); otherwise they are left alone.")
 @wait_for_lock_option
 @pass_ctx
-def prune(ctx: Context, dry_run: bool, wait_for_lock: int) -> None:
+def prune(ctx: Context, dry_run: bool, allow_unsigned: bool, wait_for_lock: int) -> None:
     """Apply the retention policy, saying why each run is kept or dropped."""
     from dr.cli import jobs
 
-    result = jobs.prune(ctx.settings, dry_run=dry_run,
+    result = jobs.prune(ctx.settings, dry_run=dry_run, allow_unsigned=allow_unsigned,
                         attempt=jobs.waiting_for_lock("prune", wait_for_lock, ctx.settings))
 
     def text() -> str:
-        lines = [f"{'KEEP' if d.keep else 'DROP'} {d.run}  {', '.join(d.reasons)}" for d in result.decisions]
+        lines = [f"{'KEEP' if d.keep else 'DROP'} {d.run}  {', '.join(d.reasons)}"
+                 + (f" (Object Lock until {iso(result.locked_runs[d.run])}: kept until then)"
+                    if d.run in result.locked_runs else "") for d in result.decisions]
         if dry_run:
             lines.append("(dry run: nothing deleted)")
         else:
@@ -225,6 +240,9 @@ def prune(ctx: Context, dry_run: bool, wait_for_lock: int) -> None:
                          f"({render.human_bytes(result.bytes_freed)})")
             if result.cleaned_runs:
                 lines.append("removed what runs that never completed left: " + ", ".join(result.cleaned_runs))
+        if result.locked_objects and result.locked_until is not None:
+            lines.append(f"{result.locked_objects} objects, {render.human_bytes(result.locked_bytes)} locked "
+                         f"until {iso(result.locked_until)} (S3 Object Lock): a prune after that deletes them")
         return "\n".join(lines)
 
     ctx.emit(result.to_dict(), text)

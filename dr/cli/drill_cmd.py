@@ -64,10 +64,12 @@ def _sigterm_interrupts() -> Iterator[None]:
 @click.option("--start-hub/--no-start-hub", "start_hub", default=None,
               help="Start a real hub on the restored database and check that it answers "
                    "(default: drill.start_hub; local deployments only).")
+@click.option("--allow-unsigned", is_flag=True, help="Drill a run whose manifest no configured MAC key "
+                                                     "authenticates (made before MACs were configured).")
 @wait_for_lock_option
 @pass_ctx
 def drill(ctx: Context, run: str | None, users: int | None, everyone: bool, keep: bool,
-          start_hub: bool | None, wait_for_lock: int) -> None:
+          start_hub: bool | None, allow_unsigned: bool, wait_for_lock: int) -> None:
     """Restore a run into a scratch place, verify it, measure RTO/RPO, write a report, clean up.
 
     Exit code 0: the drill passed; 1: it ran and found failures (the report says why); 3: it could not run.
@@ -80,7 +82,8 @@ def drill(ctx: Context, run: str | None, users: int | None, everyone: bool, keep
         raise UsageError("give --users N or --all, not both")
     s = ctx.settings
     opts = DrillOptions(run=run, users=0 if everyone else (users if users is not None else s.drill.users),
-                        keep=keep, start_hub=s.drill.start_hub if start_hub is None else start_hub)
+                        keep=keep, start_hub=s.drill.start_hub if start_hub is None else start_hub,
+                        allow_unsigned=allow_unsigned)
     with _sigterm_interrupts():
         repo, result = jobs.drill(s, opts, on_step=None if ctx.json else lambda m: click.echo(f"==> {m}", err=True),
                                   attempt=jobs.waiting_for_lock("drill", wait_for_lock, s))

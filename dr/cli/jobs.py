@@ -1,4 +1,4 @@
-"""Backup, prune and drill as one call each, with their metrics and webhooks: what ``jdr backup``/``prune``/
+"""Backup, prune, drill and copy as one call each, with their metrics and webhooks: what ``jdr backup``/``prune``/
 ``drill`` run, and what the worker's jobs run (so both publish exactly the same way).
 
 ``attempt`` wraps the part that takes the repository lock: the worker passes a retry-while-locked wrapper
@@ -20,6 +20,7 @@ from dr.util.timefmt import utcnow
 if TYPE_CHECKING:
     from dr.metrics import Metrics
     from dr.operations.backup import BackupResult
+    from dr.operations.copy import CopyResult
     from dr.operations.drill import DrillOptions, DrillResult
     from dr.operations.prune import PruneResult
     from dr.repository.repository import Repository
@@ -83,7 +84,7 @@ def backup(settings: Settings, *, users: tuple[str, ...] = (), method: str | Non
 
 
 def prune(settings: Settings, *, dry_run: bool = False, metrics: Metrics | None = None,
-          attempt: Attempt = once) -> PruneResult:
+          attempt: Attempt = once, allow_unsigned: bool = False) -> PruneResult:
     from dr.operations.prune import prune as do_prune
 
     s = settings
@@ -94,7 +95,7 @@ def prune(settings: Settings, *, dry_run: bool = False, metrics: Metrics | None 
         deleter = getattr(deployment, "delete_snapshots", None)
         policy, tz = wiring.retention_policy(s), wiring.timezone(s)
         result: PruneResult = attempt(lambda: do_prune(repo, policy, tz, dry_run=dry_run,
-                                                       delete_snapshots=deleter))
+                                                       delete_snapshots=deleter, allow_unsigned=allow_unsigned))
     except JdrError as e:
         if not dry_run and not isinstance(e, UsageError):
             publishing.prune_error(s, e, started, metrics)
@@ -123,3 +124,26 @@ def drill(settings: Settings, opts: DrillOptions, *, on_step: Callable[[str], No
         raise
     publishing.drill_done(s, repo, result.report, metrics)
     return repo, result
+
+
+def copy(settings: Settings, *, to: str | None = None, runs: tuple[str, ...] = (), dry_run: bool = False,
+         metrics: Metrics | None = None, attempt: Attempt = once) -> CopyResult:
+    """``jdr copy``: the configured repository's runs to ``to`` (default ``copy.to``), without any key."""
+    from dr.operations.copy import CopyOptions, copy_runs
+
+    s = settings
+    started = utcnow()
+    try:
+        destination = wiring.make_copy_store(s, to)
+        source = wiring.open_repository(s, keys=False)
+        opts = CopyOptions(runs=runs, dry_run=dry_run)
+        result: CopyResult = attempt(lambda: copy_runs(source, destination, opts))
+    except JdrError as e:
+        if not dry_run and not isinstance(e, UsageError):
+            publishing.copy_error(s, e, started, metrics)
+        raise
+    if not dry_run:
+        done = set(result.copied)
+        missing = None if runs else len([r for r in result.planned if r not in done])
+        publishing.copy_done(s, result, missing, metrics)
+    return result

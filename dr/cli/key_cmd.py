@@ -34,6 +34,41 @@ def generate(ctx: Context, path: Path) -> None:
              "without this key the encrypted backups cannot be restored: store a copy off-site")
 
 
+@key.command(name="mac-generate")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--keep", "keep", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="An existing MAC key file whose keys are copied after the new one, so that runs they "
+                   "signed still verify (key rotation).")
+@pass_ctx
+def mac_generate(ctx: Context, path: Path, keep: Path | None) -> None:
+    """Create a manifest MAC key file (mode 0600) for encryption.mac_key_file / mac_key_env.
+
+    Its first key signs every new manifest; restore, drill and verify then refuse runs that no key of
+    the file authenticates (docs/SECURITY.md). Backup jobs need it too: ship it with their credentials."""
+    from dr.crypto.keys import write_private_file
+    from dr.crypto.mac import MacKey, parse_keys
+    from dr.errors import ConfigError
+    from dr.util.timefmt import iso, utcnow
+
+    new = MacKey.generate()
+    kept = []
+    if keep is not None:
+        try:
+            kept = parse_keys(keep.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise ConfigError(f"--keep {keep}: {e}") from None
+    lines = [f"# jdr manifest MAC keys; created {iso(utcnow())}; the first signs, every one verifies",
+             f"# key id {new.id}", new.text()]
+    for k in kept:
+        lines += [f"# key id {k.id} (kept from {keep})", k.text()]
+    write_private_file(path, "\n".join(lines) + "\n")
+    ids = [new.id] + [k.id for k in kept if k.id != new.id]
+    ctx.emit({"path": str(path), "key": new.id, "keys": ids},
+             f"wrote {path}\nsigning key id: {new.id}" + (f"\nalso verifies: {', '.join(ids[1:])}" if kept else "")
+             + "\nconfigure it as encryption.mac_key_file (or its text in the variable named by "
+               "encryption.mac_key_env) for every jdr that backs up, restores, drills or verifies")
+
+
 @key.command(name="list")
 @pass_ctx
 def list_(ctx: Context) -> None:

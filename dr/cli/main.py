@@ -31,6 +31,7 @@ class Context:
     config: Path | None
     json: bool
     verbose: int
+    repository: str | None = None  # --repository: overrides repository.url (e.g. the second copy)
     _settings: Settings | None = None
 
     @property
@@ -39,6 +40,11 @@ class Context:
             from dr.cli.logs import setup_logging
 
             self._settings = load_settings(self.config)
+            if self.repository:
+                import dataclasses
+
+                self._settings = dataclasses.replace(self._settings, repository=dataclasses.replace(
+                    self._settings.repository, url=self.repository))
             # log_format from the file (JDR_LOG_FORMAT, an override of the same key, is already applied).
             setup_logging(self.verbose, self._settings.log_format)
         return self._settings
@@ -91,14 +97,17 @@ class JdrGroup(click.Group):
               envvar="JDR_CONFIG", help="Configuration file (YAML). Default: $JDR_CONFIG.")
 @click.option("--json", "as_json", is_flag=True, help="Print one machine-readable JSON document.")
 @click.option("-v", "--verbose", count=True, help="More logging on stderr (-vv for debug).")
+@click.option("--repository", "repository", default=None, metavar="URL",
+              help="Use this repository instead of repository.url (JDR_REPOSITORY), e.g. the second copy "
+                   "that `jdr copy` keeps.")
 @click.version_option(__version__, prog_name="jdr")
 @click.pass_context
-def cli(ctx: click.Context, config: Path | None, as_json: bool, verbose: int) -> None:
+def cli(ctx: click.Context, config: Path | None, as_json: bool, verbose: int, repository: str | None) -> None:
     """jdr — backup and disaster recovery for JupyterHub."""
     from dr.cli.logs import setup_logging
     from dr.util.timefmt import check_clock
 
-    ctx.obj = Context(config=config, json=as_json, verbose=verbose)
+    ctx.obj = Context(config=config, json=as_json, verbose=verbose, repository=repository)
     fmt = os.environ.get("JDR_LOG_FORMAT", "auto")
     setup_logging(verbose, fmt if fmt in ("auto", "text", "json") else "auto")
     try:
@@ -174,7 +183,7 @@ def exit_with(code: int) -> None:
         sys.exit(code)
 
 
-from dr.cli import agent, commands, drill_cmd, key_cmd  # noqa: E402,F401  (registers the commands on ``cli``)
+from dr.cli import agent, commands, copy_cmd, drill_cmd, key_cmd  # noqa: E402,F401  (registers the commands on ``cli``)
 
 __all__ = ["EXIT_USAGE", "cli", "main"]
 from dr.cli import worker_cmd  # noqa: E402,F401

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from dr.catalog import Catalog
     from dr.metrics import Metrics
     from dr.operations.backup import BackupResult
+    from dr.operations.copy import CopyResult
     from dr.operations.drill_report import DrillReport
     from dr.operations.prune import PruneResult
     from dr.repository.repository import Repository
@@ -92,3 +93,15 @@ def drill_error(settings: Settings, repo: Repository | None, error: Exception, s
     from dr.operations.drill import drill_failed
 
     drill_failed(settings, repo, error, started, metrics)
+
+
+def copy_done(settings: Settings, result: CopyResult, missing: int | None, metrics: Metrics | None = None) -> None:
+    from dr.operations.reporting import after_copy
+
+    after_copy(settings, result, missing, metrics)
+
+
+def copy_error(settings: Settings, error: Exception, started: datetime, metrics: Metrics | None = None) -> None:
+    from dr.operations.reporting import copy_failed
+
+    copy_failed(settings, error, started, metrics)

@@ -48,6 +48,10 @@ def manifest_text(m: Manifest) -> str:
              f"  size        {human_bytes(sum(v.bytes for v in m.volumes))} in "
              f"{sum(v.files for v in m.volumes)} files; {human_bytes(stored)} stored by this run",
              f"  written by  jdr {m.jdr_version}"]
+    if m.authenticity:
+        lines.append("  MAC         " + ("verified" if m.authenticity == "verified" else
+                                         f"NOT AUTHENTICATED ({m.authenticity}): restore and drill refuse it")
+                     + (f" (key {m.mac_key})" if m.mac_key and m.authenticity != "misnamed" else ""))
     keys = run_keys(m)
     if keys.encrypted:
         lines.append("  keys: " + (", ".join(sorted(keys.fingerprints)) + " (any one of them restores this run)"

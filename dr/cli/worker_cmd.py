@@ -1,4 +1,5 @@
-"""``jdr worker``: backup, prune and drill on the configured schedules, with /healthz and /metrics.
+"""``jdr worker``: backup, prune, drill and copy (``schedule.copy``, off by default) on the configured
+schedules, with /healthz and /metrics.
 
 Each job runs exactly what the one-shot command runs (dr/cli/jobs.py), so it publishes the same per-command
 textfiles / Pushgateway groups, and records into the worker's own metrics for ``/metrics``. A job that
@@ -66,8 +67,11 @@ def make_jobs(settings: Settings, metrics: Metrics, stop: threading.Event) -> di
                                    attempt=make_attempt("drill", policy, stop, metrics))
         return result.exit_code
 
+    def copy() -> int:
+        return jobs.copy(settings, metrics=metrics, attempt=make_attempt("copy", policy, stop, metrics)).exit_code
+
     found = {"backup": (settings.schedule.backup, backup), "prune": (settings.schedule.prune, prune),
-             "drill": (settings.schedule.drill, drill)}
+             "drill": (settings.schedule.drill, drill), "copy": (settings.schedule.copy, copy)}
     return {name: fn for name, (expr, fn) in found.items() if expr}
 
 
@@ -103,7 +107,7 @@ def seed_metrics(settings: Settings, metrics: Metrics) -> None:
               help="Seconds a running job may finish on SIGTERM (default: worker.stop_grace, 80).")
 @pass_ctx
 def worker(ctx: Context, health_port: int | None, grace: float | None) -> None:
-    """Run backup, prune and drill on the configured schedules until stopped (SIGTERM)."""
+    """Run backup, prune, drill and copy on the configured schedules until stopped (SIGTERM)."""
     from dr.cli.logs import setup_logging
     from dr.metrics import Metrics
     from dr.scheduler.schedule import JobSpec

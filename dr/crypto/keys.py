@@ -55,6 +55,11 @@ def write_key_file(path: Path, identity: Identity) -> None:
     """
     created = utcnow().replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
     content = f"# created: {created}\n# public key: {identity.recipient.text()}\n{identity.secret_text()}\n"
+    write_private_file(path, content)
+
+
+def write_private_file(path: Path, content: str) -> None:
+    """Create ``path`` with mode 0600 holding ``content``; refuses to overwrite (ConfigError)."""
     try:
         # O_EXCL: no overwrite, even under a race; the mode is set at creation, never world-readable.
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)

@@ -9,7 +9,10 @@ holds (docs/ARCHITECTURE.md, "How a backup runs"):
 - none was written before ``backup.full_every`` ago, counted from the run that first wrote it (so a
   volume that never changes is still read and stored afresh at least that often);
 - each exists in the store with its recorded size: one stat per artifact, nothing read. A missing or
-  shortened artifact found here is recorded damaged too, so that ``verify`` and other machines know.
+  shortened artifact found here is recorded damaged too, so that ``verify`` and other machines know;
+- when the store locks objects (S3 Object Lock), each is locked at least as long as this run: its
+  retention is extended here, before the run commits; an artifact whose lock cannot be extended is not
+  referenced (the volume is read again). ``Repository.commit_manifest`` checks it once more.
 
 Whether the volume itself is unchanged (same listing fingerprint, or no activity) is the caller's part.
 """
@@ -21,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from dr.deployments.base import BackupContext
-from dr.errors import ObjectNotFound
+from dr.errors import JdrError, ObjectNotFound
 from dr.model import Artifact, VolumeItem, run_time
 from dr.repository.damage import record_damage
 from dr.util.timefmt import iso, utcnow
@@ -66,6 +69,13 @@ def decide_reuse(ctx: BackupContext, prev: VolumeItem | None, label: str = "") -
             record_damage(ctx.repo.store, art, problem, found_by="backup", found=utcnow(),
                           run=ctx.previous.run if ctx.previous else "", label=label)
             return ReuseDecision(False, problem)
+    for art in arts:
+        try:
+            ctx.repo.ensure_retention(art.key, ctx.run)
+        except JdrError as e:
+            _tell(label, f"the retention of the previous artifact {art.key} could not be extended ({e}); "
+                         "reading the volume again")
+            return ReuseDecision(False, "retention not extended")
     return ReuseDecision(True)
 
 

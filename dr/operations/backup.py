@@ -88,6 +88,9 @@ def run_backup(repo: Repository, deployment: Deployment, opts: BackupOptions,
     check_backup_keys(repo)  # a wrong key is refused before anything is written (docs/FORMAT.md, "Keys")
     if opts.dry_run:
         return _dry_run(repo, deployment, opts, run)
+    # S3 Object Lock: the run's retain-until date is fixed now, and a locked bucket without a lock length
+    # (docs/FORMAT.md, "Object Lock") is refused (exit 2) before anything is written.
+    repo.run_retention(run)
     with repo.lock("backup", run=run) as lock:
         check_backup_keys(repo, locked=True, now=now)
         previous = reusable(repo, _previous_manifest(repo))
@@ -203,8 +206,15 @@ def _select(volumes: list[Volume], users: Sequence[str]) -> list[Volume]:
 
 
 def _previous_manifest(repo: Repository) -> Manifest | None:
+    """The newest committed run whose artifacts a new run may reference. With MAC keys configured, only
+    a run they authenticate: a new run signs what it references, so it must never take over the claims
+    of a forged or unsigned manifest (after MACs are turned on, the first run reads everything afresh)."""
     for run in repo.run_ids():
         m = repo.load_manifest(run)
+        if m.authenticity not in ("", "verified"):  # "": no MAC key configured
+            log.warning("run %s is not authenticated by the configured MAC key (%s): nothing of it is reused",
+                        run, m.authenticity)
+            continue
         if m.status in ("complete", "partial"):
             return m
     return None

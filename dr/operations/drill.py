@@ -31,7 +31,16 @@ from pathlib import Path
 from typing import Any
 
 from dr.deployments.drill import NOTEBOOK_SAMPLE, DrillTarget
-from dr.errors import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, IntegrityError, Interrupted, JdrError, ObjectNotFound
+from dr.errors import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    IntegrityError,
+    Interrupted,
+    JdrError,
+    ObjectNotFound,
+    TamperError,
+)
 from dr.hubdb import schema
 from dr.hubdb.info import DbInfo
 from dr.metrics import Metrics
@@ -67,6 +76,7 @@ class DrillOptions:
     start_hub: bool = False
     notebooks: int = NOTEBOOK_SAMPLE  # notebooks checked per volume
     hub_timeout: float = 90.0
+    allow_unsigned: bool = False  # drill a run no configured MAC key authenticates (docs/SECURITY.md)
 
 
 @dataclass
@@ -101,6 +111,9 @@ def run_drill(repo: Repository, target: DrillTarget, opts: DrillOptions,
     try:
         run = repo.resolve_run(opts.run)
         manifest = repo.load_manifest(run)
+        repo.require_authentic(manifest, allow_unsigned=opts.allow_unsigned)
+    except TamperError:
+        raise
     except JdrError as e:
         if opts.run not in (None, "", "latest"):
             raise

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dr.catalog import Catalog
-from dr.metrics import Group, Metrics, PruneMetrics, push_job, textfile_name
+from dr.metrics import CopyMetrics, Group, Metrics, PruneMetrics, push_job, textfile_name
 from dr.notify import Event, EventKind, Webhook, notify_all
 from dr.operations.observed import (
     RepositoryFacts,
@@ -30,6 +30,7 @@ from dr.util.timefmt import utcnow
 
 if TYPE_CHECKING:
     from dr.operations.backup import BackupResult
+    from dr.operations.copy import CopyResult
     from dr.operations.prune import PruneResult
 
 log = logging.getLogger(__name__)
@@ -146,3 +147,30 @@ def prune_failed(settings: Settings, error: Exception, started: datetime,
     metrics.record_prune(PruneMetrics(started=started, finished=utcnow(), ok=False))
     publish(settings, metrics, "prune")
     notify(settings, "prune", "", "failed", f"prune could not run: {error}", [str(error)])
+
+
+def after_copy(settings: Settings, result: CopyResult, missing: int | None,
+               metrics: Metrics | None = None) -> None:
+    """Metrics and webhook of a copy that ran (``missing``: runs the destination still lacks, if known)."""
+    metrics = metrics or Metrics()
+    status = result.status if result.status in ("complete", "partial") else "failed"
+    metrics.record_copy(CopyMetrics(started=result.started, finished=result.finished or utcnow(),
+                                    status=status,  # type: ignore[arg-type]
+                                    runs_copied=len(result.copied), runs_failed=len(result.failed),
+                                    bytes_copied=result.bytes_copied, missing=missing))
+    publish(settings, metrics, "copy")
+    failures = [f"{r.run}: {r.error}" for r in result.failed]
+    if result.error and not any(result.error in f for f in failures):
+        failures.append(result.error)
+    notify(settings, "copy", "", "ok" if status == "complete" else status,
+           f"copied {len(result.copied)} runs to {result.destination}"
+           + (f"; {len(failures)} problems" if failures else ""), failures,
+           {"runs_copied": len(result.copied), "runs_failed": len(result.failed)})
+
+
+def copy_failed(settings: Settings, error: Exception, started: datetime,
+                metrics: Metrics | None = None) -> None:
+    metrics = metrics or Metrics()
+    metrics.record_copy(CopyMetrics(started=started, finished=utcnow(), status="failed"))
+    publish(settings, metrics, "copy")
+    notify(settings, "copy", "", "failed", f"copy could not run: {error}", [str(error)])

@@ -63,6 +63,7 @@ class RestoreOptions:
     force: bool = False  # restore although the server seems to run and no Hub API is configured
     keep_previous: bool = True
     include_secret: bool = True
+    allow_unsigned: bool = False  # accept a run no configured MAC key authenticates (docs/SECURITY.md)
     concurrency: int = 4
     progress: Callable[[int, int], None] | None = None
 
@@ -101,6 +102,8 @@ class RestoreResult:
 
 
 def _manifest(repo: Repository, opts: RestoreOptions, user: str | None = None) -> Manifest:
+    """The run to restore from, refused (TamperError, exit 3) unless a configured MAC key authenticates
+    it (or ``--allow-unsigned`` accepts an unsigned one): checked before anything else is done."""
     run = repo.resolve_run(opts.run, opts.at)
     manifest = repo.load_manifest(run)
     latest_item = manifest.volume_for(user, opts.server) if user is not None else None
@@ -111,7 +114,9 @@ def _manifest(repo: Repository, opts: RestoreOptions, user: str | None = None) -
             m = repo.load_manifest(other)
             item = m.volume_for(user, opts.server)
             if item is not None and item.status == "ok":
-                return m
+                manifest = m
+                break
+    repo.require_authentic(manifest, allow_unsigned=opts.allow_unsigned)
     return manifest
 
 

@@ -28,6 +28,7 @@ from dr.archive.verify import verify_archive
 from dr.errors import EXIT_OK, EXIT_PARTIAL, IntegrityError, JdrError, ObjectNotFound
 from dr.model import Artifact, Manifest, VolumeItem
 from dr.operations.restore import fetch_hub_db
+from dr.operations.verify_lock import LockFinding, check_locks, extend_locks, lock_next_step
 from dr.repository.artifacts import drain
 from dr.repository.damage import clear_damage, damaged_keys, record_damage
 from dr.repository.repository import Repository
@@ -66,6 +67,13 @@ class VerifyResult:
     cleared: list[str] = field(default_factory=list)  # damage records removed
     unchecked: int = 0  # problems that say nothing about the artifacts (unreachable, no key, unreadable manifest)
     next_steps: list[str] = field(default_factory=list)
+    #: Objects locked shorter than their runs need (S3 Object Lock; also listed in ``problems``).
+    lock_findings: list[LockFinding] = field(default_factory=list)
+    locks_extended: int = 0
+    lock_hint: str = ""
+    # Runs no configured MAC key authenticates: {"run", "authenticity", "key"} (docs/SECURITY.md).
+    unverified: list[dict[str, str]] = field(default_factory=list)
+    refused: int = 0  # of those, how many are problems (not accepted by --allow-unsigned)
 
     @property
     def ok(self) -> bool:
@@ -78,17 +86,28 @@ class VerifyResult:
     def to_dict(self) -> dict[str, Any]:
         return {"runs": self.runs, "checked": self.checked, "problems": self.problems, "deep": self.deep,
                 "ok": self.ok, "warnings": self.warnings, "damaged": [d.to_dict() for d in self.damaged],
-                "cleared": self.cleared, "next_steps": self.next_steps}
+                "cleared": self.cleared, "next_steps": self.next_steps, "unverified": self.unverified,
+                "locks": {"short": [f.to_dict() for f in self.lock_findings], "extended": self.locks_extended}}
 
 
 def verify_runs(repo: Repository, run_ref: str | None, deep: bool,
-                on_item: Callable[[str], None] | None = None) -> VerifyResult:
+                on_item: Callable[[str], None] | None = None, allow_unsigned: bool = False,
+                extend: bool = False) -> VerifyResult:
     """Verify one run (``run_ref``) or, with None, every run. Problems are collected, not raised;
-    damage found is recorded in the repository and the next steps are in the result."""
+    damage found is recorded in the repository and the next steps are in the result.
+
+    With MAC keys configured, a run whose manifest they do not authenticate is a problem and its
+    artifacts are not checked (a forged manifest's claims would only plant false damage records);
+    ``allow_unsigned`` turns an unsigned run (or one signed by a key not configured) into a warning and
+    checks it like the others. A manifest contradicted by its MAC is always a problem.
+
+    Under S3 Object Lock, objects locked shorter than their runs need are problems too
+    (dr/operations/verify_lock.py); ``extend`` extends them (what could not be extended stays a problem)."""
     runs = [repo.resolve_run(run_ref)] if run_ref else repo.run_ids()
     result = VerifyResult(runs=runs, deep=deep)
     seen: set[str] = set()
     every_manifest_read = True
+    read: list[Manifest] = []
     for run in runs:
         try:
             manifest = repo.load_manifest(run)
@@ -96,12 +115,57 @@ def verify_runs(repo: Repository, run_ref: str | None, deep: bool,
             _unchecked(result, f"run {run}: {e}")
             every_manifest_read = False
             continue
+        if not _authentic(repo, manifest, result, allow_unsigned):
+            every_manifest_read = False  # its artifacts are unknown: keep every damage record
+            continue
+        read.append(manifest)
         result.referenced.update(a.key for a in manifest.artifacts())
         _verify_manifest(repo, manifest, deep, result, seen, on_item)
+    _verify_locks(repo, read, result, extend)
     result.warnings += exposure_warnings(repo)
     update_damage_records(repo, result, every_run=run_ref is None and every_manifest_read)
     result.next_steps = next_steps(result)
     return result
+
+
+def _verify_locks(repo: Repository, manifests: list[Manifest], result: VerifyResult, extend: bool) -> None:
+    try:
+        if not repo.object_lock:
+            return
+    except JdrError as e:
+        _unchecked(result, f"S3 Object Lock: {e}")
+        return
+    report = check_locks(repo, manifests)
+    result.warnings += report.warnings
+    for problem in report.unchecked:
+        _unchecked(result, problem)
+    if extend and report.findings:
+        left = extend_locks(repo, report.findings)
+        result.locks_extended = len(report.findings) - len(left)
+        result.problems += left
+        if left:
+            result.lock_findings = report.findings
+    else:
+        result.lock_findings = report.findings
+        result.problems += [f.problem for f in report.findings]
+    if result.lock_findings:
+        result.lock_hint = lock_next_step(repo, result.lock_findings)
+
+
+def _authentic(repo: Repository, m: Manifest, result: VerifyResult, allow_unsigned: bool) -> bool:
+    """Whether ``m`` may be checked (and trusted); records in ``result`` why not."""
+    if m.authenticity in ("", "verified"):  # "": no MAC key configured, nothing to check with
+        return True
+    result.unverified.append({"run": m.run, "authenticity": m.authenticity, "key": m.mac_key})
+    try:
+        repo.require_authentic(m, allow_unsigned=allow_unsigned)
+    except JdrError as e:
+        result.problems.append(str(e))
+        result.refused += 1
+        return False
+    result.warnings.append(f"run {m.run}: not authenticated by a configured MAC key ({m.authenticity}); "
+                           "checked anyway (--allow-unsigned)")
+    return True
 
 
 def exposure_warnings(repo: Repository) -> list[str]:
@@ -279,6 +343,13 @@ def next_steps(result: VerifyResult) -> list[str]:
     if any(d.user is None for d in result.damaged):
         steps.append("the hub database (or Secret) of some runs is damaged: every backup captures it afresh; "
                      "restore the hub from a run verified intact (`jdr restore --hub --run RUN`)")
+    if result.lock_hint:
+        steps.append(result.lock_hint)
+    if result.refused:
+        steps.append("some runs are not authenticated by the configured MAC key (see the problems above): do "
+                     "not restore them; if they were not made by jdr with this key, someone else can write to "
+                     "the repository — find out who (docs/SECURITY.md). Runs made before MACs were configured "
+                     "are accepted with --allow-unsigned")
     if result.unchecked:
         steps.append("some artifacts could not be checked (see the problems above: storage unreachable, "
                      "a missing key …): fix that, then run `jdr verify` again")

@@ -17,7 +17,7 @@ from typing import Any, BinaryIO, Protocol
 
 from dr.errors import IntegrityError
 from dr.model import Artifact
-from dr.repository.store import ObjectWriter, Store
+from dr.repository.store import ObjectWriter, Retention, Store
 from dr.util.testhooks import pause_at
 
 
@@ -60,12 +60,13 @@ class ArtifactWriter:
     """
 
     def __init__(self, store: Store, key: str, run: str, encoding: str,
-                 encryptor: Encryptor | None, recipients: Sequence[Any] = ()) -> None:
+                 encryptor: Encryptor | None, recipients: Sequence[Any] = (),
+                 retention: Retention | None = None) -> None:
         self.key = key
         self._run = run
         self._encoding = encoding
         self._recipients = tuple(r.fingerprint for r in recipients) if encryptor is not None else ()
-        self._upload = store.open_writer(key)
+        self._upload = store.open_writer(key, retention)
         self._sink = _CountingSink(self._upload)
         self._crypt = encryptor.writer(self._sink, recipients) if encryptor is not None else None
         self.plain_bytes = 0

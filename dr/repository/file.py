@@ -18,11 +18,11 @@ import uuid
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NoReturn
 from urllib.parse import unquote, urlparse
 
 from dr.errors import ObjectNotFound, RepositoryError
-from dr.repository.store import ObjectInfo, check_key
+from dr.repository.store import ObjectInfo, Retention, check_key
 
 INCOMPLETE_DIR = ".incomplete"
 DIR_MODE = 0o700
@@ -54,8 +54,8 @@ class FileStore:
             raise RepositoryError(f"cannot write to repository {self.url}: {e.strerror}") from e
         return tmpdir / f"{uuid.uuid4().hex}.part"
 
-    def put(self, key: str, data: bytes) -> None:
-        w = self.open_writer(key)
+    def put(self, key: str, data: bytes, retention: Retention | None = None) -> None:
+        w = self.open_writer(key, retention)
         try:
             w.write(data)
             w.commit()
@@ -63,7 +63,9 @@ class FileStore:
             w.abort()
             raise
 
-    def open_writer(self, key: str) -> _FileWriter:
+    def open_writer(self, key: str, retention: Retention | None = None) -> _FileWriter:
+        if retention is not None:
+            self._cannot_lock()
         return _FileWriter(self._path(key), self._tmp())
 
     def get(self, key: str) -> bytes:
@@ -112,6 +114,23 @@ class FileStore:
                     found.append(ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC)))
         found.sort(key=lambda o: o.key)
         yield from found
+
+    # A file system has no Object Lock: the repository never asks for one here (object_lock_enabled is
+    # false), and an explicit request is refused rather than silently ignored.
+    def object_lock_enabled(self) -> bool:
+        return False
+
+    def set_retention(self, key: str, retention: Retention) -> None:
+        self._cannot_lock()
+
+    def _cannot_lock(self) -> NoReturn:
+        raise RepositoryError(f"{self.url} cannot lock objects: Object Lock is an S3 feature",
+                              hint="use an s3:// repository on a bucket with Object Lock enabled")
+
+    def purge(self, key: str) -> int:
+        existed = self._path(key).exists()
+        self.delete(key)
+        return int(existed)
 
     def delete(self, key: str) -> None:
         path = self._path(key)

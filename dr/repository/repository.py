@@ -11,24 +11,29 @@ import json
 import logging
 import uuid
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, BinaryIO
 
 from dr.crypto.age import NoIdentityMatches, Recipient
 from dr.crypto.keyring import Keyring
+from dr.crypto.mac import MacKeyring
 from dr.errors import (
     IntegrityError,
+    JdrError,
     KeyMismatchError,
     NotFoundError,
     ObjectNotFound,
     RepositoryError,
+    TamperError,
     UsageError,
 )
 from dr.model import Artifact, Manifest, is_run_id
+from dr.policy.object_lock import ObjectLockPolicy
 from dr.repository import layout, recipients
 from dr.repository.artifacts import ArtifactWriter, VerifiedReader, check_encodings, is_encrypted
 from dr.repository.lock import REFRESH_EVERY, RepositoryLock
-from dr.repository.store import Store
+from dr.repository.store import ObjectInfo, Retention, Store
 from dr.util.timefmt import iso, real_utcnow, utcnow
 
 log = logging.getLogger(__name__)
@@ -52,18 +57,27 @@ class Repository:
     """Typed access to one repository. Create with :meth:`open` (or :meth:`init`)."""
 
     def __init__(self, store: Store, config: dict[str, Any], encryptor: Keyring | None = None,
-                 stale_after: float = 900.0, refresh_every: float = REFRESH_EVERY) -> None:
+                 stale_after: float = 900.0, refresh_every: float = REFRESH_EVERY,
+                 mac: MacKeyring | None = None, lock_policy: ObjectLockPolicy | None = None) -> None:
         self.store = store
         self.config = config
         self.encryptor = encryptor
         self.stale_after = stale_after
         self.refresh_every = refresh_every
+        #: Manifest MAC keys (operator side): when set, new manifests are signed and only runs they
+        #: authenticate are trusted (:meth:`require_authentic`). Never taken from the repository itself.
+        self.mac = mac
+        #: What retention runs get when the store locks objects (docs/FORMAT.md, "Object Lock"); None: the
+        #: default mode with no known length (a locked bucket then needs repository.object_lock_days).
+        self.lock_policy = lock_policy or ObjectLockPolicy(reason="no lock length is configured")
+        self._run_retention: dict[str, Retention] = {}
 
     # --- opening ---------------------------------------------------------------------------------
 
     @classmethod
     def open(cls, store: Store, encryptor: Keyring | None = None, *, create: bool = False,
-             stale_after: float = 900.0, refresh_every: float = REFRESH_EVERY) -> Repository:
+             stale_after: float = 900.0, refresh_every: float = REFRESH_EVERY,
+             mac: MacKeyring | None = None, lock_policy: ObjectLockPolicy | None = None) -> Repository:
         """Open the repository at ``store``; with ``create``, initialise an empty one.
 
         Raises NotFoundError when there is no repository and ``create`` is false, RepositoryError when
@@ -94,7 +108,7 @@ class Repository:
         if not config.get("encrypted") and encryptor is not None:
             raise UsageError(f"repository {store.url} was created without encryption, but an encryption "
                              "key is configured", hint="use a new repository URL for encrypted backups")
-        return cls(store, config, encryptor, stale_after, refresh_every)
+        return cls(store, config, encryptor, stale_after, refresh_every, mac=mac, lock_policy=lock_policy)
 
     @property
     def id(self) -> str:
@@ -160,9 +174,49 @@ class Repository:
         except ObjectNotFound as e:
             raise NotFoundError(f"no run {run!r} in {self.url}", hint="`jdr list` shows the runs") from e
         try:
-            return Manifest.from_dict(json.loads(data))
-        except (ValueError, KeyError, TypeError) as e:
+            doc = json.loads(data)
+            manifest = Manifest.from_dict(doc)
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise IntegrityError(f"manifest of run {run} is unreadable: {e}") from e
+        if manifest.run != run:
+            # A manifest copied under another run's name (an old run presented as the newest): listed
+            # under its name, never trusted (require_authentic), whatever its MAC says.
+            log.warning("manifest runs/%s.json says it is run %s", run, manifest.run)
+            return replace(manifest, run=run).with_authenticity("misnamed", str(manifest.run))
+        if self.mac is None:
+            return manifest
+        verdict = self.mac.check(doc)
+        return manifest.with_authenticity(verdict.status, verdict.key)
+
+    def require_authentic(self, manifest: Manifest, *, allow_unsigned: bool = False) -> None:
+        """Raise TamperError unless a configured MAC key authenticates ``manifest`` (from
+        :meth:`load_manifest`). Without MAC keys configured, everything passes (nothing to check with).
+
+        ``allow_unsigned`` (the operator's explicit ``--allow-unsigned``) also accepts a manifest that
+        carries no MAC or one by a key not configured; a MAC that a configured key contradicts (the
+        manifest was altered after it was signed) is refused whatever the options."""
+        status = manifest.authenticity
+        run = manifest.run
+        if status == "misnamed":
+            raise TamperError(f"run {run}: its manifest (runs/{run}.json) says it is run {manifest.mac_key!r}: "
+                              "it was copied or forged; refusing to use it",
+                              hint="restore another run (`jdr verify` checks them all); investigate who can "
+                                   "write to the repository")
+        if self.mac is None or status == "verified":
+            return
+        if status == "invalid":
+            raise TamperError(f"run {run}: its manifest does not match its MAC (key {manifest.mac_key or '?'}): "
+                              "it was altered or forged by someone without the MAC key; refusing to use it",
+                              hint="restore another run (`jdr verify` checks them all); investigate who can "
+                                   "write to the repository")
+        if allow_unsigned:
+            log.warning("run %s: %s; used anyway (--allow-unsigned)", run, _unverified_text(manifest))
+            return
+        raise TamperError(f"run {run}: {_unverified_text(manifest)}: refusing to use it while a MAC key is "
+                          "configured",
+                          hint="restore a run that verifies (`jdr verify` checks them), configure the key "
+                               "that signed it (encryption.mac_key_file: older keys on further lines), or, "
+                               "for runs made before MACs were configured, pass --allow-unsigned")
 
     def manifests(self) -> Iterator[Manifest]:
         for run in self.run_ids():
@@ -193,7 +247,9 @@ class Repository:
         raise NotFoundError(f"no run {ref!r} in {self.url}", hint="`jdr list` shows the runs")
 
     def commit_manifest(self, manifest: Manifest) -> None:
-        """Write the manifest last: only after checking every artifact it names exists at its size."""
+        """Write the manifest last: only after checking every artifact it names exists at its size and,
+        when the store locks objects, is locked at least as long as this run (extended if not: an artifact
+        reused from an earlier run); the manifest itself is written with the run's retention."""
         for art in manifest.artifacts():
             try:
                 info = self.store.stat(art.key)
@@ -203,9 +259,17 @@ class Repository:
             if info.size != art.size:
                 raise IntegrityError(f"refusing to commit run {manifest.run}: artifact {art.key} has "
                                      f"{info.size} bytes, expected {art.size}")
+            try:
+                self.ensure_retention(art.key, manifest.run, info)
+            except JdrError as e:
+                raise RepositoryError(f"refusing to commit run {manifest.run}: artifact {art.key} could not "
+                                      f"be locked as long as the run: {e}", hint=e.hint) from e
         check_encodings([a.encoding for a in manifest.artifacts()])
-        body = json.dumps(manifest.to_dict(), indent=1, ensure_ascii=False).encode("utf-8")
-        self.store.put(layout.manifest_key(manifest.run), body)
+        doc = manifest.to_dict()
+        if self.mac is not None:
+            doc["mac"] = self.mac.sign(doc)
+        body = json.dumps(doc, indent=1, ensure_ascii=False).encode("utf-8")
+        self.store.put(layout.manifest_key(manifest.run), body, self.run_retention(manifest.run))
 
     def delete_manifest(self, run: str) -> None:
         self.store.delete(layout.manifest_key(run))
@@ -225,7 +289,8 @@ class Repository:
                                    hint="run `jdr backup` once with the repository's key configured: "
                                         "it records them")
         encoding = (f"{base_encoding}+age" if base_encoding != "identity" else "age") if enc else base_encoding
-        return ArtifactWriter(self.store, key, run, encoding, self.encryptor if enc else None, to)
+        return ArtifactWriter(self.store, key, run, encoding, self.encryptor if enc else None, to,
+                              retention=self.run_retention(run))
 
     def open_artifact(self, artifact: Artifact) -> BinaryIO:
         """Stream an artifact's content (decrypted, still zstd-compressed when its encoding says so).
@@ -258,6 +323,39 @@ class Repository:
         except ObjectNotFound:
             return False
 
+    # --- Object Lock (docs/FORMAT.md, "Object Lock") ------------------------------------------------
+
+    @property
+    def object_lock(self) -> bool:
+        """Whether the store locks objects (asked of the store once per command)."""
+        return self.store.object_lock_enabled()
+
+    def run_retention(self, run: str) -> Retention | None:
+        """The retention every artifact and the manifest of ``run`` get: None when the store does not
+        lock. Fixed at the run's first write (real time: the store compares it with its own clock), so
+        that every object of a run is locked until the same date as its manifest."""
+        if self.lock_policy.deferred or not self.object_lock:
+            return None
+        if run not in self._run_retention:
+            self._run_retention[run] = Retention(self.lock_policy.mode, self.lock_policy.until(real_utcnow()))
+        return self._run_retention[run]
+
+    def ensure_retention(self, key: str, run: str, info: ObjectInfo | None = None) -> None:
+        """Make sure ``key`` (an artifact that ``run`` names, e.g. one it reuses) stays locked at least as
+        long as ``run``: a stat (unless ``info`` is that stat's answer), and a PutObjectRetention when its
+        lock ends sooner. Raises what the store raises (the caller re-reads the volume, or refuses to
+        commit). Nothing to do when the store does not lock."""
+        if not self.object_lock:
+            return
+        info = info or self.store.stat(key)
+        wanted = self.run_retention(run)
+        if wanted is None or (info.retention is not None and info.retention.until >= wanted.until):
+            return
+        # An object locked in the other mode keeps its mode (S3 refuses COMPLIANCE -> GOVERNANCE).
+        mode = info.retention.mode if info.retention is not None else wanted.mode
+        self.store.set_retention(key, Retention(mode, wanted.until))
+        log.debug("extended the retention of %s to %s for run %s", key, iso(wanted.until), run)
+
     # --- locks and clean-up ----------------------------------------------------------------------
 
     def lock(self, operation: str, run: str = "", exclusive: bool = True) -> RepositoryLock:
@@ -273,7 +371,9 @@ class Repository:
         committed = set(self.run_ids())
         referenced: set[str] | None = None
         dead: dict[str, list[str]] = {}
-        for obj in self.store.list(layout.DATA):
+        # Under Object Lock their objects are locked (a delete would only hide them behind a delete
+        # marker, out of prune's sight): prune deletes them, version by version, once their date passed.
+        for obj in ([] if self.object_lock else self.store.list(layout.DATA)):
             run = layout.run_of_data_key(obj.key)
             if run and run != current_run and run not in committed:
                 # A run dropped by prune leaves the artifacts that kept runs still reference (an unchanged
@@ -298,3 +398,9 @@ class Repository:
 
     def get_report(self, key: str) -> bytes:
         return self.store.get(key)
+
+
+def _unverified_text(manifest: Manifest) -> str:
+    if manifest.authenticity == "unknown-key":
+        return f"its manifest is signed with MAC key {manifest.mac_key}, which is not configured"
+    return "its manifest carries no MAC (made before MACs were configured, or forged)"

@@ -44,7 +44,8 @@ from dr.errors import (
     TransientStorageError,
     UnreadableObjectError,
 )
-from dr.repository.store import ObjectInfo, check_key
+from dr.repository import s3_lock
+from dr.repository.store import ObjectInfo, Retention, check_key
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
@@ -89,7 +90,12 @@ _PERMISSIONS = {
     "read": "s3:GetObject", "stat": "s3:GetObject", "check the upload of": "s3:GetObject",
     "list": "s3:ListBucket", "delete": "s3:DeleteObject", "abort the upload of": "s3:AbortMultipartUpload",
     "list incomplete uploads in": "s3:ListBucketMultipartUploads", "create bucket for": "s3:CreateBucket",
+    "delete a version of": "s3:DeleteObjectVersion", "extend the retention of": "s3:PutObjectRetention",
+    "list the versions of": "s3:ListBucketVersions",
+    "read the Object Lock configuration of": "s3:GetBucketObjectLockConfiguration",
 }
+_BUCKET_PERMISSIONS = {"s3:ListBucket", "s3:ListBucketMultipartUploads", "s3:ListBucketVersions",
+                       "s3:GetBucketObjectLockConfiguration", "s3:CreateBucket"}
 _TRANSIENT = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
               "InternalError", "ServiceUnavailable", "503", "500", "502", "504"}
 # Errors raised while a response body streams in: the connection broke or stalled mid-read.
@@ -183,6 +189,7 @@ class S3Store:
         # back-off per request) would multiply it.
         self.resume_client = make_client(path_style=path_style, attempts=1)
         self._bucket_checked = False
+        self._lock_enabled: bool | None = None
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> S3Store:
@@ -261,7 +268,7 @@ class S3Store:
         """The error for a refused request, naming the S3 permission it needs (docs/CREDENTIALS.md)."""
         permission = _PERMISSIONS.get(action, "s3:" + action.title().replace(" ", ""))
         resource = f"arn:aws:s3:::{self.bucket}"
-        if key is not None and permission != "s3:ListBucket":
+        if key is not None and permission not in _BUCKET_PERMISSIONS:
             resource += "/" + self._key(key)
         hint = (f"grant the repository's credentials {permission} on {resource}, as the role that runs "
                 "this command needs: see docs/CREDENTIALS.md")
@@ -292,13 +299,13 @@ class S3Store:
 
     # -- the Store port -----------------------------------------------------------------------------
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes, retention: Retention | None = None) -> None:
         k = self._key(key)
         with self._errors("write", key):
-            self.client.put_object(Bucket=self.bucket, Key=k, Body=data)
+            self.client.put_object(Bucket=self.bucket, Key=k, Body=data, **s3_lock.lock_args(retention))
 
-    def open_writer(self, key: str) -> S3Writer:
-        return S3Writer(self, key, self._key(key))
+    def open_writer(self, key: str, retention: Retention | None = None) -> S3Writer:
+        return S3Writer(self, key, self._key(key), retention)
 
     def get(self, key: str) -> bytes:
         with self.open_reader(key) as f:
@@ -312,7 +319,8 @@ class S3Store:
         k = self._key(key)
         with self._errors("stat", key):
             head = self.client.head_object(Bucket=self.bucket, Key=k)
-        return ObjectInfo(key, int(head["ContentLength"]), head.get("LastModified"))
+        return ObjectInfo(key, int(head["ContentLength"]), head.get("LastModified"),
+                          s3_lock.retention_of(cast(dict[str, Any], head)))
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         if prefix.startswith("/"):
@@ -335,6 +343,17 @@ class S3Store:
         with self._errors("delete", key):
             # S3 answers 204 for a missing key too: deleting is idempotent.
             self.client.delete_object(Bucket=self.bucket, Key=k)
+
+    def object_lock_enabled(self) -> bool:
+        if self._lock_enabled is None:
+            self._lock_enabled = s3_lock.lock_enabled(self)
+        return self._lock_enabled
+
+    def set_retention(self, key: str, retention: Retention) -> None:
+        s3_lock.set_retention(self, key, retention)
+
+    def purge(self, key: str) -> int:
+        return s3_lock.purge(self, key)
 
     def cleanup_incomplete(self, older_than: datetime) -> int:
         aborted = 0
@@ -390,10 +409,11 @@ class S3Store:
 class S3Writer:
     """A streaming upload (:class:`dr.repository.store.ObjectWriter`) holding at most one part in memory."""
 
-    def __init__(self, store: S3Store, key: str, s3_key: str) -> None:
+    def __init__(self, store: S3Store, key: str, s3_key: str, retention: Retention | None = None) -> None:
         self._store = store
         self._key = key
         self._s3_key = s3_key
+        self._lock = s3_lock.lock_args(retention)
         self._buf = bytearray()
         self._part_size = part_size(store.part_size, 0)
         self._parts: list[dict[str, Any]] = []
@@ -425,7 +445,8 @@ class S3Writer:
         try:
             with store._errors("upload", self._key):
                 if self._upload_id is None:
-                    resp = store.client.create_multipart_upload(Bucket=store.bucket, Key=self._s3_key)
+                    resp = store.client.create_multipart_upload(Bucket=store.bucket, Key=self._s3_key,
+                                                                **self._lock)
                     self._upload_id = resp["UploadId"]
                 number = len(self._parts) + 1
                 if number > MAX_PARTS:
@@ -449,7 +470,8 @@ class S3Writer:
         try:
             if self._upload_id is None:
                 with store._errors("write", self._key):
-                    store.client.put_object(Bucket=store.bucket, Key=self._s3_key, Body=_body(self._buf))
+                    store.client.put_object(Bucket=store.bucket, Key=self._s3_key, Body=_body(self._buf),
+                                            **self._lock)
             else:
                 if self._buf:
                     self._send_part()

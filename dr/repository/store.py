@@ -12,12 +12,28 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import BinaryIO, Protocol
 
+from dr.policy.object_lock import LOCK_MODES, LockMode
+
+__all__ = ["LOCK_MODES", "LockMode", "ObjectInfo", "ObjectWriter", "Retention", "Store", "check_key"]
+
+
+@dataclass(frozen=True)
+class Retention:
+    """An S3 Object Lock retention: the object (this version of it) cannot be deleted or overwritten
+    before ``until`` (a real, store-side time). GOVERNANCE can be lifted by a principal holding
+    ``s3:BypassGovernanceRetention``; COMPLIANCE by nobody (docs/FORMAT.md, "Object Lock")."""
+
+    mode: LockMode
+    until: datetime
+
 
 @dataclass(frozen=True)
 class ObjectInfo:
     key: str
     size: int
     modified: datetime | None = None
+    #: The object's Object Lock retention, where the store has one and ``stat`` read it (never ``list``).
+    retention: Retention | None = None
 
 
 class ObjectWriter(Protocol):
@@ -41,12 +57,13 @@ class Store(Protocol):
 
     url: str
 
-    def put(self, key: str, data: bytes) -> None:
-        """Write a whole (small) object atomically, replacing any object under the key."""
+    def put(self, key: str, data: bytes, retention: Retention | None = None) -> None:
+        """Write a whole (small) object atomically, replacing any object under the key; with
+        ``retention``, locked until then (RepositoryError where the store cannot lock)."""
         ...
 
-    def open_writer(self, key: str) -> ObjectWriter:
-        """Start a streaming upload to ``key`` (see :class:`ObjectWriter`)."""
+    def open_writer(self, key: str, retention: Retention | None = None) -> ObjectWriter:
+        """Start a streaming upload to ``key`` (see :class:`ObjectWriter`), locked as for :meth:`put`."""
         ...
 
     def get(self, key: str) -> bytes:
@@ -66,7 +83,22 @@ class Store(Protocol):
         ...
 
     def delete(self, key: str) -> None:
-        """Remove an object. Deleting a missing object is not an error."""
+        """Remove an object. Deleting a missing object is not an error. In a versioned store (S3 with
+        Object Lock) this only hides the object behind a delete marker: :meth:`purge` frees the space."""
+        ...
+
+    def object_lock_enabled(self) -> bool:
+        """Whether the store locks objects (S3 Object Lock on the bucket). Asked once, then remembered."""
+        ...
+
+    def set_retention(self, key: str, retention: Retention) -> None:
+        """Lock the current version of ``key`` until ``retention.until`` (extend only: a store refuses to
+        shorten a lock). ObjectNotFound if there is none; RepositoryError where the store cannot lock."""
+        ...
+
+    def purge(self, key: str) -> int:
+        """Delete every version of ``key`` (and its delete markers), so its space is freed; returns the
+        number of versions deleted. A version still locked is refused by the store (RepositoryError)."""
         ...
 
     def cleanup_incomplete(self, older_than: datetime) -> int:

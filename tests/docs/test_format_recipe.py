@@ -21,12 +21,13 @@ from pathlib import Path
 
 import pytest
 
+from dr.crypto.mac import MacKey
 from tests.fixtures.sandbox import Sandbox, describe
 from tests.treeutil import snapshot_tree, tree_diff
 
 FORMAT_MD = Path(__file__).resolve().parents[2] / "docs" / "FORMAT.md"
 SECTION = "## Restoring by hand, without jdr"
-VARIABLES = {"REPO", "RUN", "WHO", "KEY_FILE", "HUB_DB"}
+VARIABLES = {"REPO", "RUN", "WHO", "KEY_FILE", "MAC_KEY_FILE", "HUB_DB"}
 _BLOCK = re.compile(r"(?:<!-- recipe: (?P<tag>[\w-]+) -->\n)?```(?P<lang>\w*)\n(?P<code>.*?)```", re.DOTALL)
 
 
@@ -65,7 +66,11 @@ def test_format_md_restores_a_home_and_the_hub_database_by_hand(sandbox: Sandbox
     key_file = tmp_path / "age.key"
     if encrypted:
         subprocess.run(["age-keygen", "-o", str(key_file)], check=True, capture_output=True)
-        sb.write_config(encryption={"key_file": str(key_file)})
+    # Manifest MACs on (docs/FORMAT.md, "Manifest MAC"): the recipe checks the run's MAC by hand, with the
+    # older key of a rotated key file second (the run is signed by the first).
+    mac_file = tmp_path / "mac.key"
+    mac_file.write_text(f"# jdr MAC keys\n{MacKey.generate().text()}\n{MacKey.generate().text()}\n")
+    sb.write_config(encryption={"mac_key_file": str(mac_file), **({"key_file": str(key_file)} if encrypted else {})})
     who = "alice"  # the home with every kind of entry (tests.treeutil.build_sample_home)
     doc = sb.jdr_json("backup")
     run = doc["run"]
@@ -88,10 +93,11 @@ def test_format_md_restores_a_home_and_the_hub_database_by_hand(sandbox: Sandbox
     work = tmp_path / "by-hand"
     work.mkdir()
     env = {**sb.env, "REPO": sb.repo_url.removeprefix("file://"), "RUN": run, "WHO": who,
-           "KEY_FILE": str(key_file), "HUB_DB": str(sb.hub_db)}
+           "KEY_FILE": str(key_file), "MAC_KEY_FILE": str(mac_file), "HUB_DB": str(sb.hub_db)}
     proc = subprocess.run(["bash", "-c", script(kind, encrypted)], cwd=work, env=env, capture_output=True,
                           text=True, timeout=300, check=False)
     assert proc.returncode == 0, describe(proc)  # type: ignore[arg-type]
+    assert "manifest MAC verified" in proc.stdout, describe(proc)  # type: ignore[arg-type]
 
     assert tree_diff(original, snapshot_tree(home)) == []
     assert (Path(f"{home}.before-restore") / "junk.txt").exists()  # the replaced home is kept

@@ -1,5 +1,5 @@
-"""docs/alerts.yaml, evaluated by the real promtool on the series that real ``jdr backup``, ``jdr prune`` and
-``jdr drill`` wrote into node_exporter textfiles: every alert fires exactly on the simulated days something
+"""docs/alerts.yaml, evaluated by the real promtool on the series that real ``jdr backup``, ``jdr prune``,
+``jdr drill`` and ``jdr copy`` wrote into node_exporter textfiles: every alert fires exactly on the simulated days something
 was wrong, and on no other (a prune never makes "no successful backup" fire, a drill is overdue only after
 100 days)."""
 
@@ -43,7 +43,8 @@ class Season:
 def test_alerts_fire_exactly_on_the_bad_days(make_sandbox: Any, tmp_path: Path, promtool: str) -> None:
     sb: Sandbox = make_sandbox(f"file://{tmp_path / 'repo'}")
     textfiles = tmp_path / "textfile"
-    sb.write_config(metrics={"textfile_dir": str(textfiles)}, retention={"keep_last": 3})
+    sb.write_config(metrics={"textfile_dir": str(textfiles)}, retention={"keep_last": 3},
+                    copy={"to": f"file://{tmp_path / 'second'}"})
     s = Season(sb, textfiles)
     for user in sb.users:  # the drill checks notebooks: make them valid ones
         (sb.home(user) / "notebooks" / "work.ipynb").write_text(NOTEBOOK)
@@ -58,9 +59,12 @@ def test_alerts_fire_exactly_on_the_bad_days(make_sandbox: Any, tmp_path: Path, 
         "jdr_backup.prom", "jdr_drill.prom", "jdr_prune.prom", "jdr_repository.prom"]
     runs = after_prune[("jdr_repository_runs", frozenset())]
     assert runs == 1 and after_prune[("jdr_repository_size_bytes", frozenset())] > 0
-    # Day 1: complete backup, then a prune at 03:00.
+    copied = s.run(1.5 * H, "copy")  # the second repository brought up to date
+    assert copied[("jdr_copy_runs_missing", frozenset())] == 0
+    # Day 1: complete backup, then a prune at 03:00 and a copy; then no copy until day 5.
     s.run(1 * D, "backup")
     s.run(1 * D + H, "prune")
+    s.run(1 * D + 1.5 * H, "copy")
     # Day 2: the machine was down, no backup at all.
     # Day 3 and 4: dave's home cannot be read: partial runs.
     shutil.rmtree(sb.home("dave"))
@@ -74,10 +78,12 @@ def test_alerts_fire_exactly_on_the_bad_days(make_sandbox: Any, tmp_path: Path, 
     s.run(5 * D, "backup")
     with sb.repo().lock("restore", exclusive=True):
         failed = s.run(5 * D + 2 * H, "backup", code=3)
+        s.run(5 * D + 2.5 * H, "copy", code=3)
     assert failed[("jdr_backup_last_status", frozenset({("status", "failed")}))] == 1
     assert ("jdr_backup_last_success_timestamp_seconds", frozenset()) in failed  # read from the repository
-    # Day 6: complete again.
+    # Day 6: complete again, and copied.
     s.run(6 * D, "backup")
+    s.run(6 * D + 0.5 * H, "copy")
     # Day 50: an archive went bad; the drill finds it and fails.
     store = sb.store()
     for obj in store.list("data/"):
@@ -95,18 +101,19 @@ def test_alerts_fire_exactly_on_the_bad_days(make_sandbox: Any, tmp_path: Path, 
         2 * H: set(),                                   # after the prune: nothing
         1 * D + 2 * H: set(),                           # after the second prune
         2 * D + 1 * H: set(),                           # 25 h after day 1's backup
-        2 * D + 3 * H: {"JdrNoSuccessfulBackup"},       # 27 h after it
-        3 * D + 1 * H: {"JdrNoSuccessfulBackup", "JdrBackupPartial"},
-        4 * D + 1 * H: {"JdrNoSuccessfulBackup", "JdrBackupPartial", "JdrUserBackupFailing"},
-        5 * D + 1 * H: set(),
-        5 * D + 3 * H: {"JdrBackupFailed"},
+        2 * D + 3 * H: {"JdrNoSuccessfulBackup"},       # 27 h after it (25.5 h after the copy)
+        3 * D + 1 * H: {"JdrNoSuccessfulBackup", "JdrBackupPartial", "JdrCopyOverdue"},
+        4 * D + 1 * H: {"JdrNoSuccessfulBackup", "JdrBackupPartial", "JdrUserBackupFailing", "JdrCopyOverdue"},
+        5 * D + 1 * H: {"JdrCopyOverdue"},
+        5 * D + 3 * H: {"JdrBackupFailed", "JdrCopyFailed", "JdrCopyOverdue"},
         6 * D + 1 * H: set(),
         7 * D + 1 * H: set(),                           # 25 h: not yet
-        49 * D: {"JdrNoSuccessfulBackup"},
-        50 * D + 1 * H: {"JdrNoSuccessfulBackup", "JdrDrillFailed"},
-        51 * D + 1 * H: {"JdrNoSuccessfulBackup", "JdrDrillFailed", "JdrRepositoryDamaged"},
-        99 * D: {"JdrNoSuccessfulBackup", "JdrDrillFailed", "JdrRepositoryDamaged"},
-        101 * D: {"JdrNoSuccessfulBackup", "JdrDrillFailed", "JdrDrillOverdue", "JdrRepositoryDamaged"},
+        49 * D: {"JdrNoSuccessfulBackup", "JdrCopyOverdue"},
+        50 * D + 1 * H: {"JdrNoSuccessfulBackup", "JdrDrillFailed", "JdrCopyOverdue"},
+        51 * D + 1 * H: {"JdrNoSuccessfulBackup", "JdrDrillFailed", "JdrRepositoryDamaged", "JdrCopyOverdue"},
+        99 * D: {"JdrNoSuccessfulBackup", "JdrDrillFailed", "JdrRepositoryDamaged", "JdrCopyOverdue"},
+        101 * D: {"JdrNoSuccessfulBackup", "JdrDrillFailed", "JdrDrillOverdue", "JdrRepositoryDamaged",
+                  "JdrCopyOverdue"},
     }
     t0 = time.monotonic()
     fired = firing_alerts(s.recorder, expected, workdir=tmp_path)

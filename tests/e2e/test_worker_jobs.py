@@ -14,6 +14,8 @@ from dr.cli import jobs
 from dr.cli.worker_cmd import make_attempt
 from dr.errors import Interrupted, LockHeldError
 from dr.metrics import Metrics
+from dr.repository.file import FileStore
+from dr.repository.repository import Repository
 from dr.scheduler import JobSpec, Worker
 from dr.scheduler.retry import LockRetry, LockWaitExpired, retry_while_locked
 from dr.settings import Settings, load_settings
@@ -197,6 +199,25 @@ def _wait(cond: Any, timeout: float = 10.0) -> None:
                 raise AssertionError("condition not met in time")
     finally:
         deadline.cancel()
+
+
+def test_the_copy_job_is_off_by_default_and_runs_like_the_others(make_sandbox: Any, tmp_path: Path) -> None:
+    from dr.cli.worker_cmd import make_jobs
+
+    sb: Sandbox = make_sandbox(f"file://{tmp_path / 'repo'}")
+    assert "copy" not in make_jobs(_settings(sb), Metrics(), threading.Event())
+    textfiles = tmp_path / "textfile"
+    settings = _settings(sb, copy={"to": f"file://{tmp_path / 'second'}"}, schedule={"copy": "0 4 * * *"},
+                         metrics={"textfile_dir": str(textfiles)})
+    metrics = Metrics()
+    found = make_jobs(settings, metrics, threading.Event())
+    assert set(found) == {"backup", "prune", "drill", "copy"}
+    assert found["backup"]() == 0
+    assert found["copy"]() == 0  # the worker's job: the same call as `jdr copy`, with its metrics
+    assert sb.repo().run_ids() == Repository.open(FileStore.from_url(f"file://{tmp_path / 'second'}")).run_ids()
+    assert metrics.get("jdr_copy_last_status", status="complete") == 1
+    assert metrics.get("jdr_copy_runs_missing") == 0
+    assert "jdr_copy_last_success_timestamp_seconds" in (textfiles / "jdr_copy.prom").read_text()
 
 
 def test_a_one_shot_command_waits_for_the_lock_only_when_asked(make_sandbox: Any, tmp_path: Path) -> None:

@@ -129,3 +129,13 @@ def test_drill_kustomization_makes_a_restricted_namespace_with_the_role_there(k8
     finally:
         cleanup(k8s_cluster, docs)
         k8s_cluster.delete_namespace(scratch, wait=False)
+
+
+def test_copy_kustomization_builds_into_jupyterhub_with_no_rights():
+    docs = kustomize_build(ROOT / "cronjobs" / "copy")
+    assert {d["kind"] for d in docs} == {"ServiceAccount", "ConfigMap", "CronJob"}
+    assert {d["metadata"]["namespace"] for d in docs} == {"jupyterhub"}
+    cron = next(d for d in docs if d["kind"] == "CronJob")
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False and pod["serviceAccountName"] == "jdr-copy"
+    assert {c["image"] for c in pod["containers"]} == {"ghcr.io/jupyterhub-dr/jdr:0.1.0"}

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from dr.cli.main import cli
-from tests.k8s.shipping import build, cronjob_args
+from tests.k8s.shipping import CRONJOBS, build, cronjob_args
 
 
 def test_every_cronjob_argument_list_parses_through_the_cli():
@@ -76,3 +76,22 @@ def test_click_rejects_drifted_arguments():
         parse(["backup", "--no-such-option"])
     with pytest.raises(click.UsageError):
         parse(["no-such-command"])
+
+
+def test_the_copy_cronjob_parses_and_holds_no_kubernetes_rights():
+    docs = build(CRONJOBS / "copy")
+    assert cronjob_args(docs) == {"jdr-copy": ["copy", "--wait-for-lock", "1h"]}
+    assert parse(cronjob_args(docs)["jdr-copy"]).params["wait_for_lock"] == 3600
+    cron = next(d for d in docs if d["kind"] == "CronJob")
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    # The copy needs no Kubernetes API: its own ServiceAccount, bound to no Role, and no token mounted.
+    assert pod["serviceAccountName"] == "jdr-copy" and pod["automountServiceAccountToken"] is False
+    sa = next(d for d in docs if d["kind"] == "ServiceAccount")
+    assert sa["metadata"]["name"] == "jdr-copy" and sa["automountServiceAccountToken"] is False
+    assert not [d for d in docs if d["kind"] in ("Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding")]
+    (c,) = pod["containers"]
+    # Its own Secret (repository credentials only): not jdr-secrets, which holds the encryption key.
+    assert {"secretRef": {"name": "jdr-copy-secrets"}} in c["envFrom"]
+    assert {"secretRef": {"name": "jdr-secrets"}} not in c["envFrom"]
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True and pod["securityContext"]["runAsNonRoot"]

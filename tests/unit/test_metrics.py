@@ -20,6 +20,7 @@ from dr.metrics import (
     METRIC_NAMES,
     METRICS,
     BackupMetrics,
+    CopyMetrics,
     DrillMetrics,
     ItemMetrics,
     Metrics,
@@ -158,6 +159,7 @@ def test_every_documented_name_is_exposed_with_its_type() -> None:
     m.record_lock_timeout("backup")
     m.record_drill(DrillMetrics(T0, T0, True, 1, 1))
     m.record_prune(PruneMetrics(T0, T0, True))
+    m.record_copy(CopyMetrics(T0, T0, "complete", missing=0))
     m.record_repository(RepositoryMetrics(1, 1, damaged_artifacts=0))
     names: dict[str, str] = {}
     for family in text_string_to_metric_families(m.render().decode()):

@@ -30,6 +30,6 @@ def test_every_manifest_of_the_base_is_listed_in_its_kustomization() -> None:
     listed = set(yaml.safe_load((base / "kustomization.yaml").read_text())["resources"])
     present = {p.name for p in base.glob("*.yaml")} - {"kustomization.yaml"}
     assert present == listed
-    drill = base / "drill"
-    listed = set(yaml.safe_load((drill / "kustomization.yaml").read_text())["resources"])
-    assert {p.name for p in drill.glob("*.yaml")} - {"kustomization.yaml"} == listed
+    for sub in ("drill", "copy"):
+        listed = set(yaml.safe_load((base / sub / "kustomization.yaml").read_text())["resources"])
+        assert {p.name for p in (base / sub).glob("*.yaml")} - {"kustomization.yaml"} == listed, sub
