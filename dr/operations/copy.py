@@ -402,6 +402,9 @@ def copy_runs(source: Repository, destination: Store, opts: CopyOptions,
     with source.lock("copy", exclusive=False) as slock:
         wanted = tuple(dict.fromkeys(source.resolve_run(r) for r in opts.runs))
         source_raw = source.store.get(layout.CONFIG)
+        # Before anything is written (a dry run too): a locked destination without a lock length is a
+        # configuration error.
+        retention = copy_retention(destination, lock_policy or source.lock_policy)
         if opts.dry_run:
             try:
                 check_compatible(json.loads(source_raw), json.loads(destination.get(layout.CONFIG)),
@@ -412,8 +415,6 @@ def copy_runs(source: Repository, destination: Store, opts: CopyOptions,
             result.planned, result.already = plan_copy(source.run_ids(), have, wanted)
             result.finished = utcnow()
             return result
-        # Before anything is written: a locked destination without a lock length is a configuration error.
-        retention = copy_retention(destination, lock_policy or source.lock_policy)
         dlock = RepositoryLock(destination, "exclusive", "copy", stale_after=source.stale_after,
                                refresh_every=source.refresh_every)
         with dlock:

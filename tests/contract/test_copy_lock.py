@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from dr import wiring
+from dr.cli import jobs
 from dr.errors import ConfigError
 from dr.model import Artifact, Manifest, VolumeItem, new_run_id
 from dr.operations.copy import CopyOptions, copy_runs
@@ -26,6 +28,7 @@ from dr.policy.object_lock import ObjectLockPolicy
 from dr.repository import layout
 from dr.repository.file import FileStore
 from dr.repository.repository import Repository
+from dr.settings import load_settings
 from dr.util import testhooks
 from tests.faultproxy import FaultProxy, Rule
 from tests.fixtures.s3 import S3Server
@@ -144,7 +147,30 @@ def test_a_locked_destination_without_a_lock_length_is_refused_before_writing(
     bucket = locked_bucket(s3_server)
     destination = s3_server.store(f"s3://{bucket}/copy")
     unknown = ObjectLockPolicy("GOVERNANCE", None, reason="retention.keep_last is unlimited (-1)")
+    with pytest.raises(ConfigError, match="Object Lock"):  # a dry run says so too
+        copy_runs(source, destination, CopyOptions(dry_run=True), lock_policy=unknown)
     with pytest.raises(ConfigError, match="Object Lock") as refused:
         copy_runs(source, destination, CopyOptions(), lock_policy=unknown)
     assert "object_lock_days" in refused.value.hint and refused.value.exit_code == 2
     assert not list(destination.list(""))  # not even config.json
+
+
+def test_jdr_copy_takes_its_lock_length_from_the_configuration(
+        s3_server: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The wiring of ``jdr copy``: ``repository.object_lock_days`` sets how long the copy is locked."""
+    source = Repository.open(FileStore(tmp_path / "src"), create=True)
+    run, _ = make_run(source, datetime.now(UTC))
+    bucket = locked_bucket(s3_server)
+    settings = load_settings(None, environ={
+        "JDR_REPOSITORY": f"file://{tmp_path / 'src'}", "JDR_REPOSITORY_OBJECT_LOCK_DAYS": "3",
+        "JDR_COPY_TO": f"s3://{bucket}/copy", "JDR_COPY_ENDPOINT_URL": s3_server.endpoint_url,
+        "JDR_COPY_REGION": s3_server.region})
+    assert wiring.object_lock_policy(settings).days == 3
+    monkeypatch.setenv("JDR_COPY_AWS_ACCESS_KEY_ID", s3_server.access_key)
+    monkeypatch.setenv("JDR_COPY_AWS_SECRET_ACCESS_KEY", s3_server.secret_key)
+    three_days = ObjectLockPolicy("GOVERNANCE", 3)
+    before = datetime.now(UTC)
+    result = jobs.copy(settings)
+    assert result.copied == [run]
+    for key in keys_of(source, run):
+        assert head(s3_server, bucket, key)["ObjectLockRetainUntilDate"] >= three_days.until(before), key
