@@ -1,4 +1,4 @@
-"""``jdr copy`` to a destination bucket with S3 Object Lock (SeaweedFS; docs/FORMAT.md, "Object Lock"):
+"""``jdr copy`` to a destination bucket with S3 Object Lock (SeaweedFS, and moto for multipart; docs/FORMAT.md, "Object Lock"):
 
 - every artifact and manifest of a copied run carries the copy's retention, at least the date the lock
   policy requires from the copy's start; ``config.json`` carries none;
@@ -6,7 +6,8 @@
   manifest is written at the destination; when the store refuses the extension, the run fails and its
   manifest is never written;
 - a copied object cannot be deleted by version id;
-- a locked destination and no lock length: refused before anything is written.
+- a locked destination and no lock length: refused before anything is written;
+- a multipart upload that the store commits without its lock (moto) is locked before the manifest.
 """
 
 from __future__ import annotations
@@ -174,3 +175,24 @@ def test_jdr_copy_takes_its_lock_length_from_the_configuration(
     assert result.copied == [run]
     for key in keys_of(source, run):
         assert head(s3_server, bucket, key)["ObjectLockRetainUntilDate"] >= three_days.until(before), key
+
+
+def test_a_multipart_artifact_is_locked_even_where_the_upload_drops_the_lock(
+        moto_server: S3Server, tmp_path: Path) -> None:
+    """moto commits a multipart upload without the retention asked for: the copy's stat sees that and
+    locks the object before the run's manifest is written."""
+    source = Repository.open(FileStore(tmp_path / "src"), create=True)
+    run = new_run_id(datetime.now(UTC))
+    with source.artifact_writer(f"data/{run}/volumes/v.tar.zst", run) as w:
+        w.write(b"m" * (6 * 1024 * 1024))
+    source.commit_manifest(Manifest(run=run, started=datetime.now(UTC), finished=datetime.now(UTC),
+                                    status="complete", deployment={}, hub=None,
+                                    volumes=(VolumeItem(key="v", user="v", archive=w.artifact),)))
+    bucket = locked_bucket(moto_server)
+    destination = moto_server.store(f"s3://{bucket}/copy", part_size=5 * 1024 * 1024)
+    before = datetime.now(UTC)
+    assert copy_runs(source, destination, CopyOptions(), lock_policy=ONE_DAY).copied == [run]
+    for key in keys_of(source, run):
+        h = head(moto_server, bucket, key)
+        assert h.get("ObjectLockMode") == "GOVERNANCE", key
+        assert h["ObjectLockRetainUntilDate"] >= ONE_DAY.until(before), key
