@@ -29,8 +29,6 @@ What it promises:
 - **Never deletes** at the destination: runs that prune removed at the source stay in the copy until a
   prune runs on the copy itself (an attacker who deletes the source cannot delete the copy through it).
 
-Locks: the source's shared lock (like verify), then the destination's exclusive lock (like a backup).
-
 - **Locked where the destination locks.** When the destination bucket has S3 Object Lock enabled
   (docs/FORMAT.md, "Object Lock"), every artifact and the manifest of a copied run are written with a
   retention, as a backup writes them: the lock policy is the repository's (``repository.object_lock_mode``,
@@ -43,6 +41,8 @@ Locks: the source's shared lock (like verify), then the destination's exclusive 
   no retention. A destination without Object Lock is written as before; one with Object Lock and no lock
   length to use (an unlimited retention policy, no ``object_lock_days``) is refused before anything is
   written (exit 2).
+
+Locks: the source's shared lock (like verify), then the destination's exclusive lock (like a backup).
 """
 
 from __future__ import annotations
