@@ -28,7 +28,6 @@ What it promises:
   afresh. An artifact already safe at the destination needs no source at all.
 - **Never deletes** at the destination: runs that prune removed at the source stay in the copy until a
   prune runs on the copy itself (an attacker who deletes the source cannot delete the copy through it).
-
 - **Locked where the destination locks.** When the destination bucket has S3 Object Lock enabled
   (docs/FORMAT.md, "Object Lock"), every artifact and the manifest of a copied run are written with a
   retention, as a backup writes them: the lock policy is the repository's (``repository.object_lock_mode``,
