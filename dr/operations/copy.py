@@ -28,13 +28,20 @@ What it promises:
   afresh. An artifact already safe at the destination needs no source at all.
 - **Never deletes** at the destination: runs that prune removed at the source stay in the copy until a
   prune runs on the copy itself (an attacker who deletes the source cannot delete the copy through it).
+- **Locked where the destination locks.** When the destination bucket has S3 Object Lock enabled
+  (docs/FORMAT.md, "Object Lock"), every artifact and the manifest of a copied run are written with a
+  retention, as a backup writes them: the lock policy is the repository's (``repository.object_lock_mode``,
+  ``object_lock_days`` or the retention policy: the copy keeps the same runs), and the date is fixed once
+  per copy, at its start (real time plus the policy's days, like a backup's first write; a run's recorded
+  start is another machine's clock and, for an old run, long past). An artifact already at the destination
+  (sent by an earlier copy, or shared with a run copied before) has its lock extended to that date before
+  the manifest is written; if it cannot be, the run fails (exit 1) and its manifest is not written, so no
+  copied run names an artifact that can be deleted before the run. ``config.json``, locks and reports get
+  no retention. A destination without Object Lock is written as before; one with Object Lock and no lock
+  length to use (an unlimited retention policy, no ``object_lock_days``) is refused before anything is
+  written (exit 2).
 
 Locks: the source's shared lock (like verify), then the destination's exclusive lock (like a backup).
-
-Object Lock at the destination: writes carry no retention of their own yet, so a locked destination bucket
-locks them only through its default retention rule. Once the store's retention API is there, each run's
-artifacts and manifest should be written with the destination's run retention (``open_writer``/``put``
-with a retention; ``ensure_retention`` for artifacts found already present), as a backup does.
 """
 
 from __future__ import annotations
@@ -58,11 +65,12 @@ from dr.errors import (
     UsageError,
 )
 from dr.model import Artifact, Manifest, is_run_id
+from dr.policy.object_lock import ObjectLockPolicy
 from dr.repository import layout
 from dr.repository.damage import damaged_keys, record_damage
 from dr.repository.lock import RepositoryLock
 from dr.repository.repository import REPO_FORMAT, Repository
-from dr.repository.store import Store
+from dr.repository.store import ObjectInfo, Retention, Store
 from dr.util.testhooks import pause_at
 from dr.util.timefmt import iso, real_utcnow, utcnow
 
@@ -206,13 +214,15 @@ def carry_config(source_raw: bytes, destination: Store) -> str:
     return "updated"
 
 
-def copy_artifact(source: Store, destination: Store, artifact: Artifact) -> int:
-    """Stream one artifact from ``source`` to ``destination``, hashing on the way; commit the upload only
-    if size and SHA-256 are the manifest's. Raises IntegrityError (nothing committed) if they are not,
-    ObjectNotFound if the source has no such object. Returns the bytes sent."""
+def copy_artifact(source: Store, destination: Store, artifact: Artifact,
+                  retention: Retention | None = None) -> tuple[int, ObjectInfo]:
+    """Stream one artifact from ``source`` to ``destination`` (locked with ``retention``, if given), hashing
+    on the way; commit the upload only if size and SHA-256 are the manifest's. Raises IntegrityError
+    (nothing committed) if they are not, ObjectNotFound if the source has no such object. Returns the bytes
+    sent and the destination's stat of the committed object."""
     sha = hashlib.sha256()
     size = 0
-    writer = destination.open_writer(artifact.key)
+    writer = destination.open_writer(artifact.key, retention)
     try:
         with source.open_reader(artifact.key) as src:
             while chunk := src.read(CHUNK):
@@ -236,26 +246,51 @@ def copy_artifact(source: Store, destination: Store, artifact: Artifact) -> int:
     if info.size != artifact.size:
         raise RepositoryError(f"{destination.url} kept {info.size} bytes of {artifact.key}, "
                               f"{artifact.size} were sent")
-    return size
+    return size, info
 
 
-def _present(destination: Store, artifact: Artifact) -> bool:
+def _present(destination: Store, artifact: Artifact) -> ObjectInfo | None:
+    """The destination's stat of ``artifact`` if it is there at its recorded size."""
     try:
-        return destination.stat(artifact.key).size == artifact.size
+        info = destination.stat(artifact.key)
     except ObjectNotFound:
-        return False
+        return None
+    return info if info.size == artifact.size else None
+
+
+def ensure_locked(destination: Store, key: str, info: ObjectInfo, wanted: Retention | None) -> None:
+    """Extend the lock of ``key`` (``info``: its stat) to ``wanted`` when it ends sooner; never shortens.
+    Nothing to do when ``wanted`` is None (the destination does not lock). Raises what the store raises."""
+    if wanted is None or (info.retention is not None and info.retention.until >= wanted.until):
+        return
+    # An object locked in the other mode keeps its mode (S3 refuses COMPLIANCE -> GOVERNANCE).
+    mode = info.retention.mode if info.retention is not None else wanted.mode
+    destination.set_retention(key, Retention(mode, wanted.until))
+    log.debug("copy: extended the retention of %s to %s", key, iso(wanted.until))
+
+
+def copy_retention(destination: Store, policy: ObjectLockPolicy) -> Retention | None:
+    """The retention of everything a copy starting now writes to ``destination`` (see the module
+    docstring): None when the destination does not lock. ConfigError when it does and ``policy`` has no
+    lock length."""
+    if not destination.object_lock_enabled():
+        return None
+    return Retention(policy.mode, policy.until(real_utcnow()))
 
 
 class _Copier:
     def __init__(self, source: Repository, destination: Store, source_lock: RepositoryLock,
-                 destination_lock: RepositoryLock, on_run: Callable[[RunCopy], None] | None) -> None:
+                 destination_lock: RepositoryLock, on_run: Callable[[RunCopy], None] | None,
+                 retention: Retention | None = None) -> None:
         self.src = source
+        self.retention = retention  # what every object of a copied run is locked with (None: no lock)
         self.dst = destination
         self.slock = source_lock
         self.dlock = destination_lock
         self.on_run = on_run
         self.damaged = damaged_keys(source.store)
-        self.safe: set[str] = set()  # artifact keys known to be at the destination, verified
+        # Artifact keys known to be at the destination, verified and locked until ``retention``.
+        self.safe: set[str] = set()
 
     def copy_run(self, rc: RunCopy) -> None:
         """Copy one run; a problem with the run's own data fails it (``rc.error``), storage and lock
@@ -277,7 +312,12 @@ class _Copier:
             rc.status, rc.error = "failed", f"the manifest of run {rc.run} is unreadable: {e}"
             return
         for art in artifacts:
-            if art.key in self.safe or _present(self.dst, art):
+            if art.key in self.safe:
+                rc.artifacts_present += 1
+                continue
+            if (info := _present(self.dst, art)) is not None:
+                if not self._locked(rc, art, info):
+                    return
                 self.safe.add(art.key)
                 rc.artifacts_present += 1
                 continue
@@ -287,7 +327,8 @@ class _Copier:
                             "as good — the next backup stores that volume afresh")
                 return
             try:
-                rc.bytes_copied += copy_artifact(self.src.store, self.dst, art)
+                sent, info = copy_artifact(self.src.store, self.dst, art, self.retention)
+                rc.bytes_copied += sent
             except ObjectNotFound:
                 self.slock.ensure_held()  # a prune after our lock was broken is no damage
                 self._damaged(rc, art, "missing")
@@ -295,15 +336,31 @@ class _Copier:
             except IntegrityError as e:
                 self._damaged(rc, art, e.message)
                 return
+            # A store may commit an upload without the lock asked for (moto drops it on multipart uploads).
+            if not self._locked(rc, art, info):
+                return
             self.safe.add(art.key)
             rc.artifacts_copied += 1
         self.dlock.ensure_held()
         pause_at("copy-commit")
-        self.dst.put(layout.manifest_key(rc.run), raw)  # byte for byte: a MAC stays valid
+        self.dst.put(layout.manifest_key(rc.run), raw, self.retention)  # byte for byte: a MAC stays valid
         rc.status = "copied"
         log.info("copy: run %s copied (%d artifacts sent, %d already there, %d bytes)", rc.run,
                  rc.artifacts_copied, rc.artifacts_present, rc.bytes_copied)
         self._copy_reports(rc.run)
+
+    def _locked(self, rc: RunCopy, art: Artifact, info: ObjectInfo) -> bool:
+        """Make sure ``art`` at the destination is locked at least until the copy's date; False (the run
+        failed: its manifest must not be written) when the store will not lock it that long."""
+        try:
+            ensure_locked(self.dst, art.key, info, self.retention)
+        except JdrError as e:
+            self.dlock.ensure_held()  # a lost lock stops the copy, as elsewhere
+            rc.status = "failed"
+            rc.error = (f"artifact {art.key} could not be locked at the destination as long as run {rc.run} "
+                        f"needs (S3 Object Lock): {e.message}; the run's manifest is not written")
+            return False
+        return True
 
     def _damaged(self, rc: RunCopy, art: Artifact, problem: str) -> None:
         rc.status = "failed"
@@ -327,8 +384,12 @@ class _Copier:
 
 
 def copy_runs(source: Repository, destination: Store, opts: CopyOptions,
-              on_run: Callable[[RunCopy], None] | None = None) -> CopyResult:
+              on_run: Callable[[RunCopy], None] | None = None,
+              lock_policy: ObjectLockPolicy | None = None) -> CopyResult:
     """Copy the runs ``opts`` names (every run by default) that ``destination`` lacks.
+
+    ``lock_policy``: how long copied runs stay locked when the destination has S3 Object Lock (default:
+    the source repository's policy, i.e. ``repository.object_lock_*`` and the retention policy).
 
     Raises (nothing copied) when the source cannot be read or a lock cannot be taken; storage errors
     met later stop the copy and are reported in the result (what was copied before stays, complete)."""
@@ -340,6 +401,9 @@ def copy_runs(source: Repository, destination: Store, opts: CopyOptions,
     with source.lock("copy", exclusive=False) as slock:
         wanted = tuple(dict.fromkeys(source.resolve_run(r) for r in opts.runs))
         source_raw = source.store.get(layout.CONFIG)
+        # Before anything is written (a dry run too): a locked destination without a lock length is a
+        # configuration error.
+        retention = copy_retention(destination, lock_policy or source.lock_policy)
         if opts.dry_run:
             try:
                 check_compatible(json.loads(source_raw), json.loads(destination.get(layout.CONFIG)),
@@ -364,7 +428,7 @@ def copy_runs(source: Repository, destination: Store, opts: CopyOptions,
             if removed:
                 log.warning("copy: discarded %d incomplete uploads left at %s", removed, destination.url)
             result.planned, result.already = plan_copy(source.run_ids(), _run_ids(destination), wanted)
-            copier = _Copier(source, destination, slock, dlock, on_run)
+            copier = _Copier(source, destination, slock, dlock, on_run, retention)
             for run in result.planned:
                 rc = RunCopy(run)
                 result.runs.append(rc)
