@@ -1,5 +1,5 @@
 """Two roles, two credentials (docs/CREDENTIALS.md) on a real SeaweedFS that enforces the IAM policies of
-docs/policies/ exactly as written there (SeaweedFS 4.x attaches IAM policy documents to identities).
+docs/policies/ exactly as written there (the ``roles`` fixture, tests/fixtures/roles.py).
 
 Every request goes through a recording proxy (tests/faultproxy.py), so that "jdr never tries to delete run
 data with the backup role" is checked on the wire, not inferred from a success: the server would refuse
@@ -11,81 +11,22 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from dr.errors import PermissionDeniedError
 from dr.repository.s3 import S3Store
-from tests.faultproxy import FaultProxy, Rule, Seen
-from tests.fixtures.s3 import S3Server, start_seaweedfs, stop_process
+from tests.faultproxy import Rule
+from tests.fixtures.roles import BUCKET, PREFIX, URL, Roles
 from tests.fixtures.sandbox import Sandbox, _build, describe
 from tests.treeutil import snapshot_tree, tree_diff
 
 pytestmark = pytest.mark.s3
 
-POLICIES = Path(__file__).resolve().parents[2] / "docs" / "policies"
-BUCKET = "jdr-roles"  # the documented policies name my-bucket/jupyterhub: the test's bucket replaces it
-PREFIX = "jupyterhub"
-URL = f"s3://{BUCKET}/{PREFIX}"
-LOCKS = f"/{BUCKET}/{PREFIX}/locks/"
 NOTEBOOK = {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
-
-
-@dataclass
-class Roles:
-    admin: S3Server
-    proxy: FaultProxy
-    backup: dict[str, str]  # the AWS_* environment of each role, through the proxy
-    prune: dict[str, str]
-
-    def client(self, env: dict[str, str]) -> Any:
-        return boto3.client("s3", endpoint_url=self.admin.endpoint_url, aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-                            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region_name="us-east-1",
-                            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}))
-
-    def stored(self) -> set[str]:
-        """Every key under the repository, as the admin sees it."""
-        pages = self.admin.client().get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=PREFIX + "/")
-        return {o["Key"] for page in pages for o in page.get("Contents", [])}
-
-    def deletes(self, outside_locks: bool = True) -> list[Seen]:
-        """DELETE requests (and batch deletes) seen, by default those outside ``locks/``."""
-        found = [s for s in self.proxy.requests("DELETE") if not (outside_locks and s.path.startswith(LOCKS))]
-        return found + self.proxy.requests("POST", query="delete")
-
-    def refused(self) -> list[Seen]:
-        return [s for s in self.proxy.requests() if s.status == 403]
-
-
-def _policy(name: str) -> Any:
-    return json.loads((POLICIES / name).read_text().replace("my-bucket", BUCKET))
-
-
-@pytest.fixture(scope="module")
-def roles(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Roles]:
-    config = json.loads((POLICIES / "seaweedfs-s3.json").read_text().replace("my-bucket", BUCKET))
-    # The SeaweedFS example holds exactly the AWS IAM policies of the other two files.
-    assert {p["name"]: json.loads(p["content"]) for p in config["policies"]} == {
-        "jdr-backup": _policy("backup-role.json"), "jdr-prune": _policy("prune-role.json")}
-    server, proc = start_seaweedfs(tmp_path_factory.mktemp("seaweedfs-roles"), config)
-    try:
-        server.client().create_bucket(Bucket=BUCKET)
-        with FaultProxy(server.endpoint_url) as proxy:
-            def env(name: str) -> dict[str, str]:
-                cred = next(i for i in config["identities"] if i["name"] == name)["credentials"][0]
-                return {"AWS_ENDPOINT_URL": proxy.url, "AWS_ACCESS_KEY_ID": cred["accessKey"],
-                        "AWS_SECRET_ACCESS_KEY": cred["secretKey"], "AWS_DEFAULT_REGION": "us-east-1"}
-            yield Roles(server, proxy, env("jdr-backup"), env("jdr-prune"))
-    finally:
-        stop_process(proc)
 
 
 @pytest.fixture
