@@ -130,12 +130,17 @@ def make_settings(namespace: str, repo_url: str, hub_api_url: str | None, **over
 
 @pytest.fixture
 def jdr_k8s(k8s_cluster, s3_server, s3_bucket, tmp_path):
-    """Factory: jdr_k8s(namespace, hub=None, encrypted=False, **settings) -> Jdr (see module doc)."""
+    """Factory: jdr_k8s(namespace, hub=None, encrypted=False, **settings) -> Jdr (see module doc).
+
+    ``s3_env``: the ``AWS_*`` environment of another S3 server or other credentials (e.g. a role of the
+    ``roles`` fixture), for jdr and its movers alike, instead of ``s3_server``'s; give ``repo_url`` with it."""
     made: list[Jdr] = []
 
     def factory(namespace: str, hub=None, encrypted: bool = False, repo_url: str | None = None,
-                kubeconfig: Path | None = None, mover_env: dict[str, str] | None = None, **overrides: Any) -> Jdr:
-        secret = {**s3_server.env(), **(mover_env or {})}
+                kubeconfig: Path | None = None, mover_env: dict[str, str] | None = None,
+                s3_env: dict[str, str] | None = None, **overrides: Any) -> Jdr:
+        s3 = s3_env or s3_server.env()
+        secret = {**s3, **(mover_env or {})}
         if encrypted:
             secret["JDR_TEST_KEY"] = TEST_KEY
             overrides.setdefault("encryption", {"key_env": "JDR_TEST_KEY"})
@@ -152,7 +157,7 @@ def jdr_k8s(k8s_cluster, s3_server, s3_bucket, tmp_path):
         d.mkdir()
         path = d / "jdr.yaml"
         path.write_text(yaml.safe_dump(cfg))
-        env = {**os.environ, **s3_server.env(), "KUBECONFIG": str(kubeconfig or k8s_cluster.kubeconfig),
+        env = {**os.environ, **s3, "KUBECONFIG": str(kubeconfig or k8s_cluster.kubeconfig),
                "JDR_KUBE_AUDIT": str(d / "audit.jsonl"), "XDG_CACHE_HOME": str(d / "cache"),
                "JDR_LOG_FORMAT": "text"}
         if hub is not None:

@@ -40,20 +40,23 @@ def db_users(path):
         con.close()
 
 
-def backed_up_namespace(k8s_cluster, z2jh_namespace, jdr_k8s, **kw):
-    """A z2jh namespace with some data, backed up (encrypted, so the Secret is kept); then deleted."""
+def backed_up_namespace(k8s_cluster, z2jh_namespace, jdr_k8s, jdr_kw=None, before_delete=None, **kw):
+    """A z2jh namespace with some data, backed up (encrypted, so the Secret is kept); then deleted (and
+    waited for). ``jdr_kw``: more arguments of ``jdr_k8s``; ``before_delete()`` runs before the deletion."""
     old = z2jh_namespace(running=("alice",), **kw)
     old.write_file(old.users["alice"].pvc_name, "big/blob.bin", bytes(range(256)) * 4096)
     old.write_file(old.users["bob/analysis"].pvc_name, "private.txt", "only bob\n", mode=0o600)
     (old.user_dir("alice") / "link-to-readme").symlink_to("README.md")
     os.lchown(old.user_dir("alice") / "link-to-readme", 1000, 100)  # alice's own link (the test runs as root)
-    jdr = jdr_k8s(old.namespace, hub=old, encrypted=True)
+    jdr = jdr_k8s(old.namespace, hub=old, encrypted=True, **(jdr_kw or {}))
     out = jdr.run("--json", "backup").json()
     assert out["status"] == "complete", out
     trees = {key: home_tree(old.user_dir(key)) for key in old.users}
     pvcs = {key: k8s_cluster.core.read_namespaced_persistent_volume_claim(u.pvc_name, old.namespace)
             for key, u in old.users.items()}
     users = db_users(old.hub_db_path())
+    if before_delete is not None:
+        before_delete()
     old.delete()
     return old, jdr, trees, pvcs, users
 
