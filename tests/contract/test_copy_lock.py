@@ -23,7 +23,7 @@ from botocore.exceptions import ClientError
 from dr import wiring
 from dr.cli import jobs
 from dr.errors import ConfigError
-from dr.model import Artifact, Manifest, VolumeItem, new_run_id
+from dr.model import Manifest, VolumeItem, new_run_id
 from dr.operations.copy import CopyOptions, copy_runs
 from dr.policy.object_lock import ObjectLockPolicy
 from dr.repository import layout
@@ -31,6 +31,7 @@ from dr.repository.file import FileStore
 from dr.repository.repository import Repository
 from dr.settings import load_settings
 from dr.util import testhooks
+from tests.contract.test_copy_contract import make_run
 from tests.faultproxy import FaultProxy, Rule
 from tests.fixtures.s3 import S3Server
 
@@ -44,19 +45,6 @@ def locked_bucket(server: S3Server) -> str:
     name = f"jdr-copylock-{uuid.uuid4().hex[:12]}"
     server.client().create_bucket(Bucket=name, ObjectLockEnabledForBucket=True)
     return name
-
-
-def make_run(repo: Repository, when: datetime, reuse: Artifact | None = None) -> tuple[str, Artifact]:
-    """A run with one new volume archive (and, with ``reuse``, a second volume referencing that one)."""
-    run = new_run_id(when)
-    with repo.artifact_writer(f"data/{run}/volumes/v.tar.zst", run) as w:
-        w.write(run.encode() * 1000)
-    volumes = [VolumeItem(key="v", user="v", archive=w.artifact)]
-    if reuse is not None:
-        volumes.append(VolumeItem(key="old", user="old", archive=reuse, reused_from=reuse.run))
-    repo.commit_manifest(Manifest(run=run, started=when, finished=when, status="complete", deployment={},
-                                  hub=None, volumes=tuple(volumes)))
-    return run, w.artifact
 
 
 def keys_of(repo: Repository, run: str) -> list[str]:
