@@ -247,6 +247,10 @@ class Season:
         on even days, an older one picked at random on odd days; both on the day after an event)."""
         inv.listed_runs_are_the_committed_ones(self.op, self.ledger, now)
         inv.every_artifact_is_whole(self.op, self.store, self.ledger, now)
+        if self.ledger.damaged and not self._damage_found:
+            # verify recorded the damage just now; the next night's jobs publish the count, and the alert
+            # fires at the next morning's evaluation, for one day (docs/alerts.yaml)
+            self.wrong_days.setdefault(i + 1, set()).add("JdrRepositoryDamaged")
         self._damage_found = bool(self.ledger.damaged)
         alive = self.ledger.alive()
         if not alive:
