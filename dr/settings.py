@@ -73,6 +73,11 @@ class KubernetesSettings:
     """Seconds a mover pod may run before its item fails."""
     concurrency: int = 4
     """How many mover pods run at once."""
+    mover_batch: int = 25
+    """Most volumes one backup mover pod archives (one after the other; each its own archive and item).
+    1 turns batching off (a mover per volume)."""
+    node_concurrency: int = 2
+    """How many mover pods run at once on one node, for volumes in use there (pinned to that node)."""
     snapshot_timeout: int = 600
     """Seconds to wait for a VolumeSnapshot to become ready."""
     hub_ready_timeout: int = 600

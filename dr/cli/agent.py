@@ -108,6 +108,26 @@ def backup_volume(ctx: Context, run: str, key: str, root: Path, excludes: tuple[
         previous_fingerprint=previous_fingerprint))
 
 
+@agent.command("backup-volumes")
+@click.option("--run", required=True)
+@click.option("--batch", required=True, help="The batch's name (names its result object).")
+@click.option("--volume", "volumes", type=(str, str, str), multiple=True, required=True,
+              metavar="KEY ROOT PREVIOUS", help="A volume's key, mount path and previous fingerprint ('-': none).")
+@click.option("--exclude", "excludes", multiple=True)
+@click.option("--level", type=int, default=3)
+@click.option("--threads", type=int, default=0)
+@_result_option
+@pass_ctx
+def backup_volumes(ctx: Context, run: str, batch: str, volumes: tuple[tuple[str, str, str], ...],
+                   excludes: tuple[str, ...], level: int, threads: int, result_file: Path) -> None:
+    """Archive each volume mounted in this pod (a batch mover): one result per volume."""
+    from dr.deployments.kubernetes import agent as tasks
+
+    todo = [(key, Path(root), None if prev == "-" else prev) for key, root, prev in volumes]
+    _run_task(ctx, run, batch, result_file, lambda repo: tasks.backup_volumes(
+        repo, run=run, volumes=todo, excludes=excludes, level=level, threads=threads))
+
+
 @agent.command("restore-volume")
 @click.option("--run", required=True, help="Id of the restore operation (names results).")
 @click.option("--item-json", default=None, help="The manifest's item to restore (JSON).")

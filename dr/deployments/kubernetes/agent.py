@@ -123,6 +123,21 @@ def backup_volume(repo: Repository, *, run: str, key: str, root: Path, excludes:
             "owner": owner, "seconds": time.monotonic() - started}
 
 
+def backup_volumes(repo: Repository, *, run: str, volumes: list[tuple[str, Path, str | None]],
+                   excludes: tuple[str, ...], level: int, threads: int) -> dict[str, Any]:
+    """Archive several volumes of one batch mover, one after the other: ``(key, root, previous fingerprint)``
+    each. Each volume gets its own archive and its own result (``{"status": "batch", "volumes": {key:
+    result}}``); one volume's failure is its result only, never the batch's."""
+    results: dict[str, Any] = {}
+    for key, root, previous in volumes:
+        try:
+            results[key] = backup_volume(repo, run=run, key=key, root=root, excludes=excludes, level=level,
+                                         threads=threads, previous_fingerprint=previous)
+        except Exception as e:  # isolate the volume: the others of the batch go on
+            results[key] = {"status": "failed", "error": f"{type(e).__name__}: {e}"}
+    return {"status": "batch", "volumes": results}
+
+
 def _owner(root: Path) -> list[int] | None:
     """uid and gid of the volume root (recorded, so that the next mover starts as that user)."""
     try:

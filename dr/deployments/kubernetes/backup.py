@@ -37,6 +37,7 @@ from dr.deployments.kubernetes.objects import (
     RESTORED_ANNOTATION,
     Mount,
     MoverSpec,
+    Security,
     jdr_labels,
     make_pvc,
     owner_record,
@@ -56,12 +57,24 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def archive_one(dep: KubernetesDeployment, vol: Volume, ctx: BackupContext, prev: VolumeItem | None,
+                security: Security | None = None) -> VolumeItem:
+    """One volume archived by its own mover (no reuse check; a batch's fallback); failures are failed items."""
+    started = time.monotonic()
+    base = base_item(vol, ctx)
+    try:
+        item = _archive(dep, vol, ctx, prev, base, claim=vol.source["pvc"]["name"], pin=True, security=security)
+        return replace(item, seconds=time.monotonic() - started)
+    except JdrError as e:
+        log.error("%s: backup failed: %s", vol.label, e)
+        return replace(base, status="failed", error=str(e), seconds=time.monotonic() - started)
+
+
 def backup_one(dep: KubernetesDeployment, vol: Volume, ctx: BackupContext, prev: VolumeItem | None) -> VolumeItem:
     """One volume's item; failures are failed items (never raised), so one user never fails the run."""
     started = time.monotonic()
     pvc = vol.source["pvc"]
-    base = VolumeItem(key=vol.key, user=vol.user, server=vol.server, method=ctx.method,
-                      source={"pvc": pvc, "running": vol.running, "verified_in": ctx.run})
+    base = base_item(vol, ctx)
     try:
         reused = reuse_inactive(dep, vol, ctx, prev)
         if reused is not None:
@@ -81,6 +94,12 @@ def backup_one(dep: KubernetesDeployment, vol: Volume, ctx: BackupContext, prev:
     except JdrError as e:
         log.error("%s: backup failed: %s", vol.label, e)
         return replace(base, status="failed", error=str(e), seconds=time.monotonic() - started)
+
+
+def base_item(vol: Volume, ctx: BackupContext) -> VolumeItem:
+    """A volume's item before anything is known (its source as discovered)."""
+    return VolumeItem(key=vol.key, user=vol.user, server=vol.server, method=ctx.method,
+                      source={"pvc": vol.source["pvc"], "running": vol.running, "verified_in": ctx.run})
 
 
 def reuse_inactive(dep: KubernetesDeployment, vol: Volume, ctx: BackupContext,
@@ -121,27 +140,50 @@ def _after(text: str | None, when: datetime) -> bool:
 
 
 def _archive(dep: KubernetesDeployment, vol: Volume, ctx: BackupContext, prev: VolumeItem | None,
-             base: VolumeItem, *, claim: str, pin: bool) -> VolumeItem:
-    previous_fp = None
-    if prev is not None and prev.fingerprint and decide_reuse(ctx, prev, vol.label).reusable:
-        previous_fp = prev.fingerprint
-    args = ["backup-volume", "--run", ctx.run, "--key", vol.key, "--root", DATA_MOUNT,
-            "--level", str(ctx.level), "--threads", str(ctx.threads)]
-    for pattern in ctx.excludes:
-        args += ["--exclude", pattern]
-    if previous_fp:
-        args += ["--previous-fingerprint", previous_fp]
+             base: VolumeItem, *, claim: str, pin: bool, security: Security | None = None) -> VolumeItem:
     movers = dep.movers
     # Re-checked right before the mover is created: a running user pod pins it to that pod's node.
     node = movers.cache.node_of(claim) if pin else ""
-    security = volume_security(prev.source if prev else None, dep.k.volume_uid, dep.k.volume_gid, writes=False)
-    if security.privileged:
-        log.warning("%s: the last backup found several owners on this volume: running the mover as %s (the "
-                    "documented exception to Pod Security 'restricted')", vol.label, security.describe())
+    security = security or first_security(dep, vol, prev)
+    args = ["backup-volume", "--run", ctx.run, "--key", vol.key, "--root", DATA_MOUNT, *task_options(ctx)]
+    previous_fp = previous_fingerprint(ctx, prev, vol)
+    if previous_fp:
+        args += ["--previous-fingerprint", previous_fp]
     spec = MoverSpec(name=short_name("jdr-bk", ctx.run, vol.key), run=ctx.run, role="backup", args=tuple(args),
                      mounts=(Mount(claim, DATA_MOUNT, read_only=True),), security=security, node_name=node)
     result, used = movers.run_as_owner(spec, ctx.repo, privileged=READER, label=vol.label)
     dep.count("movers")
+    return archived_item(vol, ctx, prev, base, result, used, node)
+
+
+def task_options(ctx: BackupContext) -> list[str]:
+    """The agent options every backup mover of the run shares."""
+    args = ["--level", str(ctx.level), "--threads", str(ctx.threads)]
+    for pattern in ctx.excludes:
+        args += ["--exclude", pattern]
+    return args
+
+
+def previous_fingerprint(ctx: BackupContext, prev: VolumeItem | None, vol: Volume) -> str | None:
+    """The previous listing fingerprint, when its archive may be referenced (an unchanged volume uploads
+    nothing)."""
+    if prev is not None and prev.fingerprint and decide_reuse(ctx, prev, vol.label).reusable:
+        return prev.fingerprint
+    return None
+
+
+def first_security(dep: KubernetesDeployment, vol: Volume, prev: VolumeItem | None) -> Security:
+    """Who the volume's mover runs as first (the owner the last backup recorded, else the default)."""
+    security = volume_security(prev.source if prev else None, dep.k.volume_uid, dep.k.volume_gid, writes=False)
+    if security.privileged:
+        log.warning("%s: the last backup found several owners on this volume: running the mover as %s (the "
+                    "documented exception to Pod Security 'restricted')", vol.label, security.describe())
+    return security
+
+
+def archived_item(vol: Volume, ctx: BackupContext, prev: VolumeItem | None, base: VolumeItem,
+                  result: dict[str, Any], used: Security, node: str) -> VolumeItem:
+    """The item of a volume from its mover's result (``status: ok``), run as ``used``."""
     source = {**base.source, **owner_record(result, used)}
     if node:
         source["node"] = node

@@ -22,6 +22,7 @@ from typing import Any
 
 from dr.deployments.base import BackupContext, CapturedHub, Volume, VolumeRestore, VolumeRestoreResult
 from dr.deployments.kubernetes import backup as volume_backups
+from dr.deployments.kubernetes import batch as volume_batches
 from dr.deployments.kubernetes import restore as volume_restores
 from dr.deployments.kubernetes.api import PODS, PVCS, SNAPSHOTS, Kube, KubeError
 from dr.deployments.kubernetes.discovery import Hub, find_hub, list_user_pvcs, map_volumes, read_secret
@@ -59,6 +60,8 @@ class KubernetesDeployment:
         self.k = settings.deployment.kubernetes
         if self.k.concurrency < 1:
             raise ConfigError("deployment.kubernetes.concurrency: must be at least 1")
+        if self.k.mover_batch < 1 or self.k.node_concurrency < 1:
+            raise ConfigError("deployment.kubernetes.mover_batch and node_concurrency: must be at least 1")
         mover_env(settings)  # a repository movers cannot reach (file://) is refused before anything starts
         # A connection per mover thread, the pod watch and snapshot/PVC watches, plus some slack.
         self.kube = kube or Kube.connect(self.k.kubeconfig, self.k.namespace, pool_size=2 * self.k.concurrency + 8)
@@ -269,6 +272,9 @@ class KubernetesDeployment:
         if ctx.method != "snapshot":
             _ = self.movers  # configuration errors (image, key file) before any item
         previous = {v.key: v for v in ctx.previous.volumes} if ctx.previous else {}
+        if ctx.method == "archive" and self.k.mover_batch > 1:
+            yield from volume_batches.backup_batched(self, volumes, ctx, previous)
+            return
         with ThreadPoolExecutor(max_workers=self.k.concurrency, thread_name_prefix="jdr-volume") as pool:
             yield from pool.map(lambda v: volume_backups.backup_one(self, v, ctx, previous.get(v.key)), volumes)
 

@@ -185,13 +185,18 @@ class Movers:
         self.started = 0  # movers created (for reports and tests)
         self._lock = threading.Lock()
 
-    def run(self, spec: MoverSpec, repo: Repository | None = None) -> dict[str, Any]:
+    def run(self, spec: MoverSpec, repo: Repository | None = None, *, timeout: int | None = None) -> dict[str, Any]:
         """Run one mover to its end and return its JSON result; delete the pod whatever happens.
+
+        ``timeout`` (a batch of volumes) replaces ``mover_timeout`` as the pod's deadline; the pod must
+        still start within ``mover_timeout``, so that a batch with a volume that can never be attached
+        fails in the time one volume would.
 
         Raises MoverFailed when the pod fails without a result, times out, or vanishes, and the
         KubeError of a refused create (403/409/422).
         """
-        body = make_mover_pod(spec, self.cfg)
+        cfg = self.cfg if timeout is None else replace(self.cfg, timeout=timeout)
+        body = make_mover_pod(spec, cfg)
         name = spec.name
         try:
             self.kube.create(PODS, body, self.cache.namespace)
@@ -205,10 +210,18 @@ class Movers:
             self.started += 1
         finished = False
         try:
-            pod = self.cache.wait(lambda c: _finished(c, name), self.cfg.timeout + 30)
+            pod = None
+            if cfg.timeout > self.cfg.timeout:
+                started = self.cache.wait(lambda c: _started(c, name), self.cfg.timeout + 30)
+                if started is None:
+                    current = self.cache.get(name) or {}
+                    raise MoverFailed(f"mover pod {name} did not start within {self.cfg.timeout}s "
+                                      f"({pending_reason(current)})",
+                                      hint="check why the pod is stuck (kubectl describe pod)")
+            pod = self.cache.wait(lambda c: _finished(c, name), cfg.timeout + 30)
             if pod is None:
                 current = self.cache.get(name) or {}
-                raise MoverFailed(f"mover pod {name} did not finish within {self.cfg.timeout}s "
+                raise MoverFailed(f"mover pod {name} did not finish within {cfg.timeout}s "
                                   f"({pending_reason(current)})",
                                   hint="raise deployment.kubernetes.mover_timeout, or check why the pod is "
                                        "stuck (kubectl describe pod)")
@@ -260,6 +273,13 @@ class Movers:
 
 def _retry_name(name: str, attempt: int) -> str:
     return f"{name[:58].rstrip('-')}-r{attempt}"
+
+
+def _started(cache: PodCache, name: str) -> Obj | None:
+    pod = cache.get(name)
+    if pod is None:
+        return {"_deleted": True} if cache.was_deleted(name) else None
+    return pod if (pod.get("status") or {}).get("phase") not in (None, "Pending") else None
 
 
 def _finished(cache: PodCache, name: str) -> Obj | None:
