@@ -5,7 +5,8 @@ share batch movers (``mover_batch`` volumes at most per pod, at least ``concurre
 mover pods for 1,000 PVCs. The second run starts movers only for the users whose server ran since
 (activity-aware incremental); every other volume is referenced from the first run. Wall time, mover pods
 and Kubernetes API calls of both runs are printed (``-s``); the mover counts are asserted.
-``JDR_SCALE_USERS`` changes the number of users (default 1000; CI runs 250).
+``JDR_SCALE_USERS`` changes the number of users (default 1000; CI runs 250); ``JDR_SCALE_BATCH=1`` runs
+a mover per volume, as before batching, for comparison.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ pytestmark = [pytest.mark.k8s, pytest.mark.s3, pytest.mark.slow, pytest.mark.tim
 USERS = int(os.environ.get("JDR_SCALE_USERS", "1000"))
 ACTIVE = 10
 CONCURRENCY = 16
-BATCH = 25
+BATCH = int(os.environ.get("JDR_SCALE_BATCH", "25"))  # 1: a mover per volume (as before batching), to compare
 
 
 def populate_hub_db(path, names):
@@ -84,8 +85,9 @@ def test_backup_of_a_thousand_volumes_then_an_incremental_night(k8s_cluster, z2j
     assert len({v["archive"]["key"] for v in first["manifest"]["volumes"]}) == USERS  # an archive each
     # batches of at most BATCH, in whole waves of CONCURRENCY pods; and the hub DB's mover
     waves = math.ceil(math.ceil(USERS / BATCH) / CONCURRENCY)
-    assert calls1[("create", "pods")] == min(USERS, max(CONCURRENCY, waves * CONCURRENCY)) + 1, calls1
-    assert USERS < 1000 or calls1[("create", "pods")] <= 100
+    pods = USERS if BATCH == 1 else min(USERS, max(CONCURRENCY, waves * CONCURRENCY))
+    assert calls1[("create", "pods")] == pods + 1, calls1
+    assert BATCH == 1 or USERS < 1000 or calls1[("create", "pods")] <= 100
 
     # a day passes: ACTIVE users start their servers and write something
     now = datetime.now(UTC).replace(tzinfo=None)

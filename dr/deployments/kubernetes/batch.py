@@ -104,6 +104,9 @@ def backup_batched(dep: KubernetesDeployment, volumes: Sequence[Volume], ctx: Ba
                 done[vol.key] = outcome
             else:
                 todo.append(outcome)
+        if todo:  # (a quiet night, where every volume is referenced, lists nothing more)
+            places = _selected_nodes(dep)
+            todo = [replace(e, place=places.get(e.claim, "")) for e in todo]
         runner = _Runner(dep, ctx)
         for round_ in range(2):
             if not todo:
@@ -132,7 +135,7 @@ def _triage(dep: KubernetesDeployment, vol: Volume, ctx: BackupContext, prev: Vo
         claim = vol.source["pvc"]["name"]
         sub_path = vol.source.get("sub_path")
         return Entry(vol=vol, prev=prev, claim=claim, sub_path=str(sub_path) if sub_path else None,
-                     node=dep.movers.cache.node_of(claim), place=_selected_nodes(dep).get(claim, ""),
+                     node=dep.movers.cache.node_of(claim), place="",
                      security=volume_backups.first_security(dep, vol, prev),
                      previous_fingerprint=volume_backups.previous_fingerprint(ctx, prev, vol))
     except JdrError as e:
@@ -144,7 +147,7 @@ def _triage(dep: KubernetesDeployment, vol: Volume, ctx: BackupContext, prev: Vo
 def _selected_nodes(dep: KubernetesDeployment) -> dict[str, str]:
     """Claim → the node its volume was provisioned for (WaitForFirstConsumer), from one PVC list."""
     return {str(p["metadata"]["name"]): str(ann[SELECTED_NODE])
-            for p in dep.user_pvcs(max_age=300)
+            for p in dep.user_pvcs()
             if SELECTED_NODE in (ann := (p.get("metadata") or {}).get("annotations") or {})}
 
 
