@@ -1,0 +1,95 @@
+"""Self-service restores on Kubernetes (issue 13, ``VolumeRestore.while_running``): a user's file comes back
+into their PVC while their server runs. The mover is pinned to the node of the server pod (the node agents
+refuse a second node for a ReadWriteOnce volume, as the attach/detach controller does), runs as the server's
+uid/gid without privileges, creates new files only, and never follows the user's links; the server keeps
+running throughout, and nothing that existed changes (but the one file a "replace" swaps, kept beside it).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from dr.deployments.base import VolumeRestore
+from dr.deployments.kubernetes.api import PODS
+from dr.deployments.kubernetes.mover import MoverFailed
+from tests.k8s.conftest import jdr_objects
+from tests.treeutil import snapshot_tree
+
+pytestmark = [pytest.mark.k8s, pytest.mark.s3]
+
+THESIS = b'{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5, "version": "yesterday"}\n'
+
+
+def test_restore_while_the_server_runs_creates_new_files_as_the_user_on_its_node(k8s_cluster, z2jh_namespace,
+                                                                                 jdr_k8s):
+    ns = z2jh_namespace(running=("alice",))
+    alice = ns.users["alice"]
+    home = ns.user_dir("alice")
+    ns.write_file(alice.pvc_name, "thesis/thesis.ipynb", THESIS)
+    jdr = jdr_k8s(ns.namespace, hub=ns)
+    run = jdr.run("--json", "backup").json()["manifest"]["run"]
+    # today: she overwrote her notebook, and plants a link where the restore would go (to her own folder:
+    # a restore that followed it would write into "thesis/")
+    ns.write_file(alice.pvc_name, "thesis/thesis.ipynb", b"broken\n")
+    os.symlink("thesis", home / "restored")
+    os.lchown(home / "restored", 1000, 100)
+    server = k8s_cluster.core.read_namespaced_pod(alice.pod_name, ns.namespace)
+    assert server.status.phase == "Running"
+    before = snapshot_tree(home)
+
+    repo = jdr.repo()
+    item = next(v for v in repo.load_manifest(run).volumes if v.user == "alice" and not v.server)
+    dep = jdr.deployment()
+    created: list[dict] = []
+    create = dep.kube.create
+
+    def spy(res, body, namespace=None, **kw):
+        if res == PODS:
+            created.append(body)
+        return create(res, body, namespace, **kw)
+
+    dep.kube.create = spy  # type: ignore[method-assign]
+    try:
+        def req(into: str, replace: bool = False) -> VolumeRestore:
+            return VolumeRestore(item=item, target_user="alice", exact_paths=("thesis/thesis.ipynb",), into=into,
+                                 while_running=True, replace_file=replace)
+
+        # the planted link: refused by the mover before anything is written
+        with pytest.raises(MoverFailed, match="symlink"):
+            dep.restore_volume(req("restored/2026-12-01"), repo)
+        assert snapshot_tree(home) == before
+
+        res = dep.restore_volume(req("restored-2026-12-01"), repo)
+        assert res.target == f"PVC {alice.pvc_name}: restored-2026-12-01" and res.files == 1, res
+        copy = home / "restored-2026-12-01" / "thesis" / "thesis.ipynb"
+        assert copy.read_bytes() == THESIS
+        for p in (copy, copy.parent, copy.parent.parent):
+            st = os.lstat(p)
+            assert (st.st_uid, st.st_gid) == (1000, 100), p
+        after = snapshot_tree(home)
+        assert {k: v for k, v in after.items() if not k.startswith(b"restored-2026-12-01")} == {
+            **before, b".": after[b"."]}  # only the root's mtime moved (a new entry in it)
+
+        # "replace": the current file kept beside it, the restored one in its place
+        res = dep.restore_volume(req("restored-2026-12-01-2", replace=True), repo)
+        assert (home / "thesis" / "thesis.ipynb").read_bytes() == THESIS
+        kept = res.previous.split(": ", 1)[1]
+        assert kept.startswith("thesis/thesis.jdr-") and kept.endswith(".ipynb"), res
+        assert (home / kept).read_bytes() == b"broken\n"
+        assert copy.read_bytes() == THESIS  # the first restore is untouched
+    finally:
+        dep.close()
+
+    movers = [b for b in created if b["metadata"]["labels"].get("app.kubernetes.io/managed-by") == "jdr"]
+    assert len(movers) == 3
+    for body in movers:  # on the server's node, as the server's user, nothing privileged
+        assert body["spec"]["nodeName"] == server.spec.node_name
+        sc = body["spec"]["containers"][0]["securityContext"]
+        assert sc["runAsUser"] == 1000 and sc["runAsNonRoot"] is True and not sc["capabilities"].get("add")
+        assert body["spec"]["securityContext"].get("fsGroup") == 100  # the server's own: nothing to regroup
+    # the server ran throughout: the same pod, never restarted
+    now = k8s_cluster.core.read_namespaced_pod(alice.pod_name, ns.namespace)
+    assert now.metadata.uid == server.metadata.uid and now.status.phase == "Running"
+    assert jdr_objects(k8s_cluster, ns.namespace)["pods"] == []
