@@ -3,18 +3,24 @@ into their PVC while their server runs. The mover is pinned to the node of the s
 refuse a second node for a ReadWriteOnce volume, as the attach/detach controller does), runs as the server's
 uid/gid without privileges, creates new files only, and never follows the user's links; the server keeps
 running throughout, and nothing that existed changes (but the one file a "replace" swaps, kept beside it).
+It runs as jdr serve's ServiceAccount, installed by cronjobs/serve/ (kustomize) into the hub's namespace:
+the Role's rules are enough, and every one of them is used.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 
 import pytest
 
 from dr.deployments.base import VolumeRestore
-from dr.deployments.kubernetes.api import PODS
+from dr.deployments.kubernetes.api import PODS, Kube
+from dr.deployments.kubernetes.deployment import KubernetesDeployment
 from dr.deployments.kubernetes.mover import MoverFailed
 from tests.k8s.conftest import jdr_objects
+from tests.k8s.kustomize import ROOT, kustomize_build, server_side_apply
 from tests.treeutil import snapshot_tree
 
 pytestmark = [pytest.mark.k8s, pytest.mark.s3]
@@ -22,9 +28,24 @@ pytestmark = [pytest.mark.k8s, pytest.mark.s3]
 THESIS = b'{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5, "version": "yesterday"}\n'
 
 
+def install_serve(k8s_cluster, namespace: str, tmp_path) -> list[dict]:
+    """cronjobs/serve/ through an overlay into ``namespace``, as cronjobs/README.md says; the Deployment
+    itself is left out (no jdr-serve-secrets nor a hub registration here: what is tested is its rights)."""
+    shutil.copytree(ROOT / "cronjobs", tmp_path / "cronjobs")
+    overlay = tmp_path / "overlays" / "serve"
+    overlay.mkdir(parents=True)
+    (overlay / "kustomization.yaml").write_text(f"namespace: {namespace}\nresources: [../../cronjobs/serve]\n")
+    docs = [d for d in kustomize_build(overlay) if d["kind"] != "Deployment"]
+    server_side_apply(k8s_cluster.api, docs)
+    return docs
+
+
 def test_restore_while_the_server_runs_creates_new_files_as_the_user_on_its_node(k8s_cluster, z2jh_namespace,
-                                                                                 jdr_k8s):
+                                                                                 jdr_k8s, tmp_path, monkeypatch):
     ns = z2jh_namespace(running=("alice",))
+    docs = install_serve(k8s_cluster, ns.namespace, tmp_path)
+    token = k8s_cluster.service_account_token(ns.namespace, "jdr-serve")
+    kubeconfig = k8s_cluster.write_kubeconfig(tmp_path / "serve.kubeconfig", token=token, namespace=ns.namespace)
     alice = ns.users["alice"]
     home = ns.user_dir("alice")
     ns.write_file(alice.pvc_name, "thesis/thesis.ipynb", THESIS)
@@ -41,7 +62,9 @@ def test_restore_while_the_server_runs_creates_new_files_as_the_user_on_its_node
 
     repo = jdr.repo()
     item = next(v for v in repo.load_manifest(run).volumes if v.user == "alice" and not v.server)
-    dep = jdr.deployment()
+    audit = tmp_path / "serve-audit.jsonl"
+    monkeypatch.setenv("JDR_KUBE_AUDIT", str(audit))
+    dep = KubernetesDeployment(jdr.load_settings(), kube=Kube.connect(str(kubeconfig), ns.namespace))
     created: list[dict] = []
     create = dep.kube.create
 
@@ -93,3 +116,9 @@ def test_restore_while_the_server_runs_creates_new_files_as_the_user_on_its_node
     now = k8s_cluster.core.read_namespaced_pod(alice.pod_name, ns.namespace)
     assert now.metadata.uid == server.metadata.uid and now.status.phase == "Running"
     assert jdr_objects(k8s_cluster, ns.namespace)["pods"] == []
+    # jdr serve's Role, both ways: nothing was refused (the restores ran with its token) and every rule
+    # was used — but "get pods", which reads jdr-serve's own pod for the movers' image (set in this test)
+    used = {(a["verb"], a["resource"]) for a in map(json.loads, audit.read_text().splitlines())}
+    role = next(d for d in docs if d["kind"] == "Role")
+    granted = {(v, r) for rule in role["rules"] for r in rule["resources"] for v in rule["verbs"]}
+    assert used <= granted and granted - used == {("get", "pods")}, (used, granted)
