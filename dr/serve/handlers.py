@@ -15,6 +15,7 @@ import logging
 import os
 import queue
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable
 from functools import partial
@@ -252,6 +253,9 @@ class DownloadHandler(BaseHandler):
             except BaseException as exc:  # handed to the request, which aborts the response
                 pipe.put(exc, final=True)
 
+        # Recorded when it starts (the client may have every byte before the handler ends); a download
+        # that fails midway is recorded again, as failed.
+        self.ctx.audit.record(rec(outcome="ok", files=len(files), bytes=size))
         fut = asyncio.get_running_loop().run_in_executor(self.ctx.executor, produce)
         sent = 0
         try:
@@ -275,7 +279,6 @@ class DownloadHandler(BaseHandler):
             self.request.connection.close()  # type: ignore[union-attr]  # truncated, never "complete"
             return
         await fut
-        self.ctx.audit.record(rec(outcome="ok", files=len(files), bytes=size))
         self.finish()
 
 
@@ -319,28 +322,29 @@ class RestoreHandler(BaseHandler):
             def progress(files: int, nbytes: int) -> None:
                 job.files, job.bytes = files, nbytes
 
+            # The audit record is written, and the gate left, before the job says it ended: whoever sees
+            # the end sees the record, and may start the next restore.
+            state = "failed"
             try:
                 result = self.ctx.service.restore(user, manifest, item, top,
                                                   into_base=self.ctx.settings.restore_into, tz=self.ctx.tz,
                                                   replace=replace, limit=limit, progress=progress)
                 job.files, job.bytes = result.files, result.bytes
                 job.target, job.previous = result.target, result.previous or ""
-                job.state = "done"
                 self.ctx.audit.record(rec(outcome="ok", files=result.files, bytes=result.bytes,
-                                                  target=result.target))
+                                          target=result.target))
+                state = "done"
             except TooLargeError as e:
-                job.state, job.error = "failed", e.message
+                job.error = e.message
                 self.ctx.audit.record(rec(outcome="refused", detail=e.message))
             except Exception as e:
                 log.exception("self-service restore for %s failed", user)
-                job.state = "failed"
                 job.error = e.message if isinstance(e, JdrError) else "the restore failed; see the service log"
                 self.ctx.audit.record(rec(outcome="failed", detail=str(e)[:300]))
             finally:
-                import time
-
                 job.ended = time.time()
                 self.ctx.gate.leave(user)
+                job.state = state
 
         self.ctx.executor.submit(work)
         self.redirect(f"{self.user_url(user)}job/{job.id}", status=303)
