@@ -34,6 +34,7 @@ from dr.repository.artifacts import drain
 from dr.repository.repository import Repository
 from dr.settings import DeploymentSettings
 from dr.util.procs import pids_with_links
+from dr.util.timefmt import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +229,7 @@ class LocalDeployment:
                                   map_owner=restore_owner_map(req, home))
         if req.replace_file and req.into:
             path = req.exact_paths[0]
-            kept = swap_in_file(home, req.into, path, item.archive.run or "run")
+            kept = swap_in_file(home, req.into, path, utcnow().strftime("%Y%m%dT%H%M%SZ"))
             return VolumeRestoreResult(target=str(home / path), files=result.files, bytes=result.bytes,
                                        previous=str(home / kept) if kept else None)
         target = home / req.into if req.while_running and req.into else home
