@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 
 import pytest
 
@@ -42,7 +43,9 @@ def install_serve(k8s_cluster, namespace: str, tmp_path) -> list[dict]:
 
 def test_restore_while_the_server_runs_creates_new_files_as_the_user_on_its_node(k8s_cluster, z2jh_namespace,
                                                                                  jdr_k8s, tmp_path, monkeypatch):
-    ns = z2jh_namespace(running=("alice",))
+    t0 = time.monotonic()
+    ns = z2jh_namespace(running=("alice",), users=({"name": "alice"}, {"name": "bob"}))
+    print(f"\nself-service: namespace with a running server in {time.monotonic() - t0:.1f}s")
     docs = install_serve(k8s_cluster, ns.namespace, tmp_path)
     token = k8s_cluster.service_account_token(ns.namespace, "jdr-serve")
     kubeconfig = k8s_cluster.write_kubeconfig(tmp_path / "serve.kubeconfig", token=token, namespace=ns.namespace)
@@ -50,7 +53,7 @@ def test_restore_while_the_server_runs_creates_new_files_as_the_user_on_its_node
     home = ns.user_dir("alice")
     ns.write_file(alice.pvc_name, "thesis/thesis.ipynb", THESIS)
     jdr = jdr_k8s(ns.namespace, hub=ns)
-    run = jdr.run("--json", "backup").json()["manifest"]["run"]
+    run = jdr.run("--json", "backup", "--user", "alice").json()["manifest"]["run"]
     # today: she overwrote her notebook, and plants a link where the restore would go (to her own folder:
     # a restore that followed it would write into "thesis/")
     ns.write_file(alice.pvc_name, "thesis/thesis.ipynb", b"broken\n")
@@ -60,6 +63,7 @@ def test_restore_while_the_server_runs_creates_new_files_as_the_user_on_its_node
     assert server.status.phase == "Running"
     before = snapshot_tree(home)
 
+    print(f"self-service: backup done at {time.monotonic() - t0:.1f}s")
     repo = jdr.repo()
     item = next(v for v in repo.load_manifest(run).volumes if v.user == "alice" and not v.server)
     audit = tmp_path / "serve-audit.jsonl"
@@ -84,7 +88,9 @@ def test_restore_while_the_server_runs_creates_new_files_as_the_user_on_its_node
             dep.restore_volume(req("restored/2026-12-01"), repo)
         assert snapshot_tree(home) == before
 
+        t1 = time.monotonic()
         res = dep.restore_volume(req("restored-2026-12-01"), repo)
+        print(f"self-service: one file restored while the server runs in {time.monotonic() - t1:.1f}s")
         assert res.target == f"PVC {alice.pvc_name}: restored-2026-12-01" and res.files == 1, res
         copy = home / "restored-2026-12-01" / "thesis" / "thesis.ipynb"
         assert copy.read_bytes() == THESIS
