@@ -19,7 +19,7 @@ import pytest
 from dr.deployments.base import VolumeRestore
 from dr.deployments.kubernetes.api import PODS, Kube
 from dr.deployments.kubernetes.deployment import KubernetesDeployment
-from dr.deployments.kubernetes.mover import MoverFailed
+from dr.errors import UsageError
 from tests.k8s.conftest import jdr_objects
 from tests.k8s.kustomize import ROOT, kustomize_build, server_side_apply
 from tests.treeutil import snapshot_tree
@@ -84,7 +84,8 @@ def test_restore_while_the_server_runs_creates_new_files_as_the_user_on_its_node
                                  while_running=True, replace_file=replace)
 
         # the planted link: refused by the mover before anything is written
-        with pytest.raises(MoverFailed, match="symlink"):
+        # (a UsageError, as on the local deployment: jdr serve tells the user, or picks another name)
+        with pytest.raises(UsageError, match="symlink"):
             dep.restore_volume(req("restored/2026-12-01"), repo)
         assert snapshot_tree(home) == before
 
@@ -108,11 +109,14 @@ def test_restore_while_the_server_runs_creates_new_files_as_the_user_on_its_node
         assert kept.startswith("thesis/thesis.jdr-") and kept.endswith(".ipynb"), res
         assert (home / kept).read_bytes() == b"broken\n"
         assert copy.read_bytes() == THESIS  # the first restore is untouched
+        with pytest.raises(UsageError, match="already exists"):  # what jdr serve retries with a new name
+            dep.restore_volume(req("restored-2026-12-01"), repo)
+        assert copy.read_bytes() == THESIS
     finally:
         dep.close()
 
     movers = [b for b in created if b["metadata"]["labels"].get("app.kubernetes.io/managed-by") == "jdr"]
-    assert len(movers) == 3
+    assert len(movers) == 4
     for body in movers:  # on the server's node, as the server's user, nothing privileged
         assert body["spec"]["nodeName"] == server.spec.node_name
         sc = body["spec"]["containers"][0]["securityContext"]

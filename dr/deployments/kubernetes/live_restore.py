@@ -52,8 +52,10 @@ def restore_while_running(dep: KubernetesDeployment, req: VolumeRestore, claim: 
                           repo: Repository) -> VolumeRestoreResult:
     """Run ``req`` (``while_running``) into PVC ``claim`` with one mover as the user (see the module doc).
 
-    Raises UsageError for a request that cannot be self-service (no ``into``, no archive, a missing PVC),
-    DeploymentError when the user's ids are root or the mover fails (its own error in the message)."""
+    Raises UsageError for a request that cannot be self-service (no ``into``, no archive, a missing PVC)
+    and for the agent's own refusals of it (``into`` exists, a component of it is a link, a path not in
+    the index), as the local adapter does; DeploymentError when the user's ids are root or the mover fails
+    otherwise (its own error in the message)."""
     from dr.deployments.kubernetes.restore import mark_restored
 
     item = req.item
@@ -83,7 +85,12 @@ def restore_while_running(dep: KubernetesDeployment, req: VolumeRestore, claim: 
                      decrypts=True)
     log.info("%s: restoring %d path(s) into PVC %s (%s) as uid %s on %s", item.label, len(req.exact_paths),
              claim, req.into, security.uid, node or "any node (the server is not running)")
-    result = dep.movers.run(spec, repo)
+    try:
+        result = dep.movers.run(spec, repo)
+    except MoverFailed as e:
+        if e.kind == "UsageError":  # the request's fault (``into`` exists, a link in the way): say so as such
+            raise UsageError(e.message, hint=e.hint) from e
+        raise
     dep.count("movers")
     if result.get("status") != "ok":
         raise MoverFailed(f"{item.label}: the self-service restore mover answered {result.get('status')!r}: "
