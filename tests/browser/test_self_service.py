@@ -210,5 +210,6 @@ def test_bob_reaches_none_of_alices_urls(serve_hub: ServeHub, new_page, screensh
     assert bob.evaluate(post, [own]) == 303
     for url in (urls["restore"], urls["restore"].replace("/u/alice/", "/u/ALICE/")):
         assert bob.evaluate(post, [url]) in (403, 404), url
+    bob.goto(urls["files"])  # what bob sees at alice's file browser
     screenshot(bob, "bob-refused")
     assert sorted(p.name for p in (serve_hub.home("alice") / "restored").iterdir()) == restored_before
