@@ -211,11 +211,18 @@ def test_bob_reaches_none_of_alices_urls(serve_hub: ServeHub, new_page, screensh
     post = """async ([url]) => {
         const token = (document.cookie.match(/(?:^|;\\s*)_xsrf=([^;]*)/) || [])[1] || "";
         const body = new URLSearchParams({_xsrf: decodeURIComponent(token), mode: "into"});
-        const r = await fetch(url, {method: "POST", body, redirect: "manual", credentials: "same-origin"});
-        return r.type === "opaqueredirect" ? 303 : r.status; }"""
-    assert bob.evaluate(post, [own]) == 303
+        // The header too: the redirected GET of the job page is a script request, which the hub's
+        // XSRF check covers as well.
+        const r = await fetch(url, {method: "POST", body, credentials: "same-origin",
+                                    headers: {"X-XSRFToken": decodeURIComponent(token)}});
+        return [r.status, r.redirected ? r.url : ""]; }"""
+    status, job = bob.evaluate(post, [own])
+    assert status == 200 and re.search(r"/u/bob/job/[A-Za-z0-9_-]+$", job), (status, job)
+    bob.goto(job)  # let bob's restore end, so later tests of the session find no restore of his running
+    bob.wait_for_function("() => document.getElementById('job').dataset.state !== 'running'")
     for url in (urls["restore"], urls["restore"].replace("/u/alice/", "/u/ALICE/")):
-        assert bob.evaluate(post, [url]) in (403, 404), url
+        status, job = bob.evaluate(post, [url])
+        assert status in (403, 404) and not job, (url, status, job)
     bob.goto(urls["files"])  # what bob sees at alice's file browser
     screenshot(bob, "bob-refused")
     assert sorted(p.name for p in (serve_hub.home("alice") / "restored").iterdir()) == restored_before
