@@ -116,7 +116,6 @@ class MysqlHubDb:
             lines.append(f"socket={_opt(self.url.socket)}")
         else:
             lines += [f"host={_opt(self.url.host)}", f"port={self.url.port}", "protocol=TCP"]
-        lines.append("connect-timeout=10")
         with tempfile.TemporaryDirectory(prefix="jdr-mysql-") as tmp:
             path = os.path.join(tmp, "client.cnf")
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -141,7 +140,7 @@ class MysqlHubDb:
                             stdin=stdin, stdout=stdout, classify=self._classify)
 
     def _query(self, sql: str) -> str:
-        return self._run(_tool("mariadb", "mysql"), "--batch", "--skip-column-names", "--raw",
+        return self._run(_tool("mariadb", "mysql"), "--connect-timeout=10", "--batch", "--skip-column-names", "--raw",
                          "--default-character-set=utf8mb4", "-e", sql, self.url.database,
                          what="query the hub database").strip()
 

@@ -13,14 +13,11 @@ from dr.hubdb.postgres import PostgresHubDb
 from dr.hubdb.schema import head_revision
 from dr.hubdb.url import parse_db_url
 from tests.fixtures.dbservers import HUB_PASSWORD, PostgresServer
-from tests.fixtures.hub import fill_hub_db
 
 
 @pytest.fixture
 def pg_hub(postgres_server: PostgresServer) -> PostgresHubDb:
-    name = postgres_server.new_database()
-    fill_hub_db(postgres_server.url(name, driver="+psycopg2"))
-    return PostgresHubDb(parse_db_url(postgres_server.url(name)))
+    return PostgresHubDb(parse_db_url(postgres_server.url(postgres_server.hub_database())))
 
 
 def test_dump_and_restore_into_an_empty_database(pg_hub: PostgresHubDb, postgres_server: PostgresServer,
