@@ -9,6 +9,7 @@ import json
 import socket
 from typing import Any
 
+import nbformat
 import pytest
 
 from dr.hubdb.schema import head_revision
@@ -34,6 +35,11 @@ def orm_users(url: str) -> list[str]:
         factory.kw["bind"].dispose()
 
 
+def list_databases(kind: str, srv: Server) -> list[str]:
+    sql = "SELECT datname FROM pg_database ORDER BY 1" if kind == "postgresql" else "SHOW DATABASES"
+    return srv.admin(sql).split()
+
+
 def configure(sb: Sandbox, server: Server, database: str, **extra: Any) -> None:
     sb.write_config(deployment={"hub_db": "", "hub_db_url": server.url(database, password=None),
                                 "hub_db_password_env": "HUB_DB_PASSWORD"}, **extra)
@@ -53,6 +59,8 @@ def test_backup_and_restore_hub_on_a_database_server(server: tuple[str, Server],
     sb: Sandbox = make_sandbox(repo_url)
     sb.env["HUB_DB_PASSWORD"] = HUB_PASSWORD
     db = srv.hub_database()
+    for nb in sb.root.glob("home/*/notebooks/*.ipynb"):  # the drill validates notebooks; these are stubs
+        nbformat.write(nbformat.v4.new_notebook(), str(nb))
     key = sb.root / "k.key"
     sb.jdr_json("key", "generate", str(key))
     configure(sb, srv, db, encryption={"key_file": str(key)})
@@ -68,6 +76,17 @@ def test_backup_and_restore_hub_on_a_database_server(server: tuple[str, Server],
     users = sorted(["alice", "bob", "alice@example.com", "Émile", "carol"])
     assert sorted(hub["users"]) == users
     assert sb.jdr_json("verify", "--deep")["ok"] is True
+
+    # A drill restores the dump into a new scratch database on the same server, checks it, drops it.
+    configure(sb, srv, db, encryption={"key_file": str(key)}, drill={"scratch": str(sb.root / "scratch")})
+    databases_before = list_databases(kind, srv)
+    drill = sb.run_jdr("--json", "drill")
+    assert drill.returncode == 0, describe(drill)
+    report = json.loads(drill.stdout)
+    assert report["ok"] and report["hub"]["status"] == "ok" and report["hub"]["users"] == len(users)
+    assert report["hub"]["schema"]["verdict"] == "ok"
+    assert list_databases(kind, srv) == databases_before  # the scratch database is gone
+    assert HUB_PASSWORD not in drill.stdout + drill.stderr
 
     # The hub loses bob. A restore into its database (which holds tables) is refused, changing nothing.
     live = srv.url(db, driver=DRIVERS[kind])
