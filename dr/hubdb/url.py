@@ -92,3 +92,26 @@ def _redact_raw(url: str) -> str:
     netloc = parts.netloc.rsplit("@", 1)
     user = netloc[0].split(":", 1)[0]
     return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
+
+
+def from_z2jh_values(values: dict[str, object], password: str | None = None) -> DbUrl | None:
+    """The hub database a z2jh release configures: its ``hub.db`` values (from the ``values.yaml`` key of
+    the ``hub`` Secret z2jh renders) and the Secret's ``hub.db.password``. None for ``sqlite-pvc`` (the
+    default) and ``sqlite-memory``; a :class:`DbUrl` for ``postgres``/``mysql`` (z2jh passes the password
+    to the hub as ``PGPASSWORD``/``MYSQL_PWD``, not in ``hub.db.url``); ConfigError (exit 2, naming the
+    value) for a type or URL jdr cannot use."""
+    hub = values.get("hub") if isinstance(values.get("hub"), dict) else {}
+    db = hub.get("db") if isinstance(hub, dict) and isinstance(hub.get("db"), dict) else {}
+    assert isinstance(db, dict)
+    kind = str(db.get("type") or "sqlite-pvc")
+    if kind in ("sqlite-pvc", "sqlite-memory"):
+        return None
+    if kind not in ("postgres", "mysql", "other"):
+        raise ConfigError(f"hub.db.type: {kind!r} is not a z2jh database type jdr knows")
+    url = str(db.get("url") or "")
+    if not url:
+        raise ConfigError(f"hub.db.url: empty for hub.db.type {kind}", hint="z2jh requires hub.db.url")
+    parsed = parse_db_url(url, setting="hub.db.url")
+    if parsed.kind == "sqlite":
+        raise ConfigError("hub.db.url: an SQLite URL with hub.db.type other; jdr backs up sqlite-pvc hubs only")
+    return parsed.with_password(password) if password and not parsed.password else parsed
