@@ -34,7 +34,7 @@ def test_password_is_decoded_and_never_shown() -> None:
 def test_sqlite_and_bad_urls() -> None:
     assert parse_db_url("sqlite:////srv/jupyterhub/jupyterhub.sqlite").path == "/srv/jupyterhub/jupyterhub.sqlite"
     for bad in ("postgresql://hub@db/", "mysql:///jh", "sqlite://", "postgresql://hub@db:notaport/jh"):
-        with pytest.raises(ConfigError, match="deployment.hub_db_url"):
+        with pytest.raises(ConfigError, match=r"deployment\.hub_db_url"):
             parse_db_url(bad)
     u = parse_db_url("postgresql://hub@/jh?host=/run/postgresql")
     assert u.socket == "/run/postgresql" and u.database == "jh"
@@ -46,7 +46,7 @@ def test_z2jh_values() -> None:
     u = from_z2jh_values({"hub": {"db": {"type": "postgres", "url": "postgresql+psycopg2://jupyterhub@pg:5432/jh"}}},
                          password="from-secret")
     assert u is not None and u.kind == "postgresql" and u.password == "from-secret" and u.host == "pg"
-    with pytest.raises(ConfigError, match="hub.db.url"):
+    with pytest.raises(ConfigError, match=r"hub\.db\.url"):
         from_z2jh_values({"hub": {"db": {"type": "mysql"}}})
-    with pytest.raises(ConfigError, match="hub.db.type"):
+    with pytest.raises(ConfigError, match=r"hub\.db\.type"):
         from_z2jh_values({"hub": {"db": {"type": "oracle", "url": "x"}}})
