@@ -147,7 +147,8 @@ class Deployment(Protocol):
         created under ``req.into`` (which must not exist), owned by the volume's owner, through directory
         descriptors that never follow a link; ``target`` is then that directory (a path, or
         ``<pvc>:<into>``). With ``req.replace_file`` the current file is kept beside it (``previous``).
-        Raises UsageError when ``into`` exists or a component of it is a link, NotFoundError when an
+        Raises UsageError when ``into`` exists (its message says "already exists": ``jdr serve`` then
+        tries the next name, ``restored/<date>-2``) or a component of it is a link, NotFoundError when an
         ``exact_paths`` entry is not in the run's index."""
         ...
 

@@ -97,3 +97,35 @@ def test_replace_file_keeps_the_current_one_beside_it(backed_up: Sandbox) -> Non
     assert kept.parent == nb.parent and kept.name.startswith("work.jdr-") and kept.suffix == ".ipynb"
     assert kept.read_text() == "today's version"
     assert not (home / "restored" / "r1" / "notebooks" / "work.ipynb").exists()  # moved into place
+
+
+def test_downloads_are_checked_against_the_index(backed_up: Sandbox) -> None:
+    """SelfService.read_files streams each file from the archive and checks it against the index's SHA-256:
+    content that does not match raises IntegrityError after the last chunk (the web layer then aborts the
+    response instead of finishing it)."""
+    import dataclasses
+
+    from dr.catalog import Catalog
+    from dr.errors import IntegrityError
+    from dr.operations.self_service import SelfService
+
+    repo, item, dep = _setup(backed_up)
+    service = SelfService(lambda: (repo, Catalog("sqlite://", repository_url=repo.url,
+                                                 repository_id=repo.id)), dep)
+    manifest = repo.load_manifest(item.archive.run if item.archive and item.archive.run else repo.run_ids()[-1])
+    assert [v.run for v in service.volumes_of("alice")] == [manifest.run]
+    _, item = service.volume("alice", manifest.run, "")
+    _top, chosen = service.selection(item, next(i for i, e in enumerate(service.entries(item))
+                                               if e.name == "data"))
+    got = {e.name: b"".join(chunks) for e, chunks in service.read_files(manifest, item, chosen)}
+    home = backed_up.home("alice")
+    # The regular file(s) of the folder (table.csv and its hard link hold the same content).
+    assert got and all(v == (home / "data" / "table.csv").read_bytes() for v in got.values())
+    table = next(e for e in chosen if e.type == "file")
+    forged = dataclasses.replace(table, sha256="0" * 64)
+    with pytest.raises(IntegrityError, match="does not match the index"):
+        for _, chunks in service.read_files(manifest, item, [forged]):
+            for _ in chunks:
+                pass
+    with pytest.raises(NotFoundError):
+        service.volume("bob", manifest.run, "nope")

@@ -29,6 +29,14 @@
     return (i ? n.toFixed(1) : n) + " " + units[i];
   }
 
+  // JupyterHub's XSRF check applies to script requests (Sec-Fetch-Mode: cors), GETs included: without the
+  // token the poll is refused (403, then an OAuth redirect loop) and the page never sees the restore end.
+  // Send the service's _xsrf cookie as JupyterLab does.
+  function xsrfToken() {
+    var m = document.cookie.match(/(?:^|;\s*)_xsrf=([^;]*)/);
+    return m ? decodeURIComponent(m[1]) : "";
+  }
+
   function watchJob() {
     var box = document.getElementById("job");
     if (!box || box.getAttribute("data-state") !== "running") return;
@@ -37,7 +45,7 @@
     var status = document.getElementById("job-status");
     var notice = document.getElementById("notice");
     function poll() {
-      fetch(url, {credentials: "same-origin"}).then(function (r) { return r.json(); }).then(function (j) {
+      fetch(url, {credentials: "same-origin", headers: {"X-XSRFToken": xsrfToken()}}).then(function (r) { return r.json(); }).then(function (j) {
         bar.max = Math.max(j.total_bytes, 1);
         bar.value = j.bytes;
         box.setAttribute("data-state", j.state);
