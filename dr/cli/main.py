@@ -54,7 +54,9 @@ class Context:
         return self._settings
 
     def emit(self, doc: Any, text: str | Callable[[], str]) -> None:
+        """Print ``doc`` as JSON (--json) or ``text``; either may be a callable, called only if printed."""
         if self.json:
+            doc = doc() if callable(doc) else doc
             click.echo(json.dumps(doc, indent=1, ensure_ascii=False, default=str))
         else:
             click.echo(text() if callable(text) else text)
