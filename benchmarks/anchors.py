@@ -99,3 +99,79 @@ def startup_rows(jdr: str, config: Path, repo: Path, env: dict[str, str], runs: 
 
 def env_without_bench(env: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in env.items() if k != "PYTHONPATH"} | {"PATH": os.environ.get("PATH", "")}
+
+
+def make_big_home(home: Path, size: int, seed: int) -> str:
+    """A home of about ``size`` bytes: large half-compressible files (1 MiB blocks of random bytes and of
+    digit text, 256 MiB each), some small notebooks, and the target, ``notebooks/target.ipynb`` (100 KB),
+    written between the large files so that it sits in the middle of the archive. Returns its path."""
+    import random
+
+    rng = random.Random(seed)
+    (home / "notebooks").mkdir(parents=True, exist_ok=True)
+    (home / "data").mkdir(exist_ok=True)
+    for i in range(50):
+        (home / "notebooks" / f"nb{i:03d}.ipynb").write_bytes(rng.randbytes(4096).hex().encode())
+    block, written, n = 1 << 20, 0, 0
+    half = size // 2
+    target = "notebooks/target.ipynb"
+    while written < size:
+        if written >= half and not (home / target).exists():
+            (home / target).write_text(json.dumps({"cells": [{"source": rng.randbytes(50_000).hex()}]}))
+        part = min(256 * block, size - written)
+        with (home / "data" / f"large-{n:03d}.bin").open("wb") as f:
+            left = part
+            while left > 0:
+                chunk = min(block, left)
+                data = rng.randbytes(chunk) if (left // block) % 2 else (
+                    "".join(rng.choices("0123456789", k=64)).encode() * (chunk // 64 + 1))[:chunk]
+                f.write(data)
+                left -= chunk
+        written += part
+        n += 1
+    if not (home / target).exists():
+        (home / target).write_text(json.dumps({"cells": [{"source": rng.randbytes(50_000).hex()}]}))
+    return target
+
+
+def one_file_rows(jdr: str, scratch: Path, env: dict[str, str], sizes_gb: list[float], log: Path,
+                  restic: bool) -> list[dict[str, Any]]:
+    """Restore one 100 KB notebook from homes of ``sizes_gb`` (backed up by jdr to file:// and by restic
+    first, not measured): wall seconds and bytes read, jdr `restore --path` vs `restic restore --include`."""
+    from dr.operations.sandbox import make_hub_db
+
+    root = scratch / "one-file"
+    users = tuple(f"big{i}" for i in range(len(sizes_gb)))
+    (root / "hub").mkdir(parents=True)
+    make_hub_db(root / "hub" / "jupyterhub.sqlite", users)
+    cfg = root / "jdr.yaml"
+    cfg.write_text(f"deployment: {{kind: local, hub_db: '{root}/hub/jupyterhub.sqlite', "
+                   f"homes: '{root}/home/jupyter-{{username}}'}}\n"
+                   f"repository: 'file://{root}/jdr-repo'\ncatalog: {{url: 'sqlite:///{root}/catalog.sqlite'}}\n")
+    targets = {u: make_big_home(root / "home" / f"jupyter-{u}", int(gb * 1e9), i)
+               for i, (u, gb) in enumerate(zip(users, sizes_gb, strict=True))}
+    subprocess.run([jdr, "--config", str(cfg), "backup"], env=env, stdout=subprocess.DEVNULL, check=True)
+    restic_repo = root / "restic-repo"
+    if restic:
+        subprocess.run(["restic", "--repo", str(restic_repo), "init", "--repository-version", "2", "--quiet"],
+                       env=env, check=True)
+        subprocess.run(["restic", "--repo", str(restic_repo), "backup", "--quiet", str(root / "home")],
+                       env=env, check=True)
+    rows = []
+    for user, gb in zip(users, sizes_gb, strict=True):
+        target = targets[user]
+        seconds, nbytes = read_bytes([jdr, "--config", str(cfg), "restore", "--user", user, "--path", target,
+                                      "--into", "restored", "--yes"], env, log)
+        got = root / "home" / f"jupyter-{user}" / "restored" / target
+        rows.append({"what": f"jdr restore --path, {gb:g} GB home", "seconds": seconds, "read_bytes": nbytes,
+                     "ok": got.exists() and got.stat().st_size > 90_000})
+        if restic:
+            out = root / f"restic-out-{user}"
+            seconds, nbytes = read_bytes(
+                ["restic", "--repo", str(restic_repo), "--cache-dir", str(root / "restic-cache"), "--quiet",
+                 "restore", "latest", "--target", str(out), "--include",
+                 str(root / "home" / f"jupyter-{user}" / target)], env, log)
+            rows.append({"what": f"restic restore --include, {gb:g} GB home", "seconds": seconds,
+                         "read_bytes": nbytes, "ok": any(out.rglob("target.ipynb"))})
+    shutil.rmtree(root)
+    return rows
