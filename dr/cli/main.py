@@ -87,6 +87,7 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "drill": ("dr.cli.drill_cmd",),
     "key": ("dr.cli.key_cmd",),
     "worker": ("dr.cli.worker_cmd",),
+    "serve": ("dr.cli.serve_cmd",),
     "agent": ("dr.cli.agent", "dr.cli.drill_agent"),
 }
 
