@@ -391,6 +391,7 @@ class Bench:
         self.scratch = scratch
         self.corpus = corpus
         self.results: list[Measure] = []
+        self.anchors: list[dict[str, Any]] = []  # start-up, listing, one-file restores (benchmarks/anchors.py)
         OUT.mkdir(exist_ok=True)
         self.log = OUT / "commands.log"  # outlives the scratch directory
         self.log.write_text("")
@@ -486,6 +487,9 @@ class Bench:
         # 3. restores from the file store into empty homes
         self.run_restores(cfg_file, jdr_repo, tar_file, restic_repo)
 
+        # 3b. start-up, `jdr list` over many runs, one file from homes of two sizes
+        self.run_anchors(cfg_file, jdr_repo)
+
         # 4. nightly runs: nothing changed, then one (small) user changed
         ran, doc = self.jdr_run(cfg_file, "backup")
         self.record("jdr", "backup-again", "file", ran, note=_jdr_note(doc), stored=du(jdr_repo))
@@ -501,6 +505,21 @@ class Bench:
             ran = self.restic(restic_repo, "backup", home)
             self.record("restic", "backup-one-changed", "file", ran, stored=du(Path(restic_repo)))
         changed.unlink()  # the corpus stays as generated, for --keep and reuse
+
+    def run_anchors(self, cfg_file: Path, jdr_repo: Path) -> None:
+        import anchors
+
+        print("  start-up and listing", flush=True)
+        rows = anchors.startup_rows(self.jdr, cfg_file, jdr_repo, self.env, self.args.list_runs)
+        if self.args.one_file_gb:
+            sizes = [float(x) for x in self.args.one_file_gb.split(",")]
+            print(f"  one file from homes of {sizes} GB", flush=True)
+            rows += anchors.one_file_rows(self.jdr, self.scratch, self.env, sizes, self.log,
+                                          restic=not self.args.no_restic)
+        for row in rows:
+            print(f"  {row['what']:<45} {row['seconds']:8.3f} s"
+                  + (f"  read {row['read_bytes'] / MB:9.1f} MB" if "read_bytes" in row else ""), flush=True)
+        self.anchors = rows
 
     def run_s3(self, aws: dict[str, str]) -> None:
         c = self.corpus
@@ -665,6 +684,14 @@ def machine() -> dict[str, Any]:
             "zstd": version(["zstd", "--version"]), "restic": version(["restic", "version"])}
 
 
+def anchor_table(rows: list[dict[str, Any]]) -> str:
+    out = ["| what | seconds | MB read | ok |", "|---|---|---|---|"]
+    for r in rows:
+        read = f"{r['read_bytes'] / MB:.1f}" if "read_bytes" in r else ""
+        out.append(f"| {_md(r['what'])} | {r['seconds']:.3f} | {read} | {r.get('ok', '')} |")
+    return "\n".join(out)
+
+
 def report(args: argparse.Namespace, bench: Bench, corpus: Corpus, started: str) -> None:
     rs = ratios(bench.results)
     info = machine()
@@ -675,7 +702,7 @@ def report(args: argparse.Namespace, bench: Bench, corpus: Corpus, started: str)
                       "size_gb": args.size_gb, "seed": args.seed},
            "page_cache": "cold (dropped before each operation)" if bench.cold else "warm (corpus read beforehand)",
            "jdr_threads": args.jdr_threads,
-           "results": [m.to_dict() for m in ordered], "ratios": rs}
+           "results": [m.to_dict() for m in ordered], "ratios": rs, "anchors": bench.anchors}
     OUT.mkdir(exist_ok=True)
     (OUT / "results.json").write_text(json.dumps(doc, indent=2) + "\n")
     text = f"""# Benchmark results
@@ -703,6 +730,13 @@ One run of `benchmarks/run.py{' --quick' if args.quick else ''}` on {started[:10
 Speed: peer seconds / jdr seconds (above 1: jdr is faster). Peak RSS: jdr / peer.
 
 {ratio_table(rs)}
+
+## Start-up, listing, one file
+
+Wall seconds (medians of 5 for `--version`/`version` and the warm `list`); bytes read = rchar of the
+process tree (every read(), Python's modules included).
+
+{anchor_table(bench.anchors)}
 """
     (OUT / "RESULTS.md").write_text(text)
     if not args.quick:
@@ -727,10 +761,16 @@ def main() -> int:
     p.add_argument("--no-s3", action="store_true", help="skip the S3 (SeaweedFS) measurements")
     p.add_argument("--no-s3-restore", action="store_true", help="skip the restores from S3")
     p.add_argument("--no-restic", action="store_true", help="skip restic")
+    p.add_argument("--list-runs", type=int, default=1000, help="runs for the `jdr list` row (default 1000)")
+    p.add_argument("--one-file-gb", default="1,8",
+                   help="sizes (GB, comma-separated) of the homes one 100 KB file is restored from "
+                        "(default 1,8; --quick: 0.05,0.4; empty: skip)")
     args = p.parse_args()
     if args.quick:
         args.size_gb = min(args.size_gb, 0.1)
         args.users = min(args.users, 4)
+        if args.one_file_gb == "1,8":
+            args.one_file_gb = "0.05,0.4"
     missing = [t for t in ["tar", "zstd", TIME] + ([] if args.no_restic else ["restic"]) if not shutil.which(t)]
     if missing:
         print(f"missing: {', '.join(missing)} — run benchmarks/setup.sh", file=sys.stderr)

@@ -247,6 +247,10 @@ class BackupSettings:
     """zstd level (1-19)."""
     threads: int = 0
     """zstd worker threads (0: one per core)."""
+    parallel_volumes: int = 2
+    """Local deployments: how many homes are archived at once (1: one after the other). One home's
+    reading, hashing and compressing do not fill a machine of several cores, so two homes at once finish
+    sooner; each one adds its own buffers and zstd workers to the memory used."""
 
 
 @dataclass(frozen=True)

@@ -8,21 +8,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from dr.crypto.age import Recipient
-from dr.crypto.keyring import Keyring
-from dr.crypto.keys import load_identities
-from dr.crypto.mac import MacKeyring, parse_keys
-from dr.deployments.base import Deployment
 from dr.errors import ConfigError, UsageError
-from dr.hubapi import HubApi
 from dr.policy.object_lock import ObjectLockPolicy, make_lock_policy
 from dr.policy.retention import Duration, RetentionPolicy, parse_duration
 from dr.repository.repository import Repository
 from dr.repository.store import Store
 from dr.settings import Settings
 
-if TYPE_CHECKING:  # imported where used: SQLAlchemy and prometheus_client cost a second at start-up
+if TYPE_CHECKING:  # imported where used: SQLAlchemy and prometheus_client cost a second at start-up,
+    # cryptography, the deployments and the hub API client a part of one (`jdr list` needs none of them)
     from dr.catalog import Catalog
+    from dr.crypto.keyring import Keyring
+    from dr.crypto.mac import MacKeyring
+    from dr.deployments.base import Deployment
+    from dr.hubapi import HubApi
     from dr.metrics import Metrics
     from dr.notify import Webhook
 
@@ -98,6 +97,10 @@ def make_copy_store(settings: Settings, to: str | None = None) -> Store:
 
 def make_encryptor(settings: Settings) -> Keyring | None:
     """The keys configured under ``encryption``: None when encryption is off (no key_file/key_env)."""
+    from dr.crypto.age import Recipient
+    from dr.crypto.keyring import Keyring
+    from dr.crypto.keys import load_identities
+
     enc = settings.encryption
     if enc.key_file and enc.key_env:
         raise ConfigError("encryption: set key_file or key_env, not both")
@@ -147,6 +150,8 @@ def make_mac_keyring(settings: Settings) -> MacKeyring | None:
             raise ConfigError(f"{where}: the environment variable {enc.mac_key_env} is not set")
     else:
         return None
+    from dr.crypto.mac import MacKeyring, parse_keys
+
     try:
         return MacKeyring(parse_keys(text))
     except ValueError as e:
@@ -196,6 +201,8 @@ def make_hub_api(settings: Settings) -> HubApi | None:
     if not token:
         raise ConfigError(f"hub_api.token_env: the environment variable {api.token_env} is not set",
                           hint="the token of the jdr service registered in the hub")
+    from dr.hubapi import HubApi
+
     return HubApi(api.url, token)
 
 

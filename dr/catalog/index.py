@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -81,7 +81,9 @@ class RunRow:
     user_status: str | None = None  # the item status of the user asked for, in a user-filtered listing
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        # Shallow, not dataclasses.asdict: that deep-copies every datetime, and was most of the time of
+        # `jdr list --json` over 1,000 runs.
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["time"] = self.time.isoformat().replace("+00:00", "Z")
         d["finished"] = self.finished.isoformat().replace("+00:00", "Z")
         if self.user_status is None:

@@ -68,7 +68,7 @@ def list_(ctx: Context, user: str | None) -> None:
     repo = wiring.open_repository(ctx.settings)
     with wiring.open_catalog(ctx.settings, repo) as catalog:
         rows = list_runs(repo, catalog, user)
-    ctx.emit([r.to_dict() for r in rows], lambda: render.runs_table(rows))
+    ctx.emit(lambda: [r.to_dict() for r in rows], lambda: render.runs_table(rows))
 
 
 @cli.command()

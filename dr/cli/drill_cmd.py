@@ -7,14 +7,16 @@ import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from dr.cli.main import Context, cli, exit_with, pass_ctx, wait_for_lock_option
-from dr.deployments.drill import DrillTarget
 from dr.errors import ConfigError, Interrupted, UsageError
-from dr.settings import Settings
+
+if TYPE_CHECKING:  # not at run time: the drill's module pulls in the archive reader (zstandard)
+    from dr.deployments.drill import DrillTarget
+    from dr.settings import Settings
 
 
 def make_drill_target(settings: Settings) -> DrillTarget:

@@ -74,7 +74,8 @@ def backup(settings: Settings, *, users: tuple[str, ...] = (), method: str | Non
     deployment = wiring.make_deployment(s)
     opts = BackupOptions(users=users, method=method or s.backup.method, full=full, dry_run=dry_run,
                          excludes=tuple(s.backup.excludes), level=s.backup.compression_level,
-                         threads=s.backup.threads, secret_in_clear=s.encryption.secret_in_clear,
+                         threads=s.backup.threads,
+                         parallel_volumes=s.backup.parallel_volumes, secret_in_clear=s.encryption.secret_in_clear,
                          full_every=wiring.full_every(s))
     started = utcnow()
     repo: Repository | None = None

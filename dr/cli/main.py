@@ -7,6 +7,7 @@ Exit codes (docs/EXIT_CODES.md): 0 success, 1 partial failure, 2 usage/configura
 from __future__ import annotations
 
 import errno
+import importlib
 import json
 import logging
 import os
@@ -15,13 +16,15 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 from dr import __version__
 from dr.errors import EXIT_FAILED, EXIT_USAGE, JdrError, UsageError
-from dr.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from dr.settings import Settings
 
 log = logging.getLogger("jdr")
 
@@ -38,6 +41,7 @@ class Context:
     def settings(self) -> Settings:
         if self._settings is None:
             from dr.cli.logs import setup_logging
+            from dr.settings import load_settings
 
             self._settings = load_settings(self.config)
             if self.repository:
@@ -50,7 +54,9 @@ class Context:
         return self._settings
 
     def emit(self, doc: Any, text: str | Callable[[], str]) -> None:
+        """Print ``doc`` as JSON (--json) or ``text``; either may be a callable, called only if printed."""
         if self.json:
+            doc = doc() if callable(doc) else doc
             click.echo(json.dumps(doc, indent=1, ensure_ascii=False, default=str))
         else:
             click.echo(text() if callable(text) else text)
@@ -69,13 +75,40 @@ def fail(ctx: Context | None, e: JdrError) -> NoReturn:
     sys.exit(e.exit_code)
 
 
+# Which modules define (register on ``cli``) each top-level command. They are imported only when the
+# command is invoked or listed (``jdr --help``), so that ``jdr --version`` and a command's start-up do not
+# pay for the imports of every other command (boto3, kubernetes, sqlalchemy, ...). A module may add
+# subcommands to another module's group (drill_agent adds ``agent verify-volume``), hence a tuple.
+# tests/unit/test_cli_lazy.py checks this table against what the modules really register.
+COMMAND_MODULES: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(("backup", "list", "show", "ls", "restore", "verify", "prune", "catalog", "unlock",
+                     "demo"), ("dr.cli.commands",)),
+    "copy": ("dr.cli.copy_cmd",),
+    "drill": ("dr.cli.drill_cmd",),
+    "key": ("dr.cli.key_cmd",),
+    "worker": ("dr.cli.worker_cmd",),
+    "serve": ("dr.cli.serve_cmd",),
+    "agent": ("dr.cli.agent", "dr.cli.drill_agent"),
+}
+
+
 class JdrGroup(click.Group):
     """Maps jdr's errors to their exit codes; click's own usage errors exit 2 as usual.
 
     Nothing escapes as a traceback (whose exit status, 1, would read as "partial"): an OSError that no
     operation translated is reported as "nothing could be done" (3) naming the file, any other exception
     as an internal error (3), its traceback logged at debug level (``-vv``).
+
+    Commands are loaded lazily (``COMMAND_MODULES``): looking a command up imports its modules first.
     """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(self.commands) | set(COMMAND_MODULES))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        for module in COMMAND_MODULES.get(cmd_name, ()):
+            importlib.import_module(module)  # registers the command on ``cli`` (cached after the first)
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -183,7 +216,11 @@ def exit_with(code: int) -> None:
         sys.exit(code)
 
 
-from dr.cli import agent, commands, copy_cmd, drill_cmd, key_cmd  # noqa: E402,F401  (registers the commands on ``cli``)
+def load_all_commands() -> None:
+    """Import every command module (``cli.commands`` is then complete), for callers that walk the tree."""
+    for modules in COMMAND_MODULES.values():
+        for module in modules:
+            importlib.import_module(module)
+
 
 __all__ = ["EXIT_USAGE", "cli", "main"]
-from dr.cli import serve_cmd, worker_cmd  # noqa: E402,F401

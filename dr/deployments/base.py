@@ -46,6 +46,7 @@ class BackupContext:
     excludes: Sequence[str] = ()
     level: int = 3
     threads: int = 0
+    parallel_volumes: int = 1  # ``backup.parallel_volumes``: volumes archived at once (local deployments)
     previous: Manifest | None = None  # the newest run to reuse unchanged volumes from
     progress: Progress | None = None
     damaged: frozenset[str] = frozenset()  # artifact keys recorded damaged: never referenced again

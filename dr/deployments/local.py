@@ -15,6 +15,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -201,8 +202,23 @@ class LocalDeployment:
         return bool(s and s.running)
 
     def backup_volumes(self, volumes: Sequence[Volume], ctx: BackupContext) -> Iterator[VolumeItem]:
-        for vol in volumes:
-            yield self._backup_one(vol, ctx)
+        """One item per volume, in the order of ``volumes``. Up to ``ctx.parallel_volumes`` homes are
+        archived at once (each in its own thread: reading, hashing and compression release the GIL),
+        since one home alone leaves cores idle; each item is yielded as soon as it and those before it
+        are done, and every volume started is finished before this returns, even when the caller stops."""
+        workers = max(1, min(ctx.parallel_volumes, len(volumes)))
+        if workers == 1:
+            for vol in volumes:
+                yield self._backup_one(vol, ctx)
+            return
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="jdr-backup") as pool:
+            futures = [pool.submit(self._backup_one, vol, ctx) for vol in volumes]
+            try:
+                for future in futures:
+                    yield future.result()
+            finally:
+                for future in futures:
+                    future.cancel()  # the caller stopped (an error, ^C): start no further volume
 
     def _backup_one(self, vol: Volume, ctx: BackupContext) -> VolumeItem:
         started = time.monotonic()

@@ -45,6 +45,7 @@ class BackupOptions:
     excludes: tuple[str, ...] = ()
     level: int = 3
     threads: int = 0
+    parallel_volumes: int = 1  # volumes archived at once, by deployments that archive in-process
     secret_in_clear: bool = False
     #: ``backup.full_every``: no artifact written longer ago than this is referenced again (None: no bound).
     full_every: Duration | None = field(default_factory=lambda: parse_duration(DEFAULT_FULL_EVERY))
@@ -98,7 +99,8 @@ def run_backup(repo: Repository, deployment: Deployment, opts: BackupOptions,
         log.info("run %s: backing up %s to %s", run, deployment.kind, repo.url)
         hub, volumes = _capture_hub(repo, deployment, run, opts)
         ctx = BackupContext(repo=repo, run=run, full=opts.full, method=opts.method, excludes=opts.excludes,
-                            level=opts.level, threads=opts.threads, previous=previous, progress=progress,
+                            level=opts.level, threads=opts.threads, parallel_volumes=opts.parallel_volumes,
+                            previous=previous, progress=progress,
                             damaged=damaged, reuse_since=reuse_since(opts, started))
         items = list(deployment.backup_volumes(volumes, ctx))
         failures = [f"{i.label}: {i.error}" for i in items if i.status == "failed"]
