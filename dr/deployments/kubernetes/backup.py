@@ -60,8 +60,10 @@ def backup_one(dep: KubernetesDeployment, vol: Volume, ctx: BackupContext, prev:
     """One volume's item; failures are failed items (never raised), so one user never fails the run."""
     started = time.monotonic()
     pvc = vol.source["pvc"]
+    sub = str(vol.source.get("subPath") or "")  # a home on a shared (static) volume: see .static
     base = VolumeItem(key=vol.key, user=vol.user, server=vol.server, method=ctx.method,
-                      source={"pvc": pvc, "running": vol.running, "verified_in": ctx.run})
+                      source={"pvc": pvc, "running": vol.running, "verified_in": ctx.run,
+                              **({"subPath": sub} if sub else {})})
     try:
         reused = reuse_inactive(dep, vol, ctx, prev)
         if reused is not None:
@@ -76,7 +78,7 @@ def backup_one(dep: KubernetesDeployment, vol: Volume, ctx: BackupContext, prev:
         if ctx.method == "snapshot+archive":
             item = _snapshot_then_archive(dep, vol, ctx, prev, base)
         else:
-            item = _archive(dep, vol, ctx, prev, base, claim=pvc["name"], pin=True)
+            item = _archive(dep, vol, ctx, prev, base, claim=pvc["name"], pin=not sub, sub_path=sub)
         return replace(item, seconds=time.monotonic() - started)
     except JdrError as e:
         log.error("%s: backup failed: %s", vol.label, e)
@@ -92,6 +94,8 @@ def reuse_inactive(dep: KubernetesDeployment, vol: Volume, ctx: BackupContext,
         return None
     if not prev.source.get("pvc", {}).get("uid") or prev.source["pvc"]["uid"] != vol.source["pvc"].get("uid"):
         return None
+    if prev.source.get("subPath", "") != vol.source.get("subPath", ""):
+        return None  # another directory of the shared volume
     # The run in which the volume was last read (an archive written, or a listing found unchanged, or a
     # snapshot taken): activity after it is what matters, not the age of the archive referenced.
     captured_run = prev.source.get("verified_in") or prev.reused_from or ctx.previous.run
@@ -112,6 +116,8 @@ def reuse_inactive(dep: KubernetesDeployment, vol: Volume, ctx: BackupContext,
         return None
     log.info("%s: inactive since run %s, referencing its capture without a mover", vol.label, captured_run)
     owners: dict[str, Any] = {k: prev.source[k] for k in ("owner", "owners") if k in prev.source}
+    if vol.source.get("subPath"):
+        owners["subPath"] = vol.source["subPath"]
     return replace(prev, source={"pvc": vol.source["pvc"], "running": False, "verified_in": captured_run, **owners},
                    reused_from=prev.reused_from or ctx.previous.run, warnings=())
 
@@ -121,7 +127,7 @@ def _after(text: str | None, when: datetime) -> bool:
 
 
 def _archive(dep: KubernetesDeployment, vol: Volume, ctx: BackupContext, prev: VolumeItem | None,
-             base: VolumeItem, *, claim: str, pin: bool) -> VolumeItem:
+             base: VolumeItem, *, claim: str, pin: bool, sub_path: str = "") -> VolumeItem:
     previous_fp = None
     if prev is not None and prev.fingerprint and decide_reuse(ctx, prev, vol.label).reusable:
         previous_fp = prev.fingerprint
@@ -139,7 +145,8 @@ def _archive(dep: KubernetesDeployment, vol: Volume, ctx: BackupContext, prev: V
         log.warning("%s: the last backup found several owners on this volume: running the mover as %s (the "
                     "documented exception to Pod Security 'restricted')", vol.label, security.describe())
     spec = MoverSpec(name=short_name("jdr-bk", ctx.run, vol.key), run=ctx.run, role="backup", args=tuple(args),
-                     mounts=(Mount(claim, DATA_MOUNT, read_only=True),), security=security, node_name=node)
+                     mounts=(Mount(claim, DATA_MOUNT, read_only=True, sub_path=sub_path),), security=security,
+                     node_name=node)
     result, used = movers.run_as_owner(spec, ctx.repo, privileged=READER, label=vol.label)
     dep.count("movers")
     source = {**base.source, **owner_record(result, used)}
