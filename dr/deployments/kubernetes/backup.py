@@ -63,7 +63,7 @@ def backup_one(dep: KubernetesDeployment, vol: Volume, ctx: BackupContext, prev:
     sub = str(vol.source.get("subPath") or "")  # a home on a shared (static) volume: see .static
     base = VolumeItem(key=vol.key, user=vol.user, server=vol.server, method=ctx.method,
                       source={"pvc": pvc, "running": vol.running, "verified_in": ctx.run,
-                              **({"subPath": sub} if sub else {})})
+                              **{k: vol.source[k] for k in ("subPath", "extra_volume") if k in vol.source}})
     try:
         reused = reuse_inactive(dep, vol, ctx, prev)
         if reused is not None:
@@ -116,8 +116,7 @@ def reuse_inactive(dep: KubernetesDeployment, vol: Volume, ctx: BackupContext,
         return None
     log.info("%s: inactive since run %s, referencing its capture without a mover", vol.label, captured_run)
     owners: dict[str, Any] = {k: prev.source[k] for k in ("owner", "owners") if k in prev.source}
-    if vol.source.get("subPath"):
-        owners["subPath"] = vol.source["subPath"]
+    owners.update({k: vol.source[k] for k in ("subPath", "extra_volume") if k in vol.source})
     return replace(prev, source={"pvc": vol.source["pvc"], "running": False, "verified_in": captured_run, **owners},
                    reused_from=prev.reused_from or ctx.previous.run, warnings=())
 
