@@ -308,6 +308,26 @@ class DrillSettings:
 
 
 @dataclass(frozen=True)
+class ServeSettings:
+    """``jdr serve``, the self-service restore service (docs/SELF-SERVICE.md)."""
+
+    max_restore_bytes: int = 2 * 1024**3
+    """Largest restore (bytes of file content) a user may start; bigger ones go to an administrator."""
+    max_download_bytes: int = 2 * 1024**3
+    """Largest download (file or folder) a user may start."""
+    downloads_per_hour: int = 60
+    """Downloads a user may start per hour (administrators acting for themselves too)."""
+    restores_per_hour: int = 20
+    """Restores a user may start per hour (and only one at a time)."""
+    audit_log: str = ""
+    """JSON-lines file every self-service download and restore is appended to ("" : the log only)."""
+    timezone: str = ""
+    """Time zone of the dates shown ("": the browser's, falling back to ``schedule.timezone``)."""
+    restore_into: str = "restored"
+    """Folder of the home restores go into: ``<restore_into>/<run date>/<path>``."""
+
+
+@dataclass(frozen=True)
 class Settings:
     deployment: DeploymentSettings = field(default_factory=DeploymentSettings)
     repository: RepositorySettings = field(default_factory=RepositorySettings)
@@ -322,6 +342,7 @@ class Settings:
     notify: NotifySettings = field(default_factory=NotifySettings)
     drill: DrillSettings = field(default_factory=DrillSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
+    serve: ServeSettings = field(default_factory=ServeSettings)
     log_format: str = "auto"
     """``text``, ``json``, or ``auto`` (JSON when not on a terminal inside Kubernetes)."""
 

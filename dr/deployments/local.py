@@ -23,6 +23,7 @@ from dr.deployments.home_names import HomeLayout
 from dr.deployments.hubdb_swap import swap_in_database
 from dr.deployments.restore_checks import check_local_restore, restore_owner_map
 from dr.deployments.reuse import decide_reuse
+from dr.deployments.self_restore import check_self_service, swap_in_file
 from dr.deployments.volume_backup import ALWAYS_EXCLUDED, backup_tree
 from dr.deployments.volume_swap import restore_into
 from dr.errors import ConfigError, DeploymentError, JdrError, UsageError
@@ -33,6 +34,7 @@ from dr.repository.artifacts import drain
 from dr.repository.repository import Repository
 from dr.settings import DeploymentSettings
 from dr.util.procs import pids_with_links
+from dr.util.timefmt import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -219,12 +221,19 @@ class LocalDeployment:
         with repo.open_artifact(item.index) as raw_index:
             index = load_index(raw_index)
             drain(raw_index)
+        check_self_service(req, index)
         with repo.open_artifact(item.archive) as archive:
             result = restore_into(home, archive, run=item.archive.run or "run", index=index,
                                   paths=req.paths, into=req.into, keep_previous=req.keep_previous,
-                                  drain=drain, progress=req.progress,
+                                  exact_paths=req.exact_paths, drain=drain, progress=req.progress,
                                   map_owner=restore_owner_map(req, home))
-        return VolumeRestoreResult(target=str(home), files=result.files, bytes=result.bytes,
+        if req.replace_file and req.into:
+            path = req.exact_paths[0]
+            kept = swap_in_file(home, req.into, path, utcnow().strftime("%Y%m%dT%H%M%SZ"))
+            return VolumeRestoreResult(target=str(home / path), files=result.files, bytes=result.bytes,
+                                       previous=str(home / kept) if kept else None)
+        target = home / req.into if req.while_running and req.into else home
+        return VolumeRestoreResult(target=str(target), files=result.files, bytes=result.bytes,
                                    previous=result.previous)
 
 
