@@ -15,6 +15,7 @@ FROM python:3.11-slim
 ARG UID=65532
 RUN useradd --uid ${UID} --gid 100 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin jdr \
  && apt-get update && apt-get install -y --no-install-recommends zstd sqlite3 tar \
+      postgresql-client mariadb-client \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir --no-index --find-links /wheels 'jdr[serve]' && rm -rf /wheels

@@ -127,6 +127,12 @@ class DeploymentSettings:
     """``local`` (a hub on one machine) or ``kubernetes`` (a z2jh release)."""
     hub_db: str = ""
     """local: path of the hub's SQLite database."""
+    hub_db_url: str = ""
+    """local: the hub's database as JupyterHub's ``db_url`` names it, for a hub on PostgreSQL or MySQL/MariaDB
+    (``postgresql://jupyterhub@127.0.0.1:5432/jupyterhub``); backed up with ``pg_dump``/``mysqldump``. Instead
+    of ``hub_db``. A password in it is never logged; better keep it in ``hub_db_password_env``."""
+    hub_db_password_env: str = ""
+    """local: name of an environment variable holding the password of ``hub_db_url`` (z2jh: ``hub.db.password``)."""
     homes: str = ""
     """local: template of a user's home directory, with ``{username}`` (``/home/jupyter-{username}``) or
     ``{tljh_username}`` (TLJH's system user name, hashed when long); ``tljh`` means ``/home/{tljh_username}``."""
