@@ -110,6 +110,20 @@ class KubernetesSettings:
     (``cronjobs/drill/``); drills need no cluster-wide write. Required for ``jdr drill`` on Kubernetes."""
     drill_storage_class: str = ""
     """Storage class of the drill's PVCs (must delete its volumes); default: as recorded, else ``storage_class``."""
+    home_storage: str = "auto"
+    """Where homes live: ``dynamic`` (a PVC per server), ``static`` (subdirectories of one shared PVC, z2jh
+    ``singleuser.storage.type: static``), or ``auto``: read from the chart values in the hub Secret."""
+    static_claim: str = ""
+    """static: the shared PVC of all homes (z2jh ``singleuser.storage.static.pvcName``); discovered when empty."""
+    static_subpath: str = ""
+    """static: a home's subdirectory, as KubeSpawner expands it (z2jh ``singleuser.storage.static.subPath``,
+    e.g. ``{username}`` or ``{escaped_username}``); discovered when empty, else ``{username}``."""
+    slug_scheme: str = ""
+    """static: KubeSpawner's ``slug_scheme`` (``safe`` or ``escape``) for ``{username}`` in ``static_subpath``;
+    discovered from ``hub.config.KubeSpawner.slug_scheme`` when empty, else ``safe`` (KubeSpawner 7's default)."""
+    extra_volumes: list[str] = field(default_factory=list)
+    """Volumes the hub mounts for every server (z2jh ``singleuser.storage.extraVolumes``) to back up, each as
+    its own item: a volume name from ``extraVolumes`` (its PVC) or a PVC name. None by default."""
 
 
 @dataclass(frozen=True)
@@ -350,6 +364,7 @@ class Settings:
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "deployment.kind": ("local", "kubernetes"),
+    "deployment.kubernetes.home_storage": ("auto", "dynamic", "static"),
     "backup.method": ("archive", "snapshot", "snapshot+archive"),
     "notify.kind": ("json", "slack"),
     "log_format": ("auto", "text", "json"),

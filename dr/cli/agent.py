@@ -128,6 +128,19 @@ def backup_volumes(ctx: Context, run: str, batch: str, volumes: tuple[tuple[str,
         repo, run=run, volumes=todo, excludes=excludes, level=level, threads=threads))
 
 
+@agent.command("list-dirs")
+@click.option("--run", required=True, help="Id of the operation (names results).")
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=Path("/data"))
+@click.option("--dir", "dirs", multiple=True, help="A directory (relative to --root) to list.")
+@_result_option
+@pass_ctx
+def list_dirs(ctx: Context, run: str, root: Path, dirs: tuple[str, ...], result_file: Path) -> None:
+    """List directories of the shared home volume mounted at --root (static storage)."""
+    from dr.deployments.kubernetes import agent as tasks
+
+    _run_task(ctx, run, "list-dirs", result_file, lambda repo: tasks.list_dirs(root=root, dirs=dirs))
+
+
 @agent.command("restore-volume")
 @click.option("--run", required=True, help="Id of the restore operation (names results).")
 @click.option("--item-json", default=None, help="The manifest's item to restore (JSON).")

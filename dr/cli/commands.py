@@ -101,6 +101,8 @@ def ls(ctx: Context, run: str, path: str | None, user: str, server: str) -> None
 
 @cli.command()
 @click.option("--user", default=None, help="Restore this user's home.")
+@click.option("--volume", default=None, help="Restore a volume of no user: an extra volume (by name or PVC), "
+                                             "an orphan home.")
 @click.option("--hub", is_flag=True, help="Restore the hub database (and Secret) and restart the hub.")
 @click.option("--all", "everything", is_flag=True, help="Full disaster recovery: hub and every user.")
 @click.option("--run", default=None, help="Run id (or a unique prefix, or 'latest').")
@@ -121,18 +123,18 @@ def ls(ctx: Context, run: str, path: str | None, user: str, server: str) -> None
 @click.option("--replace-hub-db", is_flag=True, help="PostgreSQL/MySQL hub: restore although the database "
                                                      "holds tables (PostgreSQL keeps them in a schema aside).")
 @pass_ctx
-def restore(ctx: Context, user: str | None, hub: bool, everything: bool, run: str | None, at: str | None,
-            paths: tuple[str, ...], into: str | None, as_user: str | None, server: str, dry_run: bool,
+def restore(ctx: Context, user: str | None, volume: str | None, hub: bool, everything: bool, run: str | None,
+            at: str | None, paths: tuple[str, ...], into: str | None, as_user: str | None, server: str, dry_run: bool,
             yes: bool, force: bool, no_secret: bool, discard_previous: bool, allow_unsigned: bool,
             replace_hub_db: bool) -> None:
     """Restore one user's home (--user), the hub (--hub), or everything (--all)."""
     from dr.operations.restore import RestoreOptions, restore_all, restore_hub, restore_user
 
-    chosen = [x for x in (user is not None, hub, everything) if x]
+    chosen = [x for x in (user is not None, volume is not None, hub, everything) if x]
     if len(chosen) != 1:
-        raise UsageError("give exactly one of --user NAME, --hub, --all")
-    if (paths or into or as_user) and user is None:
-        raise UsageError("--path, --into and --as go with --user")
+        raise UsageError("give exactly one of --user NAME, --hub, --all (or --volume NAME)")
+    if (as_user or ((paths or into) and volume is None)) and user is None:
+        raise UsageError("--path, --into and --as go with --user (--path and --into also with --volume)")
     if run is not None and at is not None:
         raise UsageError("--run and --at cannot be used together")
     if run is not None and not run.strip():
@@ -160,7 +162,11 @@ def restore(ctx: Context, user: str | None, hub: bool, everything: bool, run: st
                     progress.set_total(*total)
             return ok
 
-        if user is not None:
+        if volume is not None:
+            from dr.operations.restore_volume import restore_volume
+
+            result = restore_volume(repo, deployment, volume, opts, confirm)
+        elif user is not None:
             result = restore_user(repo, deployment, user, opts, confirm,
                                   wiring.make_hub_api(s) if not dry_run else None)
         elif hub:

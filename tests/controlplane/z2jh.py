@@ -172,6 +172,14 @@ def pick_port(spawner):
 
 
 c.KubeSpawner.pre_spawn_hook = pick_port
+
+if SETTINGS.get("static"):  # singleuser.storage.type: static, as z2jh's jupyterhub_config.py renders it
+    c.KubeSpawner.storage_pvc_ensure = False
+    c.KubeSpawner.volumes = [{"name": "home", "persistentVolumeClaim": {"claimName": SETTINGS["static"]["pvcName"]}}]
+    c.KubeSpawner.volume_mounts = [{"mountPath": "/home/jovyan", "name": "home",
+                                    "subPath": SETTINGS["static"]["subPath"]}]
+c.KubeSpawner.volumes.extend(SETTINGS.get("extra_volumes", []))
+c.KubeSpawner.volume_mounts.extend(SETTINGS.get("extra_volume_mounts", []))
 '''
 
 
@@ -187,12 +195,19 @@ class Z2JHNamespace:
     def __init__(self, cluster, name: str | None = None, release: str | None = None,
                  running=("alice",), users=DEFAULT_USERS, slug_scheme: str = "safe",
                  workdir: Path | None = None, start_hub: bool = True, timeout: float = 90,
-                 pod_security: str | None = "restricted"):
+                 pod_security: str | None = "restricted", static: dict | None = None,
+                 extra_volumes: dict[str, str] | None = None):
         self.k = cluster
         # Pod Security Admission level enforced on the namespace (label pod-security.kubernetes.io/enforce):
         # the hub, the servers and every jdr mover of the common case must pass `restricted`, as in a
         # hardened cluster; None leaves the namespace unlabelled (the cluster default: privileged).
         self.pod_security = pod_security
+        # static: {"pvcName": ..., "subPath": template} for singleuser.storage.type static (one RWX PVC of
+        # homes, made here; each user's home the subdirectory KubeSpawner's expansion names, as `home_dirs`);
+        # extra_volumes: {volume name: PVC name} mounted into every server at /mnt/<name> (made here).
+        self.static = dict(static) if static else None
+        self.extra_volumes = dict(extra_volumes or {})
+        self.home_dirs: dict[str, str] = {}  # user key -> subdirectory of the static PVC
         self.namespace = name or f"z2jh-{uuid.uuid4().hex[:6]}"
         self.release = release or "jupyterhub"
         self.prefix = f"{release}-" if release else ""
@@ -341,19 +356,26 @@ class Z2JHNamespace:
             "hub": {
                 "config": {"JupyterHub": {"cookie_secret": self.cookie_secret},
                            "ConfigurableHTTPProxy": {"auth_token": self.proxy_token},
-                           "CryptKeeper": {"keys": [self.crypt_key]}},
+                           "CryptKeeper": {"keys": [self.crypt_key]},
+                           **({"KubeSpawner": {"slug_scheme": self.slug_scheme}} if self.static else {})},
                 "services": {"jdr": {"apiToken": self.token}},
                 "loadRoles": {"jdr": {"services": ["jdr"], "scopes": ["admin:users", "admin:servers",
                                                                      "admin:server_state"]}},
                 "db": {"type": "sqlite-pvc", "pvc": {"storage": "1Gi", "accessModes": ["ReadWriteOnce"]}},
             },
-            "singleuser": {"storage": {"type": "dynamic", "capacity": "1Gi",
-                                       "dynamic": {"storageClass": self.k.storage_class,
-                                                   "pvcNameTemplate": "claim-{user_server}",
-                                                   "volumeNameTemplate": "volume-{user_server}"},
-                                       "homeMountPath": "/home/jovyan"},
-                           "uid": 1000, "fsGid": 100},
+            "singleuser": {"storage": self._storage_values(), "uid": 1000, "fsGid": 100},
         }
+
+    def _storage_values(self) -> dict:
+        extra = {"extraVolumes": [{"name": n, "persistentVolumeClaim": {"claimName": c}}
+                                  for n, c in self.extra_volumes.items()],
+                 "extraVolumeMounts": [{"name": n, "mountPath": f"/mnt/{n}"} for n in self.extra_volumes]}
+        if self.static:
+            return {"type": "static", "static": dict(self.static), "homeMountPath": "/home/jovyan", **extra}
+        return {"type": "dynamic", "capacity": "1Gi",
+                "dynamic": {"storageClass": self.k.storage_class, "pvcNameTemplate": "claim-{user_server}",
+                            "volumeNameTemplate": "volume-{user_server}"},
+                "homeMountPath": "/home/jovyan", **(extra if self.extra_volumes else {})}
 
     def _secret(self) -> None:
         data = {
@@ -373,6 +395,10 @@ class Z2JHNamespace:
             "common_labels": dict(self.chart_labels.items()),
             "singleuser_image": SINGLEUSER_IMAGE, "python": "python",
             "singleuser": str(HERE / "singleuser.py"), "storage_class": self.k.storage_class,
+            "static": self.static,
+            "extra_volumes": [{"name": n, "persistentVolumeClaim": {"claimName": c}}
+                              for n, c in self.extra_volumes.items()],
+            "extra_volume_mounts": [{"name": n, "mountPath": f"/mnt/{n}"} for n in self.extra_volumes],
         }
         cfg = HUB_CONFIG.replace("__SETTINGS__", repr(settings))
         self.k.core.create_namespaced_config_map(self.namespace, {
@@ -380,19 +406,53 @@ class Z2JHNamespace:
             "data": {"jupyterhub_config.py": cfg,
                      "checksum_hook-image-puller": "jdr-test"}})
 
-    def _pvc(self, name: str, labels: dict, annotations: dict | None = None) -> None:
+    def _pvc(self, name: str, labels: dict, annotations: dict | None = None, modes=("ReadWriteOnce",)) -> None:
         self.k.core.create_namespaced_persistent_volume_claim(self.namespace, {
             "apiVersion": "v1", "kind": "PersistentVolumeClaim",
             "metadata": {"name": name, "labels": labels, "annotations": annotations or {}},
-            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}},
+            "spec": {"accessModes": list(modes), "resources": {"requests": {"storage": "1Gi"}},
                      "storageClassName": self.k.storage_class}})
 
     def _hub_db_pvc(self) -> None:
         self._pvc(self.hub_db_pvc, self._labels("hub"))
 
+    def _shared_pvcs(self) -> None:
+        """The static layout's shared PVC, each user's home a subdirectory of it; the extra volumes."""
+        from types import SimpleNamespace
+
+        from kubespawner.spawner import KubeSpawner
+
+        for claim in [self.static["pvcName"]] if self.static else []:
+            self._pvc(claim, {}, modes=("ReadWriteMany",))
+        for claim in self.extra_volumes.values():
+            self._pvc(claim, {}, modes=("ReadWriteMany",))
+        for claim in [*([self.static["pvcName"]] if self.static else []), *self.extra_volumes.values()]:
+            self.k.wait_pvc_bound(self.namespace, claim)
+            os.chown(self.pvc_dir(claim), 1000, 100)
+        for key, u in self.users.items() if self.static else []:
+            fake = SimpleNamespace(name=u.server_name, user=SimpleNamespace(name=u.name, id=0),
+                                   slug_scheme=self.slug_scheme, _namespace_default=lambda: self.namespace)
+            sub = KubeSpawner._expand_user_properties(fake, self.static["subPath"])
+            self.home_dirs[key] = sub
+            rel = f"{sub}/README.md"
+            self.write_file(self.static["pvcName"], rel, f"# home of {u.name}\n")
+        for claim in self.extra_volumes.values():
+            self.write_file(claim, "shared/data.csv", "a,b\n1,2\n")
+
+    def home_dir(self, key: str) -> Path:
+        """A user's home: their PVC, or their subdirectory of the static PVC."""
+        if self.static:
+            return self.pvc_dir(self.static["pvcName"]) / self.home_dirs[key]
+        return self.user_dir(key)
+
     def _user_pvcs(self) -> None:
         import jupyterhub
         import kubespawner
+
+        if self.static:
+            self._shared_pvcs()
+            return
+        self._shared_pvcs()
 
         for u in self.users.values():
             labels = {**self.chart_labels, **u.labels,

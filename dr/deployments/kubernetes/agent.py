@@ -141,6 +141,28 @@ def backup_volumes(repo: Repository, *, run: str, volumes: list[tuple[str, Path,
     return {"status": "batch", "volumes": results}
 
 
+def list_dirs(*, root: Path, dirs: tuple[str, ...]) -> dict[str, Any]:
+    """The entries of each directory ``dirs`` (relative to ``root``, the shared home volume): name -> "dir",
+    "link" (a symlink, never followed), or "other". A directory that does not exist lists as absent."""
+    found: dict[str, dict[str, str]] = {}
+    base = root.resolve()
+    for rel in dirs:
+        path, linked = base, False
+        for part in Path(rel).parts:
+            path = path / part
+            linked = linked or path.is_symlink()
+        if linked:
+            continue  # a directory reached through a link lies outside what the layout names
+        try:
+            with os.scandir(path) as it:
+                entries = {e.name: ("link" if e.is_symlink() else "dir" if e.is_dir(follow_symlinks=False)
+                                    else "other") for e in it}
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        found[rel] = dict(sorted(entries.items()))
+    return {"status": "ok", "dirs": found}
+
+
 def _owner(root: Path) -> list[int] | None:
     """uid and gid of the volume root (recorded, so that the next mover starts as that user)."""
     try:

@@ -62,8 +62,10 @@ def archive_one(dep: KubernetesDeployment, vol: Volume, ctx: BackupContext, prev
     """One volume archived by its own mover (no reuse check; a batch's fallback); failures are failed items."""
     started = time.monotonic()
     base = base_item(vol, ctx)
+    sub = str(vol.source.get("subPath") or "")  # a home on a shared (static) volume: mount only its directory
     try:
-        item = _archive(dep, vol, ctx, prev, base, claim=vol.source["pvc"]["name"], pin=True, security=security)
+        item = _archive(dep, vol, ctx, prev, base, claim=vol.source["pvc"]["name"], pin=not sub, security=security,
+                        sub_path=sub)
         return replace(item, seconds=time.monotonic() - started)
     except JdrError as e:
         log.error("%s: backup failed: %s", vol.label, e)
@@ -74,6 +76,7 @@ def backup_one(dep: KubernetesDeployment, vol: Volume, ctx: BackupContext, prev:
     """One volume's item; failures are failed items (never raised), so one user never fails the run."""
     started = time.monotonic()
     pvc = vol.source["pvc"]
+    sub = str(vol.source.get("subPath") or "")  # a home on a shared (static) volume: see .static
     base = base_item(vol, ctx)
     try:
         reused = reuse_inactive(dep, vol, ctx, prev)
@@ -89,7 +92,7 @@ def backup_one(dep: KubernetesDeployment, vol: Volume, ctx: BackupContext, prev:
         if ctx.method == "snapshot+archive":
             item = _snapshot_then_archive(dep, vol, ctx, prev, base)
         else:
-            item = _archive(dep, vol, ctx, prev, base, claim=pvc["name"], pin=True)
+            item = _archive(dep, vol, ctx, prev, base, claim=pvc["name"], pin=not sub, sub_path=sub)
         return replace(item, seconds=time.monotonic() - started)
     except JdrError as e:
         log.error("%s: backup failed: %s", vol.label, e)
@@ -99,7 +102,8 @@ def backup_one(dep: KubernetesDeployment, vol: Volume, ctx: BackupContext, prev:
 def base_item(vol: Volume, ctx: BackupContext) -> VolumeItem:
     """A volume's item before anything is known (its source as discovered)."""
     return VolumeItem(key=vol.key, user=vol.user, server=vol.server, method=ctx.method,
-                      source={"pvc": vol.source["pvc"], "running": vol.running, "verified_in": ctx.run})
+                      source={"pvc": vol.source["pvc"], "running": vol.running, "verified_in": ctx.run,
+                              **{k: vol.source[k] for k in ("subPath", "extra_volume") if k in vol.source}})
 
 
 def reuse_inactive(dep: KubernetesDeployment, vol: Volume, ctx: BackupContext,
@@ -111,6 +115,8 @@ def reuse_inactive(dep: KubernetesDeployment, vol: Volume, ctx: BackupContext,
         return None
     if not prev.source.get("pvc", {}).get("uid") or prev.source["pvc"]["uid"] != vol.source["pvc"].get("uid"):
         return None
+    if prev.source.get("subPath", "") != vol.source.get("subPath", ""):
+        return None  # another directory of the shared volume
     # The run in which the volume was last read (an archive written, or a listing found unchanged, or a
     # snapshot taken): activity after it is what matters, not the age of the archive referenced.
     captured_run = prev.source.get("verified_in") or prev.reused_from or ctx.previous.run
@@ -131,6 +137,7 @@ def reuse_inactive(dep: KubernetesDeployment, vol: Volume, ctx: BackupContext,
         return None
     log.info("%s: inactive since run %s, referencing its capture without a mover", vol.label, captured_run)
     owners: dict[str, Any] = {k: prev.source[k] for k in ("owner", "owners") if k in prev.source}
+    owners.update({k: vol.source[k] for k in ("subPath", "extra_volume") if k in vol.source})
     return replace(prev, source={"pvc": vol.source["pvc"], "running": False, "verified_in": captured_run, **owners},
                    reused_from=prev.reused_from or ctx.previous.run, warnings=())
 
@@ -140,7 +147,8 @@ def _after(text: str | None, when: datetime) -> bool:
 
 
 def _archive(dep: KubernetesDeployment, vol: Volume, ctx: BackupContext, prev: VolumeItem | None,
-             base: VolumeItem, *, claim: str, pin: bool, security: Security | None = None) -> VolumeItem:
+             base: VolumeItem, *, claim: str, pin: bool, security: Security | None = None,
+             sub_path: str = "") -> VolumeItem:
     movers = dep.movers
     # Re-checked right before the mover is created: a running user pod pins it to that pod's node.
     node = movers.cache.node_of(claim) if pin else ""
@@ -150,7 +158,8 @@ def _archive(dep: KubernetesDeployment, vol: Volume, ctx: BackupContext, prev: V
     if previous_fp:
         args += ["--previous-fingerprint", previous_fp]
     spec = MoverSpec(name=short_name("jdr-bk", ctx.run, vol.key), run=ctx.run, role="backup", args=tuple(args),
-                     mounts=(Mount(claim, DATA_MOUNT, read_only=True),), security=security, node_name=node)
+                     mounts=(Mount(claim, DATA_MOUNT, read_only=True, sub_path=sub_path),), security=security,
+                     node_name=node)
     result, used = movers.run_as_owner(spec, ctx.repo, privileged=READER, label=vol.label)
     dep.count("movers")
     return archived_item(vol, ctx, prev, base, result, used, node)

@@ -133,7 +133,7 @@ def _triage(dep: KubernetesDeployment, vol: Volume, ctx: BackupContext, prev: Vo
             dep.count("reused_inactive")
             return replace(reused, seconds=time.monotonic() - started)
         claim = vol.source["pvc"]["name"]
-        sub_path = vol.source.get("sub_path")
+        sub_path = vol.source.get("subPath")  # a home on a shared (static) volume: see .static
         return Entry(vol=vol, prev=prev, claim=claim, sub_path=str(sub_path) if sub_path else None,
                      node=dep.movers.cache.node_of(claim), place="",
                      security=volume_backups.first_security(dep, vol, prev),

@@ -34,14 +34,17 @@ from dr.deployments.kubernetes.objects import (
     mover_env,
     pod_claims,
     pod_is_active,
+    pvc_record,
     run_selector,
     secret_record,
 )
 from dr.deployments.kubernetes.snapshots import delete_quietly
+from dr.deployments.kubernetes.static import StaticHomes
+from dr.deployments.kubernetes.storage_layout import StorageLayout, discover_layout
 from dr.errors import ConfigError, DeploymentError, UsageError
 from dr.hubdb.capture import inspect_database
 from dr.hubdb.info import DbInfo
-from dr.model import Artifact, Manifest, Snapshot, VolumeItem, new_run_id
+from dr.model import Artifact, Manifest, Snapshot, VolumeItem, new_run_id, volume_key
 from dr.repository.artifacts import drain
 from dr.repository.repository import Repository
 from dr.settings import Settings
@@ -70,6 +73,7 @@ class KubernetesDeployment:
         self._cache: PodCache | None = None
         self._movers: Movers | None = None
         self._hub: Hub | None = None
+        self._layout: StorageLayout | None = None
         self._hub_ops: HubOps | None = None
         self._hub_stopped = False
         self._users_without_volume: list[str] = []
@@ -108,6 +112,20 @@ class KubernetesDeployment:
             self._hub = find_hub(self.kube, self.k)
         return self._hub
 
+    def layout(self, refresh: bool = False) -> StorageLayout:
+        """How homes are stored (dynamic or static) and the extra volumes to back up; raises UsageError
+        (exit 2) for a layout jdr cannot back up, before anything is written."""
+        if self._layout is None or refresh:
+            self._layout = discover_layout(self.kube, self.k, self.hub().secret)
+        return self._layout
+
+    def static_homes(self) -> StaticHomes:
+        layout = self.layout()
+        if layout.kind != "static":
+            raise UsageError("this run holds homes on a shared (static) volume, but the release stores homes "
+                             f"as {layout.kind}", hint="set deployment.kubernetes.home_storage: static")
+        return StaticHomes(self, layout)
+
     def _mover_image(self) -> str:
         if self.k.mover_image:
             return self.k.mover_image
@@ -144,6 +162,7 @@ class KubernetesDeployment:
                 "hub": {"deployment": hub.deployment, "db_claim": hub.db_claim, "db_path": hub.db_path,
                         "secret": hub.secret, "image": hub.image, "uid": hub.uid, "gid": hub.gid,
                         "db_pvc": hub.db_pvc},
+                "storage": self.layout().describe(),
                 "users_without_volume": list(self._users_without_volume)}
 
     # --- the hub ---------------------------------------------------------------------------------
@@ -157,6 +176,7 @@ class KubernetesDeployment:
         removes what runs that died left in the namespace.
         """
         self.repo = repo
+        self.layout(refresh=True)  # a layout jdr cannot back up is refused before anything is written
         if keep:
             self.sweep_leftovers(repo, run)
         hub = self.hub(refresh=True)
@@ -226,10 +246,14 @@ class KubernetesDeployment:
     # --- volumes -------------------------------------------------------------------------------
 
     def volumes(self, db: DbInfo) -> list[Volume]:
-        pvcs = list_user_pvcs(self.kube, self.k)
         running = {claim for p in self.cache.pods() if pod_is_active(p) and not _is_jdr(p)
                    for claim in pod_claims(p)}
-        mapping = map_volumes(pvcs, db, running)
+        layout = self.layout()
+        if layout.kind == "static":
+            mapping = self.static_homes().volumes(db, new_run_id(utcnow()), self.repo)
+        else:
+            mapping = map_volumes(list_user_pvcs(self.kube, self.k), db, running)
+        mapping.volumes.extend(extra_volumes(self.kube, layout, mapping.volumes, running))
         for w in mapping.warnings:
             log.warning("%s", w)
         if mapping.users_without_volume:
@@ -261,6 +285,9 @@ class KubernetesDeployment:
                 f"PVC {pvc}; the hub was not asked)")
 
     def _server_pods(self, user: str, server: str) -> tuple[str, list[str]]:
+        if self.layout().kind == "static":
+            sub, pods = self.static_homes().pods_of(user, server)
+            return f"{self.layout().claim} (subPath {sub})", pods
         pvc = volume_restores.find_target_pvc(self, user, server, None)
         if not pvc:
             return "", []
@@ -269,6 +296,10 @@ class KubernetesDeployment:
     def backup_volumes(self, volumes: Sequence[Volume], ctx: BackupContext) -> Iterator[VolumeItem]:
         if ctx.method not in ("archive", "snapshot", "snapshot+archive"):
             raise UsageError(f"--method {ctx.method!r} is not supported on Kubernetes")
+        if ctx.method != "archive" and any(v.source.get("subPath") for v in volumes):
+            raise UsageError(f"--method {ctx.method}: homes on a shared (static) volume are backed up by "
+                             "archive only (a snapshot would copy the whole shared volume once per user)",
+                             hint="use backup.method: archive")
         if ctx.method != "snapshot":
             _ = self.movers  # configuration errors (image, key file) before any item
         previous = {v.key: v for v in ctx.previous.volumes} if ctx.previous else {}
@@ -315,6 +346,24 @@ class KubernetesDeployment:
         if removed:
             log.warning("removed %d objects left by runs that died: %s", len(removed), ", ".join(removed[:10]))
         return removed
+
+
+def extra_volumes(kube: Kube, layout: StorageLayout, volumes: list[Volume], running: set[str]) -> list[Volume]:
+    """The ``extra_volumes`` PVCs as items of no user (keyed by claim), unless already an item."""
+    have = {str((v.source.get("pvc") or {}).get("name")) for v in volumes if not v.source.get("subPath")}
+    found: list[Volume] = []
+    for name, claim in sorted(layout.extra.items()):
+        if claim in have:
+            continue
+        pvc = kube.get_or_none(PVCS, claim)
+        if pvc is None:
+            raise UsageError(f"deployment.kubernetes.extra_volumes: {name!r} names PVC {claim}, which does not "
+                             f"exist in {kube.namespace}")
+        found.append(Volume(key=volume_key(None, claim=claim), user=None,
+                            source={"pvc": pvc_record(pvc), "activity": {}, "extra_volume": name},
+                            running=claim in running))
+        have.add(claim)
+    return found
 
 
 def _download_db(repo: Repository, artifact: Artifact, dest: Path) -> DbInfo:

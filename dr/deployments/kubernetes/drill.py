@@ -358,6 +358,8 @@ class KubernetesDrillTarget:
 
     def _claim_name(self, item: VolumeItem) -> str:
         recorded = str((item.source.get("pvc") or {}).get("name") or "")
+        if item.source.get("subPath"):  # a home on a shared (static) volume: each gets a volume of its own
+            return short_name("jdr-drill-vol", item.key)
         if recorded and re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", recorded):
             return recorded  # the production name: easy to recognise with --keep
         return short_name("jdr-drill-vol", item.key)

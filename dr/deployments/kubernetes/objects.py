@@ -172,6 +172,7 @@ class Mount:
     claim: str
     path: str
     read_only: bool = True
+    sub_path: str = ""  # a home on a shared (static) volume: only this subdirectory is mounted
 
 
 @dataclass(frozen=True)
@@ -311,7 +312,8 @@ def make_mover_pod(spec: MoverSpec, cfg: MoverConfig) -> Obj:
     for i, m in enumerate(spec.mounts):
         volumes.append({"name": f"vol{i}", "persistentVolumeClaim": {"claimName": m.claim,
                                                                      "readOnly": m.read_only}})
-        mounts.append({"name": f"vol{i}", "mountPath": m.path, "readOnly": m.read_only})
+        mounts.append({"name": f"vol{i}", "mountPath": m.path, "readOnly": m.read_only,
+                       **({"subPath": m.sub_path} if m.sub_path else {})})
     container: Obj = {
         "name": "mover", "image": cfg.image, "imagePullPolicy": "IfNotPresent",
         "command": [*cfg.command, "agent", *spec.args],

@@ -73,6 +73,8 @@ def find_target_pvc(dep: KubernetesDeployment, user: str, server: str, item: Vol
 
 def restore_volume(dep: KubernetesDeployment, req: VolumeRestore, repo: Repository) -> VolumeRestoreResult:
     item = req.item
+    if item.source.get("subPath"):  # a home on a shared (static) volume: its subdirectory only
+        return dep.static_homes().restore(req, repo)
     record: dict[str, Any] = dict(item.source.get("pvc") or {})
     if req.target_user is None:
         claim = str(record.get("name") or "")
@@ -155,7 +157,7 @@ def _create_pvc(dep: KubernetesDeployment, record: dict[str, Any], claim: str) -
 
 
 def _run_restore_mover(dep: KubernetesDeployment, req: VolumeRestore, claim: str, op: str, args: list[str],
-                       mounts: tuple[Mount, ...], repo: Repository) -> VolumeRestoreResult:
+                       mounts: tuple[Mount, ...], repo: Repository, *, shared: bool = False) -> VolumeRestoreResult:
     for p in req.paths:
         args += ["--path", p]
     for p in req.exact_paths:
@@ -166,6 +168,8 @@ def _run_restore_mover(dep: KubernetesDeployment, req: VolumeRestore, claim: str
         args.append("--discard-previous")
     decrypts = "--item-json" in args  # an archive: read back from the repository (a copy reads a volume)
     security = volume_security(req.item.source, dep.k.volume_uid, dep.k.volume_gid, writes=True)
+    if shared:  # fsGroup would be applied to the whole shared volume, every sibling home included
+        security = replace(security, fs_group=None)
     if security.privileged:
         log.warning("%s: the backup found several owners on this volume: running the mover as %s (the documented "
                     "exception to Pod Security 'restricted')", req.item.label, security.describe())
