@@ -75,6 +75,21 @@ def test_missing_object_raises_object_not_found(store: Store) -> None:
         store.stat("runs/nope")
 
 
+def test_read_range(store: Store) -> None:
+    data = bytes(range(256)) * 40
+    store.put("runs/r/archive", data)
+    assert store.read_range("runs/r/archive", 0, 10) == data[:10]
+    assert store.read_range("runs/r/archive", 5000, 777) == data[5000:5777]
+    assert store.read_range("runs/r/archive", len(data) - 3, 100) == data[-3:]  # the object ends first
+    assert store.read_range("runs/r/archive", len(data), 10) == b""
+    assert store.read_range("runs/r/archive", len(data) + 5, 10) == b""
+    assert store.read_range("runs/r/archive", 7, 0) == b""
+    with pytest.raises(ObjectNotFound):
+        store.read_range("runs/nope", 0, 10)
+    with pytest.raises(ValueError):
+        store.read_range("runs/r/archive", -1, 10)
+
+
 def test_stat(store: Store) -> None:
     before = datetime.now(UTC) - timedelta(minutes=5)
     store.put("a/b.bin", b"x" * 1234)
