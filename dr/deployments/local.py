@@ -206,6 +206,7 @@ class LocalDeployment:
 
     def restore_volume(self, req: VolumeRestore, repo: Repository) -> VolumeRestoreResult:
         from dr.archive.index import load_index
+        from dr.deployments.volume_read import open_for_restore
 
         item = req.item
         if item.archive is None or item.index is None:
@@ -219,11 +220,11 @@ class LocalDeployment:
         with repo.open_artifact(item.index) as raw_index:
             index = load_index(raw_index)
             drain(raw_index)
-        with repo.open_artifact(item.archive) as archive:
-            result = restore_into(home, archive, run=item.archive.run or "run", index=index,
+        with open_for_restore(repo, item.archive, index, req.paths) as archive:
+            result = restore_into(home, archive.stream, run=item.archive.run or "run", index=index,
                                   paths=req.paths, into=req.into, keep_previous=req.keep_previous,
-                                  drain=drain, progress=req.progress,
-                                  map_owner=restore_owner_map(req, home))
+                                  drain=drain if archive.whole else None, progress=req.progress,
+                                  map_owner=restore_owner_map(req, home), compressed=archive.compressed)
         return VolumeRestoreResult(target=str(home), files=result.files, bytes=result.bytes,
                                    previous=result.previous)
 
