@@ -22,8 +22,8 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dr.archive import Writable
-from dr.archive.frames import FRAME_SIZE, FramedOut
+from dr.archive import Writable, frames
+from dr.archive.frames import FramedOut
 from dr.archive.index import IndexWriter
 from dr.archive.tarfmt import BLOCK, RECORD, header, ns_to_float
 from dr.archive.walk import WalkEntry, walk
@@ -82,7 +82,7 @@ def fingerprint(root: Path, excludes: Sequence[str] = ()) -> tuple[str, int, int
 def write_archive(root: Path, sink: Writable, index_sink: Writable, *, excludes: Sequence[str] = (),
                   level: int = 3, threads: int = 0,
                   progress: Callable[[int, int], None] | None = None,
-                  frame_size: int = FRAME_SIZE) -> ArchiveStats:
+                  frame_size: int | None = None) -> ArchiveStats:
     """Archive the tree at ``root``: a zstd-compressed pax tar to ``sink``, its index to ``index_sink``.
 
     The walk never follows a symlink and does not descend into other file systems (see
@@ -95,14 +95,16 @@ def write_archive(root: Path, sink: Writable, index_sink: Writable, *, excludes:
     be read, ``warnings`` says so. Both sinks receive only ``write`` calls and stay open. ``level`` and
     ``threads`` set the compression (0 threads: compress in this thread; -1: one worker per CPU; n: n
     workers); every entry's index line records where its frame starts (docs/FORMAT.md, "Seekable
-    archive"); a frame is cut every ``frame_size`` bytes of tar. ``progress(files, bytes)`` is called
+    archive"); a frame is cut every ``frame_size`` bytes of tar (default
+    :data:`dr.archive.frames.FRAME_SIZE`). ``progress(files, bytes)`` is called
     every quarter second or so, and once at the end.
 
     Raises OSError if ``root`` cannot be opened, and whatever the sinks raise.
     """
     stats = ArchiveStats()
     index = IndexWriter(index_sink, root=os.fsdecode(root), created=utcnow(), level=level)
-    framed = FramedOut(sink, index.add, level=level, threads=threads, frame_size=frame_size)
+    framed = FramedOut(sink, index.add, level=level, threads=threads,
+                       frame_size=frame_size or frames.FRAME_SIZE)
     out = _TarOut(framed)
     links: dict[tuple[int, int], IndexEntry] = {}  # (st_dev, st_ino) -> first archived name
     buf = memoryview(bytearray(CHUNK))

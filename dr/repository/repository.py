@@ -336,7 +336,16 @@ class Repository:
             reader = self.encryptor.range_reader(raw, artifact.size)
         except NoIdentityMatches as e:
             raise self.missing_key(what, artifact.recipients) from e
-        return reader.read, int(reader.size)
+        except IntegrityError as e:
+            raise IntegrityError(f"{what}: {e}") from e
+
+        def plain(start: int, length: int) -> bytes:
+            try:
+                return bytes(reader.read(start, length))
+            except IntegrityError as e:
+                raise IntegrityError(f"{what}: {e}") from e
+
+        return plain, int(reader.size)
 
     def verify_artifact(self, artifact: Artifact) -> None:
         """Read the stored bytes and check size and SHA-256 (without decrypting)."""
