@@ -113,6 +113,21 @@ def test_ranged_restore_of_a_file_spanning_frames_a_hard_link_and_a_symlink(tmp_
     assert not (dest / "notebooks" / "n03.ipynb").exists()  # the link's first name is not restored
 
 
+def test_by_hand_extraction_of_one_file_from_its_frame(tmp_path: Path) -> None:
+    """The recipe of docs/FORMAT.md, "Seekable archive": tail from the frame, decompress, tail to the header."""
+    home = tmp_path / "home"
+    _tree(home)
+    data, entries = _archive(home)
+    (tmp_path / "archive.tar.zst").write_bytes(data)
+    e = next(e for e in entries if e.name == "notebooks/n44.ipynb")
+    assert e.frame > 0 and e.frame_offset > 0
+    out = tmp_path / "out"
+    out.mkdir()
+    subprocess.run(f"tail -c +$(({e.frame} + 1)) archive.tar.zst | zstd -d | tail -c +$(({e.frame_offset} + 1))"
+                   f" | tar -x -C out notebooks/n44.ipynb", shell=True, check=True, cwd=tmp_path)
+    assert (out / "notebooks" / "n44.ipynb").read_bytes() == (home / "notebooks" / "n44.ipynb").read_bytes()
+
+
 def test_index_without_frames_is_not_seekable(tmp_path: Path) -> None:
     # Indexes of archives written before frames were recorded have no frame fields: readers fall back.
     home = tmp_path / "home"
