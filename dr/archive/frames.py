@@ -108,7 +108,7 @@ class FramedOut:
         self._queue.clear()
 
     def _cut(self) -> None:
-        data, self._buf = bytes(self._buf), bytearray()
+        data, self._buf = self._buf, bytearray()  # handed over, not copied
         self._frame += 1
         if self._pool is None:
             done: Future[bytes] = Future()
@@ -119,7 +119,7 @@ class FramedOut:
         while len(self._queue) >= self._in_flight or (self._queue and self._queue[0].done()):
             self._write_oldest()
 
-    def _compress(self, data: bytes) -> bytes:
+    def _compress(self, data: bytearray) -> bytes:
         cctx = getattr(self._local, "cctx", None)
         if cctx is None:  # a compressor is not thread-safe: one per worker
             cctx = self._local.cctx = zstandard.ZstdCompressor(level=self._level, write_checksum=True,
