@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from dr.operations.drill import DrillOptions, DrillResult
     from dr.operations.prune import PruneResult
     from dr.repository.repository import Repository
+    from dr.scheduler.retry import LockRetry
 
 T = TypeVar("T")
 Attempt = Callable[[Callable[[], Any]], Any]
@@ -31,6 +32,14 @@ Attempt = Callable[[Callable[[], Any]], Any]
 
 def once(fn: Callable[[], T]) -> T:
     return fn()
+
+
+def lock_retry(settings: Settings, window: float) -> LockRetry:
+    """The worker's lock back-off (``worker.lock_retry_min``/``lock_retry_max``) for a wait of ``window`` s."""
+    from dr.scheduler.retry import LockRetry
+
+    w = settings.worker
+    return LockRetry(window=window, first=w.lock_retry_min, longest=w.lock_retry_max)
 
 
 def waiting_for_lock(job: str, seconds: int, settings: Settings) -> Attempt:
@@ -41,10 +50,9 @@ def waiting_for_lock(job: str, seconds: int, settings: Settings) -> Attempt:
         return once
     import time
 
-    from dr.scheduler.retry import LockRetry, retry_while_locked
+    from dr.scheduler.retry import retry_while_locked
 
-    w = settings.worker
-    policy = LockRetry(window=seconds, first=w.lock_retry_min, longest=w.lock_retry_max)
+    policy = lock_retry(settings, seconds)
 
     def wait(delay: float) -> bool:
         time.sleep(delay)

@@ -50,10 +50,7 @@ def make_jobs(settings: Settings, metrics: Metrics, stop: threading.Event) -> di
     """name -> job function (exit code) for every job with a schedule."""
     from dr.cli import jobs
     from dr.operations.drill import DrillOptions
-    from dr.scheduler.retry import LockRetry
-
-    w = settings.worker
-    policy = LockRetry(window=w.lock_wait, first=w.lock_retry_min, longest=w.lock_retry_max)
+    policy = jobs.lock_retry(settings, settings.worker.lock_wait)
 
     def backup() -> int:
         return jobs.backup(settings, metrics=metrics, attempt=make_attempt("backup", policy, stop, metrics)).exit_code
