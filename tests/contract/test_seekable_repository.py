@@ -4,6 +4,7 @@ entries in it, naming the artifact, and ``verify`` still finds it."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 from pathlib import Path
@@ -19,6 +20,7 @@ from dr.deployments.volume_backup import backup_tree
 from dr.deployments.volume_read import open_for_restore
 from dr.errors import IntegrityError
 from dr.repository.artifacts import drain
+from dr.repository.file import FileStore
 from dr.repository.repository import Repository
 from dr.repository.s3 import S3Store
 from dr.repository.store import Store
@@ -104,3 +106,22 @@ def test_path_restore_reads_only_its_frames_and_a_corrupt_frame_fails_only_its_e
     with pytest.raises(IntegrityError):
         repo.verify_artifact(tree.archive)
     assert os.listdir(tmp_path / "three") in ([], ["nb"])  # extraction stopped at the damage
+
+
+def test_archive_without_frame_offsets_is_read_whole(tmp_path: Path) -> None:
+    """An index written before frames were recorded (no ``frame`` fields): the restore streams the whole
+    archive and checks its SHA-256, as before."""
+    repo = Repository.open(FileStore(tmp_path / "repo"), create=True)
+    home = _home(tmp_path)
+    tree = backup_tree(home, repo, RUN, "alice", threads=0)
+    assert tree.archive is not None and tree.index is not None
+    with repo.open_artifact(tree.index) as raw:
+        old = {p: dataclasses.replace(e, frame=-1, frame_offset=-1) for p, e in load_index(raw).items()}
+        drain(raw)
+    dest = tmp_path / "out"
+    dest.mkdir()
+    with open_for_restore(repo, tree.archive, old, ("nb/f07.ipynb",)) as src:
+        assert src.whole and src.compressed
+        extract_archive(src.stream, dest, select=lambda e: e.name == "nb/f07.ipynb", index=old)
+        drain(src.stream)
+    assert (dest / "nb" / "f07.ipynb").read_bytes() == (home / "nb" / "f07.ipynb").read_bytes()
