@@ -92,7 +92,8 @@ class Artifact:
 
 @dataclass(frozen=True)
 class HubItem:
-    """The hub's part of a run: the SQLite database, and (on Kubernetes) the ``hub`` Secret."""
+    """The hub's part of a run: the database (an SQLite file, or a PostgreSQL/MySQL dump), and (on
+    Kubernetes) the ``hub`` Secret."""
 
     db: Artifact | None
     status: ItemStatus = "ok"
@@ -102,9 +103,12 @@ class HubItem:
     secret: Artifact | None = None
     db_bytes: int = 0  # size of the uncompressed database
     error: str | None = None
+    db_kind: str = "sqlite"  # "sqlite", "postgresql" or "mysql"
+    server_version: str | None = None  # the database server's version (server databases only)
+    dump_format: str = "sqlite"  # "sqlite" (the file), "pg_dump-custom" or "mysqldump-sql"
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "status": self.status,
             "db": self.db.to_dict() if self.db else None,
             "db_bytes": self.db_bytes,
@@ -114,6 +118,9 @@ class HubItem:
             "secret": self.secret.to_dict() if self.secret else None,
             "error": self.error,
         }
+        if self.db_kind != "sqlite":  # SQLite runs keep the manifest they always had
+            d.update(db_kind=self.db_kind, server_version=self.server_version, dump_format=self.dump_format)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> HubItem:
@@ -126,6 +133,9 @@ class HubItem:
             secret=Artifact.from_dict(d["secret"]) if d.get("secret") else None,
             db_bytes=int(d.get("db_bytes", 0)),
             error=d.get("error"),
+            db_kind=d.get("db_kind", "sqlite"),
+            server_version=d.get("server_version"),
+            dump_format=d.get("dump_format", "sqlite"),
         )
 
 

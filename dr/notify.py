@@ -40,7 +40,7 @@ from dr.util.timefmt import iso, utcnow
 
 log = logging.getLogger(__name__)
 
-EventKind = Literal["backup", "prune", "drill", "copy"]
+EventKind = Literal["backup", "prune", "drill", "copy", "self-service"]
 Outcome = Literal["success", "failure"]
 SUCCESS_STATUSES = frozenset({"complete", "ok", "success", "succeeded"})
 MAX_FAILURES = 20
@@ -60,6 +60,8 @@ class Event:
     failures: Sequence[str] = ()
     time: datetime = field(default_factory=utcnow)
     deployment: str = ""
+    # A self-service audit record (``jdr serve``: who, for whom, what, which run), sent as "audit".
+    audit: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def outcome(self) -> Outcome:
@@ -70,7 +72,7 @@ class Event:
             "source": "jdr", "version": 1, "event": self.kind, "outcome": self.outcome, "status": self.status,
             "run": self.run, "time": iso(self.time), "summary": self.summary, "counts": dict(self.counts),
             "failures": list(self.failures), "deployment": self.deployment,
-        }
+        } | ({"audit": dict(self.audit)} if self.audit else {})
 
     def to_slack(self) -> dict[str, Any]:
         icon = ":white_check_mark:" if self.outcome == "success" else ":x:"
@@ -126,7 +128,8 @@ class Webhook:
         return f"Webhook(host={self.host!r}, kind={self.kind!r}, on={self.on!r})"
 
     def wants(self, event: Event) -> bool:
-        return event.outcome in self.on
+        # Self-service downloads and restores are an audit trail: every one is sent (issue 13).
+        return event.kind == "self-service" or event.outcome in self.on
 
     def body(self, event: Event) -> dict[str, Any]:
         return event.to_slack() if self.kind == "slack" else event.to_json()

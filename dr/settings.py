@@ -113,6 +113,12 @@ class DeploymentSettings:
     """``local`` (a hub on one machine) or ``kubernetes`` (a z2jh release)."""
     hub_db: str = ""
     """local: path of the hub's SQLite database."""
+    hub_db_url: str = ""
+    """local: the hub's database as JupyterHub's ``db_url`` names it, for a hub on PostgreSQL or MySQL/MariaDB
+    (``postgresql://jupyterhub@127.0.0.1:5432/jupyterhub``); backed up with ``pg_dump``/``mysqldump``. Instead
+    of ``hub_db``. A password in it is never logged; better keep it in ``hub_db_password_env``."""
+    hub_db_password_env: str = ""
+    """local: name of an environment variable holding the password of ``hub_db_url`` (z2jh: ``hub.db.password``)."""
     homes: str = ""
     """local: template of a user's home directory, with ``{username}`` (``/home/jupyter-{username}``) or
     ``{tljh_username}`` (TLJH's system user name, hashed when long); ``tljh`` means ``/home/{tljh_username}``."""
@@ -295,6 +301,26 @@ class DrillSettings:
 
 
 @dataclass(frozen=True)
+class ServeSettings:
+    """``jdr serve``, the self-service restore service (docs/SELF-SERVICE.md)."""
+
+    max_restore_bytes: int = 2 * 1024**3
+    """Largest restore (bytes of file content) a user may start; bigger ones go to an administrator."""
+    max_download_bytes: int = 2 * 1024**3
+    """Largest download (file or folder) a user may start."""
+    downloads_per_hour: int = 60
+    """Downloads a user may start per hour (administrators acting for themselves too)."""
+    restores_per_hour: int = 20
+    """Restores a user may start per hour (and only one at a time)."""
+    audit_log: str = ""
+    """JSON-lines file every self-service download and restore is appended to ("" : the log only)."""
+    timezone: str = ""
+    """Time zone of the dates shown ("": the browser's, falling back to ``schedule.timezone``)."""
+    restore_into: str = "restored"
+    """Folder of the home restores go into: ``<restore_into>/<run date>/<path>``."""
+
+
+@dataclass(frozen=True)
 class Settings:
     deployment: DeploymentSettings = field(default_factory=DeploymentSettings)
     repository: RepositorySettings = field(default_factory=RepositorySettings)
@@ -309,6 +335,7 @@ class Settings:
     notify: NotifySettings = field(default_factory=NotifySettings)
     drill: DrillSettings = field(default_factory=DrillSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
+    serve: ServeSettings = field(default_factory=ServeSettings)
     log_format: str = "auto"
     """``text``, ``json``, or ``auto`` (JSON when not on a terminal inside Kubernetes)."""
 

@@ -43,6 +43,37 @@ def path_matcher(globs: Sequence[str]) -> Callable[[IndexEntry], bool]:
     return selected
 
 
+def exact_matcher(paths: Sequence[str | bytes]) -> Callable[[IndexEntry], bool]:
+    """A predicate selecting the entries whose path is exactly one of ``paths`` (index paths: bytes, or
+    str encoded as names are, surrogateescape), or lies under one of them: naming a directory selects
+    everything under it. Nothing is a wildcard (``*``, ``[`` are plain characters). The root entry is
+    never selected. Raises ValueError for an empty list, an empty path, or one that is absolute or has a
+    ``.``/``..`` component (no client-supplied path reaches the disk unchecked)."""
+    if not paths:
+        raise ValueError("no paths given")
+    wanted: set[bytes] = set()
+    for p in paths:
+        raw = p if isinstance(p, bytes) else os.fsencode(p)
+        parts = raw.split(b"/")
+        if not raw or raw.startswith(b"/") or any(c in (b"", b".", b"..") for c in parts) or b"\0" in raw:
+            raise ValueError(f"not a path of the index: {p!r}")
+        wanted.add(raw)
+
+    def selected(entry: IndexEntry) -> bool:
+        path = entry.path
+        if path == _ROOT:
+            return False
+        while True:
+            if path in wanted:
+                return True
+            cut = path.rfind(b"/")
+            if cut < 0:
+                return False
+            path = path[:cut]
+
+    return selected
+
+
 def _compile(glob: str) -> re.Pattern[str]:
     """The regular expression of one glob. Built so that matching time stays polynomial whatever the
     glob (``*****x``, ``**/a/**/a/**/b``): runs of ``*`` and of ``**`` collapse, and every wildcard but

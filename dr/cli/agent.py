@@ -117,24 +117,35 @@ def backup_volume(ctx: Context, run: str, key: str, root: Path, excludes: tuple[
 @click.option("--path", "paths", multiple=True)
 @click.option("--into", default=None)
 @click.option("--discard-previous", is_flag=True)
+@click.option("--exact-path", "exact_paths", multiple=True, help="An index path, matched exactly (self-service).")
+@click.option("--while-running", is_flag=True, help="New files only under --into (the server may be running).")
+@click.option("--replace-file", is_flag=True, help="With --while-running: swap one file in, the current kept.")
 @_result_option
 @pass_ctx
 def restore_volume(ctx: Context, run: str, item_json: str | None, source: Path | None, root: Path,
-                   paths: tuple[str, ...], into: str | None, discard_previous: bool,
-                   result_file: Path) -> None:
+                   paths: tuple[str, ...], into: str | None, discard_previous: bool, exact_paths: tuple[str, ...],
+                   while_running: bool, replace_file: bool, result_file: Path) -> None:
     """Restore into the volume mounted at --root (staged, then swapped)."""
     from dr.deployments.kubernetes import agent as tasks
 
     if (item_json is None) == (source is None):
         raise UsageError("give exactly one of --item-json and --source")
+    if while_running and (source is not None or not into):
+        raise UsageError("--while-running restores an archive (--item-json) into a new --into directory")
+    if exact_paths and source is not None:
+        raise UsageError("--exact-path selects from an archive's index; a copy from --source takes --path")
 
     def task(repo: Repository) -> dict[str, Any]:
         if source is not None:
             return tasks.copy_volume(source=source, root=root, run=run, paths=paths, into=into,
                                      keep_previous=not discard_previous)
         item = VolumeItem.from_dict(_json_arg(item_json or "", "--item-json"))
+        if while_running:
+            assert into is not None
+            return tasks.restore_new_files(repo, item, root=root, into=into, paths=paths,
+                                           exact_paths=exact_paths, replace_file=replace_file)
         return tasks.restore_volume(repo, item, root=root, paths=paths, into=into,
-                                    keep_previous=not discard_previous)
+                                    keep_previous=not discard_previous, exact_paths=exact_paths)
 
     _run_task(ctx, run, "restore", result_file, task)
 

@@ -118,10 +118,13 @@ def ls(ctx: Context, run: str, path: str | None, user: str, server: str) -> None
                                                        "(default: keep them aside).")
 @click.option("--allow-unsigned", is_flag=True, help="Accept a run whose manifest no configured MAC key "
                                                      "authenticates (made before MACs were configured).")
+@click.option("--replace-hub-db", is_flag=True, help="PostgreSQL/MySQL hub: restore although the database "
+                                                     "holds tables (PostgreSQL keeps them in a schema aside).")
 @pass_ctx
 def restore(ctx: Context, user: str | None, hub: bool, everything: bool, run: str | None, at: str | None,
             paths: tuple[str, ...], into: str | None, as_user: str | None, server: str, dry_run: bool,
-            yes: bool, force: bool, no_secret: bool, discard_previous: bool, allow_unsigned: bool) -> None:
+            yes: bool, force: bool, no_secret: bool, discard_previous: bool, allow_unsigned: bool,
+            replace_hub_db: bool) -> None:
     """Restore one user's home (--user), the hub (--hub), or everything (--all)."""
     from dr.operations.restore import RestoreOptions, restore_all, restore_hub, restore_user
 
@@ -141,7 +144,8 @@ def restore(ctx: Context, user: str | None, hub: bool, everything: bool, run: st
     opts = RestoreOptions(run=run, at=_at(at), paths=paths, into=into,  # type: ignore[arg-type]
                           as_user=as_user, server=server, dry_run=dry_run, force=force,
                           keep_previous=not discard_previous,
-                          include_secret=not no_secret, allow_unsigned=allow_unsigned)
+                          include_secret=not no_secret, allow_unsigned=allow_unsigned,
+                          replace_hub_db=replace_hub_db)
     asked = confirm_plan(ctx, yes)
     with progress_reporter("restore", enabled=not ctx.json and not dry_run) as progress:
         opts = replace(opts, progress=progress)

@@ -25,7 +25,8 @@ def make_drill_target(settings: Settings) -> DrillTarget:
         from dr.operations.drill import scratch_parent
 
         return LocalDrillTarget(scratch_parent(settings), production_hub_db=settings.deployment.hub_db,
-                                production_homes=settings.deployment.homes)
+                                production_homes=settings.deployment.homes,
+                                server_db=_server_db(settings))
     try:
         # TODO(kubernetes drills): dr/deployments/kubernetes/drill.py implements DrillTarget in a scratch
         # namespace (see dr.deployments.drill's docstring for the contract).
@@ -98,3 +99,15 @@ def drill(ctx: Context, run: str | None, users: int | None, everyone: bool, keep
 
 
 from dr.cli import drill_agent  # noqa: E402,F401  (registers ``jdr agent verify-volume``, run by drill movers)
+
+
+def _server_db(settings: Settings) -> Any:
+    """The production hub DB's adapter when it lives on a database server (drills restore beside it)."""
+    from dr.hubdb.connect import password_from_env, server_database
+    from dr.hubdb.url import parse_db_url
+
+    d = settings.deployment
+    if not d.hub_db_url:
+        return None
+    url = parse_db_url(d.hub_db_url)
+    return None if url.kind == "sqlite" else server_database(password_from_env(url, d.hub_db_password_env))

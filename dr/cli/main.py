@@ -186,4 +186,4 @@ def exit_with(code: int) -> None:
 from dr.cli import agent, commands, copy_cmd, drill_cmd, key_cmd  # noqa: E402,F401  (registers the commands on ``cli``)
 
 __all__ = ["EXIT_USAGE", "cli", "main"]
-from dr.cli import worker_cmd  # noqa: E402,F401
+from dr.cli import serve_cmd, worker_cmd  # noqa: E402,F401

@@ -63,6 +63,20 @@ class VolumeRestore:
     into: str | None = None  # ``--into SUBDIR``: restore beside the current files
     keep_previous: bool = True  # keep the replaced contents aside after success
     progress: Progress | None = None  # called with (files, bytes) done, for progress display
+    # Self-service (``jdr serve``, issue 13). ``exact_paths``: index entry paths (as in the index, no
+    # leading ``/``), matched exactly, never as globs; naming a directory selects it with everything under
+    # it. Empty: ``paths`` (or the whole volume) decides.
+    exact_paths: tuple[str, ...] = ()
+    # Create new files only: never replace, move or remove anything that exists, so the restore is allowed
+    # while the user's server runs (no stop through the hub). Requires ``into`` (a directory that does not
+    # exist yet, e.g. ``restored/2026-12-01``), also with ``replace_file``. On Kubernetes the mover runs on the
+    # node of the user's pod (an RWO volume in use is mountable only there).
+    while_running: bool = False
+    # With ``while_running`` and one ``exact_paths`` entry that is a regular file: restore it over the
+    # current file: the file is restored under ``into`` as above, then the current one is renamed (never
+    # removed) to ``<stem>.jdr-<date><suffix>`` beside it (``previous``) and the restored one renamed into
+    # its place (renames without replace: a name that appears meanwhile leaves the copy under ``into``).
+    replace_file: bool = False
 
 
 @dataclass(frozen=True)
@@ -127,7 +141,15 @@ class Deployment(Protocol):
         ...
 
     def restore_volume(self, req: VolumeRestore, repo: Repository) -> VolumeRestoreResult:
-        """Put one volume back, safely (staged, then swapped; the replaced contents kept)."""
+        """Put one volume back, safely (staged, then swapped; the replaced contents kept).
+
+        With ``req.while_running`` nothing existing is replaced or removed: the selected entries are
+        created under ``req.into`` (which must not exist), owned by the volume's owner, through directory
+        descriptors that never follow a link; ``target`` is then that directory (a path, or
+        ``<pvc>:<into>``). With ``req.replace_file`` the current file is kept beside it (``previous``).
+        Raises UsageError when ``into`` exists (its message says "already exists": ``jdr serve`` then
+        tries the next name, ``restored/<date>-2``) or a component of it is a link, NotFoundError when an
+        ``exact_paths`` entry is not in the run's index."""
         ...
 
     def server_running(self, user: str, server: str = "") -> bool:

@@ -42,8 +42,9 @@ from typing import Any, Literal, Protocol
 
 from dr.archive.index import load_index
 from dr.archive.reader import extract_archive
-from dr.errors import DeploymentError, UsageError
+from dr.errors import DeploymentError, IntegrityError, JdrError, UsageError
 from dr.hubdb.info import DbInfo
+from dr.hubdb.server import ServerHubDb
 from dr.model import IndexEntry, VolumeItem
 from dr.repository.artifacts import drain
 from dr.repository.repository import Repository
@@ -229,13 +230,16 @@ class LocalDrillTarget:
 
     ``parent``: where scratch directories are made (``drill.scratch``; default the system temporary
     directory). ``production``: the production hub DB and homes template, which the scratch directory must
-    not overlap.
+    not overlap. ``server_db``: the production hub DB when it lives on PostgreSQL/MySQL: a run's dump is
+    restored into a new scratch database beside it (``jdr_drill_<drill>``, made with the hub user's
+    credentials, which need the right to create databases) and that database is dropped at cleanup.
     """
 
     kind = "local"
 
     def __init__(self, parent: Path | None = None, *, production_hub_db: str = "",
-                 production_homes: str = "", hub_command: Sequence[str] | None = None) -> None:
+                 production_homes: str = "", hub_command: Sequence[str] | None = None,
+                 server_db: ServerHubDb | None = None) -> None:
         self.parent = Path(os.path.abspath(parent or tempfile.gettempdir()))
         self._production: list[Path] = []
         if production_hub_db:
@@ -246,6 +250,8 @@ class LocalDrillTarget:
         self.hub_command = list(hub_command) if hub_command else [sys.executable, "-m", "jupyterhub"]
         self.root: Path | None = None
         self.db_path: Path | None = None
+        self.server_db = server_db
+        self.scratch_db: ServerHubDb | None = None  # the drill's own database on the server, once made
         self._marker: dict[str, Any] = {}
 
     @property
@@ -309,8 +315,26 @@ class LocalDrillTarget:
 
     def restore_hub_db(self, fetch: Callable[[Path], DbInfo]) -> DbInfo:
         root = self._root()
-        self.db_path = root / "hub" / "jupyterhub.sqlite"
-        return fetch(self.db_path)
+        dump = root / "hub" / "jupyterhub.dump"
+        info = fetch(dump)
+        if info.dump_format == "sqlite":
+            self.db_path = root / "hub" / "jupyterhub.sqlite"
+            dump.rename(self.db_path)
+            return info
+        if self.server_db is None or self.server_db.dump_format != info.dump_format:
+            raise UsageError(f"the run's hub database is a {info.kind} dump; a drill restores it into a scratch "
+                             "database on the hub's database server, and deployment.hub_db_url names none of "
+                             "that kind")
+        name = f"jdr_drill_{self._marker.get('drill', 'x')}".replace("-", "_").lower()
+        self.scratch_db = self.server_db.create_scratch(name)
+        self._marker["scratch_db"] = name
+        self._write_marker()
+        self.scratch_db.restore(dump)
+        restored = self.scratch_db.inspect()
+        if sorted(restored.users) != sorted(info.users):
+            raise IntegrityError(f"the restored hub database has {len(restored.users)} users; the run "
+                                 f"recorded {len(info.users)}")
+        return restored
 
     def home(self, item: VolumeItem) -> Path:
         """``home/<user>`` (``home/<user>:<server>`` for a named server; the volume key where a name
@@ -348,6 +372,9 @@ class LocalDrillTarget:
     def start_hub(self, timeout: float = 60.0) -> HubCheck:
         import importlib.util
 
+        if self.scratch_db is not None:
+            return HubCheck("skipped", "a hub is not started on a scratch PostgreSQL/MySQL database (the "
+                                       "restore, the schema and user checks ran)")
         if self.db_path is None or not self.db_path.exists():
             return HubCheck("skipped", "no restored hub database to start a hub on")
         if self.hub_command[1:3] == ["-m", "jupyterhub"] and importlib.util.find_spec("jupyterhub") is None:
@@ -355,6 +382,12 @@ class LocalDrillTarget:
         return _run_scratch_hub(self, timeout)
 
     def cleanup(self, keep: bool = False) -> None:
+        if self.scratch_db is not None and not keep:
+            try:
+                self.scratch_db.drop()
+                log.info("dropped the drill's scratch database %s", self.scratch_db.url.redacted())
+            except JdrError as e:
+                log.error("could not drop the drill's scratch database %s: %s", self.scratch_db.url.redacted(), e)
         if keep:
             if self.root is not None and self.root.exists():
                 self._marker["kept"] = True

@@ -23,16 +23,21 @@ from dr.deployments.home_names import HomeLayout
 from dr.deployments.hubdb_swap import swap_in_database
 from dr.deployments.restore_checks import check_local_restore, restore_owner_map
 from dr.deployments.reuse import decide_reuse
+from dr.deployments.self_restore import check_self_service, swap_in_file
 from dr.deployments.volume_backup import ALWAYS_EXCLUDED, backup_tree
 from dr.deployments.volume_swap import restore_into
-from dr.errors import ConfigError, DeploymentError, JdrError, UsageError
+from dr.errors import ConfigError, DeploymentError, IntegrityError, JdrError, UsageError
 from dr.hubdb.capture import capture_database, inspect_database
+from dr.hubdb.connect import password_from_env, server_database
 from dr.hubdb.info import DbInfo
+from dr.hubdb.server import ServerHubDb
+from dr.hubdb.url import parse_db_url
 from dr.model import VolumeItem, volume_key
 from dr.repository.artifacts import drain
 from dr.repository.repository import Repository
 from dr.settings import DeploymentSettings
 from dr.util.procs import pids_with_links
+from dr.util.timefmt import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +53,21 @@ class LocalDeployment:
     restore_concurrency = 4
 
     def __init__(self, settings: DeploymentSettings) -> None:
-        if not settings.hub_db:
-            raise UsageError("deployment.hub_db: required for a local deployment")
+        #: The hub DB on a database server (PostgreSQL, MySQL/MariaDB), or None for an SQLite file.
+        self.server_db: ServerHubDb | None = None
+        self._replace_hub_db = False  # decided by prepare_hub_restore, acted on by restore_hub_database
+        hub_db = settings.hub_db
+        if settings.hub_db_url:
+            if settings.hub_db:
+                raise ConfigError("deployment.hub_db and deployment.hub_db_url: give one of them")
+            url = parse_db_url(settings.hub_db_url)
+            if url.kind == "sqlite":
+                hub_db = url.path
+            else:
+                self.server_db = server_database(password_from_env(url, settings.hub_db_password_env))
+        elif not settings.hub_db:
+            raise UsageError("deployment.hub_db: required for a local deployment",
+                             hint="or deployment.hub_db_url for a hub on PostgreSQL or MySQL")
         self.layout = HomeLayout.parse(settings.homes)
         self.ignore_homes = list(settings.ignore_homes)
         relative = [p for p in self.ignore_homes if not os.path.isabs(p)]
@@ -57,9 +75,11 @@ class LocalDeployment:
             raise ConfigError(f"deployment.ignore_homes: {relative[0]!r} is not an absolute path or glob",
                              hint="e.g. ignore_homes: [/home/ubuntu, '/home/admin-*']")
         self.settings = settings
-        self.db_path = Path(settings.hub_db)
+        self.db_path = Path(hub_db)
 
     def describe(self) -> dict[str, Any]:
+        if self.server_db is not None:
+            return {"kind": self.kind, "hub_db_url": self.server_db.url.redacted(), "homes": self.layout.template}
         return {"kind": self.kind, "hub_db": str(self.db_path), "homes": self.layout.template}
 
     def home_of(self, user: str) -> Path:
@@ -70,6 +90,10 @@ class LocalDeployment:
     @contextlib.contextmanager
     def hub_database(self) -> Iterator[tuple[Path, DbInfo]]:
         with tempfile.TemporaryDirectory(prefix="jdr-hubdb-") as tmp:
+            if self.server_db is not None:
+                dump = Path(tmp) / "jupyterhub.dump"
+                yield dump, self.server_db.capture(dump)
+                return
             copy = Path(tmp) / "jupyterhub.sqlite"
             info = capture_database(self.db_path, copy)
             yield copy, info
@@ -78,11 +102,15 @@ class LocalDeployment:
         return None
 
     def hub_running(self) -> bool:
+        if self.server_db is not None:  # no file to watch: the configured stop command is trusted
+            return False
         return bool(_processes_using(self.db_path))
 
     def stop_hub(self) -> None:
         if self.settings.stop_hub:
             _run(self.settings.stop_hub, "stop the hub")
+        if self.server_db is not None:
+            return
         deadline = time.monotonic() + 60
         while (users := _processes_using(self.db_path)) and time.monotonic() < deadline:
             time.sleep(0.5)
@@ -98,9 +126,31 @@ class LocalDeployment:
         else:
             log.warning("no deployment.start_hub or restart_hub configured: start the hub yourself")
 
+    def prepare_hub_restore(self, info: DbInfo, *, replace: bool = False) -> None:
+        """Refuse, before the hub is stopped, a run whose hub DB this hub cannot take: a dump of another
+        kind of database, or (server DB) a database that holds tables unless ``replace``."""
+        mine = self.server_db.dump_format if self.server_db is not None else "sqlite"
+        if info.dump_format != mine:
+            raise UsageError(f"the run's hub database is {info.kind} ({info.dump_format}); this hub's is "
+                             f"{self.server_db.url.kind if self.server_db else 'sqlite'}",
+                             hint="restore it by hand (docs/FORMAT.md) or configure deployment.hub_db_url")
+        if self.server_db is not None and not replace and not self.server_db.is_empty():
+            raise UsageError(f"the hub database {self.server_db.url.redacted()} is not empty; nothing was "
+                             "restored", hint="restore into an empty database, or pass --replace-hub-db")
+        self._replace_hub_db = replace
+
     def restore_hub_database(self, db_file: Path, info: DbInfo) -> str:
-        """Swap ``db_file`` in; the old database (with its -wal/-shm) is kept beside it."""
-        return swap_in_database(self.db_path, db_file)
+        """Swap ``db_file`` in; the old database (with its -wal/-shm) is kept beside it. A server DB is
+        loaded with its tool (into an empty database, or replacing as decided by prepare_hub_restore), and
+        the restored users are checked against the run's."""
+        if self.server_db is None:
+            return swap_in_database(self.db_path, db_file)
+        previous = self.server_db.restore(db_file, replace=self._replace_hub_db)
+        restored = self.server_db.inspect()
+        if sorted(restored.users) != sorted(info.users):
+            raise IntegrityError(f"the restored hub database has users {restored.users}; the run recorded "
+                                 f"{info.users}", hint="the dump does not match its manifest; try another run")
+        return previous
 
     def restore_hub_secret(self, data: bytes) -> None:
         raise UsageError("a local deployment has no hub Secret")
@@ -140,7 +190,7 @@ class LocalDeployment:
         """Per the hub DB; when the DB cannot be read (the disaster being recovered from), whether any
         process works inside the user's home (its current directory or an open file is there)."""
         try:
-            info = inspect_database(self.db_path)
+            info = self.server_db.inspect() if self.server_db is not None else inspect_database(self.db_path)
         except JdrError as e:
             home = self.home_of(user)
             pids = _processes_inside(home)
@@ -220,12 +270,20 @@ class LocalDeployment:
         with repo.open_artifact(item.index) as raw_index:
             index = load_index(raw_index)
             drain(raw_index)
-        with open_for_restore(repo, item.archive, index, req.paths) as archive:
+        check_self_service(req, index)
+        with open_for_restore(repo, item.archive, index, req.paths, req.exact_paths) as archive:
             result = restore_into(home, archive.stream, run=item.archive.run or "run", index=index,
                                   paths=req.paths, into=req.into, keep_previous=req.keep_previous,
-                                  drain=drain if archive.whole else None, progress=req.progress,
-                                  map_owner=restore_owner_map(req, home), compressed=archive.compressed)
-        return VolumeRestoreResult(target=str(home), files=result.files, bytes=result.bytes,
+                                  exact_paths=req.exact_paths, drain=drain if archive.whole else None,
+                                  progress=req.progress, map_owner=restore_owner_map(req, home),
+                                  compressed=archive.compressed)
+        if req.replace_file and req.into:
+            path = req.exact_paths[0]
+            kept = swap_in_file(home, req.into, path, utcnow().strftime("%Y%m%dT%H%M%SZ"))
+            return VolumeRestoreResult(target=str(home / path), files=result.files, bytes=result.bytes,
+                                       previous=str(home / kept) if kept else None)
+        target = home / req.into if req.while_running and req.into else home
+        return VolumeRestoreResult(target=str(target), files=result.files, bytes=result.bytes,
                                    previous=result.previous)
 
 

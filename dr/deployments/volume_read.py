@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from dr.archive.globs import path_matcher
+from dr.archive.globs import exact_matcher, path_matcher
 from dr.archive.seek import open_ranged, seekable
 from dr.model import Artifact, IndexEntry
 from dr.repository.repository import Repository
@@ -31,13 +31,15 @@ class ArchiveSource:
 
 @contextmanager
 def open_for_restore(repo: Repository, archive: Artifact, index: Mapping[bytes, IndexEntry],
-                     paths: tuple[str, ...]) -> Iterator[ArchiveSource]:
-    """The archive of a restore of ``paths`` (all when empty), read ranged where it can be."""
+                     paths: tuple[str, ...], exact_paths: tuple[str, ...] = ()) -> Iterator[ArchiveSource]:
+    """The archive of a restore of ``paths`` globs or ``exact_paths`` (all when both are empty; the
+    selection of :func:`dr.deployments.volume_swap.restore_into`), read ranged where it can be."""
     entries = list(index.values())
-    if paths and seekable(entries):
+    if (paths or exact_paths) and seekable(entries):
+        select = exact_matcher(exact_paths) if exact_paths else path_matcher(paths)
         fetch, size = repo.artifact_range(archive)
         what = f"archive {archive.key} (of run {archive.run or '?'})"
-        with open_ranged(entries, path_matcher(paths), fetch, size, what=what) as stream:
+        with open_ranged(entries, select, fetch, size, what=what) as stream:
             yield ArchiveSource(stream, compressed=False, whole=False)
         return
     with repo.open_artifact(archive) as stream:

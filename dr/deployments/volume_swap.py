@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from dr.archive.globs import path_matcher
+from dr.archive.globs import exact_matcher, path_matcher
 from dr.archive.reader import extract_archive
 from dr.archive.walk import LEGACY_STATE_NAME, STATE_NAME, is_restore_state
 from dr.deployments import restore_state
@@ -60,6 +60,7 @@ class SwapResult:
 
 def restore_into(root: Path, archive: BinaryIO, *, run: str, index: Mapping[bytes, IndexEntry] | None,
                  paths: tuple[str, ...] = (), into: str | None = None, keep_previous: bool = True,
+                 exact_paths: tuple[str, ...] = (),
                  drain: Callable[[BinaryIO], None] | None = None,
                  progress: Callable[[int, int], None] | None = None,
                  map_owner: Callable[[int, int], tuple[int, int]] | None = None,
@@ -72,6 +73,8 @@ def restore_into(root: Path, archive: BinaryIO, *, run: str, index: Mapping[byte
     symlink) and touch nothing else. Otherwise the whole volume is replaced. ``drain`` reads the rest of
     ``archive`` so that a verifying reader below it checks the artifact's checksum before anything is
     swapped in. ``map_owner(uid, gid)`` maps the archive's owners (restoring as another user).
+    ``exact_paths`` (self-service) selects by exact index path instead of ``paths`` globs (a directory
+    with everything under it; ``dr.archive.globs.exact_matcher``).
 
     The path ``root`` is the operator's (its parents must not be writable by the user); it is opened once.
     Raises UsageError for a bad ``into`` (before anything is written), HostileArchiveError /
@@ -82,6 +85,10 @@ def restore_into(root: Path, archive: BinaryIO, *, run: str, index: Mapping[byte
         _recover_fd(home_fd, root)
         before = os.fstat(home_fd)
         into_parts = _into_parts(into) if into is not None else None
+        try:
+            select = (exact_matcher(exact_paths) if exact_paths else path_matcher(paths) if paths else None)
+        except ValueError as e:
+            raise UsageError(str(e)) from e
         if into_parts is not None:
             _check_into_free(home_fd, into, into_parts)
         state = restore_state.create(home_fd)
@@ -89,7 +96,7 @@ def restore_into(root: Path, archive: BinaryIO, *, run: str, index: Mapping[byte
             try:
                 staging = state.make_dir(STAGING)
                 try:
-                    stats = extract_archive(archive, staging, select=path_matcher(paths) if paths else None,
+                    stats = extract_archive(archive, staging, select=select,
                                             index=index, map_owner=map_owner, progress=progress,
                                             label=str(root / state.name / STAGING),
                                             compressed=compressed)
@@ -108,7 +115,7 @@ def restore_into(root: Path, archive: BinaryIO, *, run: str, index: Mapping[byte
                 finally:
                     state.remove()
                 return SwapResult(stats.files, stats.bytes, None)
-            journal = Journal(run=run, mode="paths" if paths else "full", phase="move-out",
+            journal = Journal(run=run, mode="paths" if paths or exact_paths else "full", phase="move-out",
                               root_attrs=root_attrs)
             state.write_journal(journal)
             kept = _finish(home_fd, state, journal, keep_previous=keep_previous)

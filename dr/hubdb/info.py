@@ -34,13 +34,17 @@ class ServerInfo:
 
 @dataclass(frozen=True)
 class DbInfo:
-    """A summary of one hub database file: schema revision, health, users and servers."""
+    """A summary of one hub database (a file, or a database on a server): schema revision, health, users
+    and servers, and for a server database its version and the format of its dump."""
 
     revision: str | None  # alembic revision, None when the database has no alembic_version table
     integrity: str  # "ok", or the first problems PRAGMA integrity_check reported
     size: int  # bytes of the database file
     users: list[str] = field(default_factory=list)
     servers: list[ServerInfo] = field(default_factory=list)
+    kind: str = "sqlite"  # "sqlite", "postgresql" or "mysql" (dr.hubdb.url.DbKind)
+    server_version: str | None = None  # the database server's version (not for SQLite)
+    dump_format: str = "sqlite"  # what the artifact holds: "sqlite" (a file), "pg_dump-custom", "mysqldump-sql"
 
     def servers_of(self, user: str) -> list[ServerInfo]:
         return [s for s in self.servers if s.user == user]

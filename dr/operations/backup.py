@@ -151,7 +151,7 @@ def _capture_hub(repo: Repository, deployment: Deployment, run: str,
             if captured.artifact is not None:  # the adapter stored it already (Kubernetes: a mover did)
                 db_art = captured.artifact
             else:
-                with repo.artifact_writer(layout.hub_db_key(run, enc), run) as w:
+                with repo.artifact_writer(layout.hub_db_key(run, enc, info.dump_format), run) as w:
                     _compress_file(db_file, w, opts.level)
                 db_art = w.artifact
         except JdrError as e:
@@ -167,7 +167,8 @@ def _capture_hub(repo: Repository, deployment: Deployment, run: str,
                 log.warning("the hub Secret is not stored: configure an encryption key (or set "
                             "encryption.secret_in_clear to store it unencrypted)")
         hub = HubItem(db=db_art, alembic_revision=info.revision, integrity=info.integrity,
-                      users=tuple(info.users), secret=secret_art, db_bytes=info.size)
+                      users=tuple(info.users), secret=secret_art, db_bytes=info.size, db_kind=info.kind,
+                      server_version=info.server_version, dump_format=info.dump_format)
     return hub, volumes
 
 

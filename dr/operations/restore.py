@@ -33,6 +33,7 @@ from dr.errors import (
 from dr.hubapi import HubApi
 from dr.hubdb import schema
 from dr.hubdb.capture import inspect_database
+from dr.hubdb.dumps import dump_info
 from dr.hubdb.info import DbInfo
 from dr.model import Artifact, Manifest, VolumeItem
 from dr.operations.keys import check_run_keys
@@ -64,6 +65,7 @@ class RestoreOptions:
     keep_previous: bool = True
     include_secret: bool = True
     allow_unsigned: bool = False  # accept a run no configured MAC key authenticates (docs/SECURITY.md)
+    replace_hub_db: bool = False  # a server hub DB (PostgreSQL/MySQL) that holds tables may be replaced
     concurrency: int = 4
     progress: Callable[[int, int], None] | None = None
 
@@ -194,7 +196,7 @@ def restore_hub(repo: Repository, deployment: Deployment, opts: RestoreOptions,
     if not confirm(plan):
         return RestoreResult(plan=plan, status="cancelled")
     with repo.lock("restore", exclusive=False):
-        hub = _restore_hub(repo, deployment, manifest, plan)
+        hub = _restore_hub(repo, deployment, manifest, plan, replace=opts.replace_hub_db)
     return RestoreResult(plan=plan, status="done", hub=hub)
 
 
@@ -215,7 +217,7 @@ def restore_all(repo: Repository, deployment: Deployment, opts: RestoreOptions, 
         for step in plan.volumes:
             if step.target_user is not None:
                 _stop_server_for_dr(deployment, hub_api, step.target_user, step.target_server, opts.force)
-        hub = _restore_hub(repo, deployment, manifest, plan, start=False)
+        hub = _restore_hub(repo, deployment, manifest, plan, start=False, replace=opts.replace_hub_db)
         # With the hub stopped no server can be started; running ones are stopped by the deployment.
         try:
             # Adapters that restore volumes independently (Kubernetes: one mover pod each) say how many
@@ -318,7 +320,8 @@ def os_error_text(e: OSError) -> str:
 
 
 def fetch_hub_db(repo: Repository, manifest: Manifest, dest: Path) -> DbInfo:
-    """Download and decompress the run's hub DB to ``dest``; check integrity. Raises on any mismatch."""
+    """Download and decompress the run's hub DB to ``dest``; check integrity (an SQLite file), or that the
+    dump is complete (PostgreSQL/MySQL, described from the manifest). Raises on any mismatch."""
     import zstandard
 
     assert manifest.hub is not None and manifest.hub.db is not None
@@ -327,6 +330,8 @@ def fetch_hub_db(repo: Repository, manifest: Manifest, dest: Path) -> DbInfo:
         while chunk := reader.read(1 << 20):
             out.write(chunk)
         drain(src)
+    if manifest.hub.dump_format != "sqlite":
+        return dump_info(dest, manifest.hub)
     return inspect_database(dest)
 
 
@@ -340,12 +345,17 @@ def check_schema(info: DbInfo) -> list[str]:
 
 
 def _restore_hub(repo: Repository, deployment: Deployment, manifest: Manifest, plan: RestorePlan,
-                 start: bool = True) -> ItemOutcome:
+                 start: bool = True, replace: bool = False) -> ItemOutcome:
     with tempfile.TemporaryDirectory(prefix="jdr-hub-restore-") as tmp:
         db_file = Path(tmp) / "jupyterhub.sqlite"
         info = fetch_hub_db(repo, manifest, db_file)
         for w in check_schema(info):
             log.warning("%s", w)
+        # Decide before acting: an adapter that can refuse this database (a server DB of another kind, or
+        # one that holds tables without --replace-hub-db) does so now, with the hub still running.
+        prepare = getattr(deployment, "prepare_hub_restore", None)
+        if prepare is not None:
+            prepare(info, replace=replace)
         secret: bytes | None = None
         if plan.hub_secret and manifest.hub is not None and manifest.hub.secret is not None:
             with repo.open_artifact(manifest.hub.secret) as s:

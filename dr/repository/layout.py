@@ -31,8 +31,12 @@ def run_of_data_key(key: str) -> str | None:
     return rest.split("/", 1)[0] if "/" in rest else None
 
 
-def hub_db_key(run: str, encrypted: bool) -> str:
-    return f"{DATA}{run}/hub/jupyterhub.sqlite.zst" + (".age" if encrypted else "")
+#: The hub DB artifact's file name by dump format (dr.hubdb.info.DbInfo.dump_format).
+HUB_DB_NAMES = {"sqlite": "jupyterhub.sqlite", "pg_dump-custom": "jupyterhub.pgdump", "mysqldump-sql": "jupyterhub.sql"}
+
+
+def hub_db_key(run: str, encrypted: bool, dump_format: str = "sqlite") -> str:
+    return f"{DATA}{run}/hub/{HUB_DB_NAMES[dump_format]}.zst" + (".age" if encrypted else "")
 
 
 def hub_secret_key(run: str, encrypted: bool) -> str:

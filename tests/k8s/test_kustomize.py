@@ -5,6 +5,7 @@ ServiceAccount's token then has the rights in the namespace it was installed to.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 
@@ -139,3 +140,38 @@ def test_copy_kustomization_builds_into_jupyterhub_with_no_rights():
     pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     assert pod["automountServiceAccountToken"] is False and pod["serviceAccountName"] == "jdr-copy"
     assert {c["image"] for c in pod["containers"]} == {"ghcr.io/jupyterhub-dr/jdr:0.1.0"}
+
+
+def test_serve_kustomization_builds_a_non_root_deployment_with_only_its_rights():
+    """cronjobs/serve/ (issue 13): jdr serve's Deployment, Service, NetworkPolicy and narrow Role; its rights
+    are applied and used by tests/k8s/test_self_restore.py."""
+    docs = kustomize_build(ROOT / "cronjobs" / "serve")
+    by = {d["kind"]: d for d in docs}
+    assert sorted(by) == sorted(["ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Deployment", "Service",
+                                 "NetworkPolicy"]) and len(docs) == len(by)
+    assert {d["metadata"]["namespace"] for d in docs} == {"jupyterhub"}
+    rules = {(tuple(r["apiGroups"]), tuple(r["resources"])): set(r["verbs"]) for r in by["Role"]["rules"]}
+    assert rules == {(("",), ("pods",)): {"get", "list", "watch", "create", "delete"},
+                     (("",), ("persistentvolumeclaims",)): {"get", "list", "patch"}}
+    assert by["RoleBinding"]["subjects"] == [{"kind": "ServiceAccount", "name": "jdr-serve",
+                                              "namespace": "jupyterhub"}]
+    pod = by["Deployment"]["spec"]["template"]
+    spec = pod["spec"]
+    assert spec["serviceAccountName"] == "jdr-serve" and spec["securityContext"]["runAsNonRoot"] is True
+    (c,) = spec["containers"]
+    assert c["image"] == "ghcr.io/jupyterhub-dr/jdr:0.1.0" and c["args"][0] == "serve"
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True and c["securityContext"]["capabilities"] == {
+        "drop": ["ALL"]}
+    # the hub's values say url: http://jdr-serve:8080, and the pages live under /services/jdr/
+    assert by["Service"]["metadata"]["name"] == "jdr-serve" and by["Service"]["spec"]["ports"][0]["port"] == 8080
+    assert "8080" in c["args"] and pod["metadata"]["labels"]["hub.jupyter.org/network-access-hub"] == "true"
+    cfg = by["ConfigMap"]["data"]
+    assert cfg["JUPYTERHUB_SERVICE_PREFIX"] == "/services/jdr/" and cfg["JUPYTERHUB_CLIENT_ID"] == "service-jdr"
+    assert cfg["JDR_DEPLOYMENT_KUBERNETES_MOVER_ENV_FROM_SECRET"] == "jdr-serve-secrets"
+    envfrom = [next(iter(e.values()))["name"] for e in c["envFrom"]]
+    assert envfrom == ["jdr-config", "jdr-serve-config", "jdr-serve-secrets"]  # later ones override
+    assert by["NetworkPolicy"]["spec"]["podSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    # read-only repository credentials: the serve policy grants no write and no delete
+    policy = json.loads((ROOT / "docs" / "policies" / "serve-role.json").read_text())
+    actions = {a for st in policy["Statement"] for a in st["Action"]}
+    assert actions == {"s3:ListBucket", "s3:GetBucketObjectLockConfiguration", "s3:GetObject"}

@@ -26,9 +26,11 @@ import time
 from pathlib import Path
 from typing import IO, Any, cast
 
+from dr.archive.globs import exact_matcher
 from dr.archive.index import load_index
 from dr.archive.writer import write_archive
 from dr.crypto.age import AgeWriter, Recipient
+from dr.deployments.base import VolumeRestore
 from dr.deployments.hubdb_swap import swap_in_database
 from dr.deployments.kubernetes.ownership import (
     check_readable,
@@ -37,6 +39,7 @@ from dr.deployments.kubernetes.ownership import (
     index_owners,
     tree_owners,
 )
+from dr.deployments.self_restore import check_self_service, swap_in_file
 from dr.deployments.volume_backup import ALWAYS_EXCLUDED, backup_tree
 from dr.deployments.volume_read import open_for_restore
 from dr.deployments.volume_swap import restore_into
@@ -137,22 +140,56 @@ def _owner(root: Path) -> list[int] | None:
 
 
 def restore_volume(repo: Repository, item: VolumeItem, *, root: Path, paths: tuple[str, ...], into: str | None,
-                   keep_previous: bool) -> dict[str, Any]:
+                   keep_previous: bool, exact_paths: tuple[str, ...] = ()) -> dict[str, Any]:
     """Restore ``item``'s archive into the volume at ``root`` (staged, then swapped)."""
     if item.archive is None or item.index is None:
         raise UsageError(f"{item.label}: the item has no archive to restore")
     with repo.open_artifact(item.index) as raw_index:
         index = load_index(raw_index)
         drain(raw_index)
-    selected = index.values() if not paths else [e for e in index.values() if _selected(e.name, paths)]
+    if exact_paths:
+        try:
+            exact = exact_matcher(exact_paths)
+        except ValueError as e:
+            raise UsageError(str(e)) from e
+        selected = [e for e in index.values() if exact(e)]
+    else:
+        selected = list(index.values()) if not paths else [e for e in index.values() if _selected(e.name, paths)]
     verdict = check_writable(root, index_owners(selected), *identity())
     if not verdict.ok:
         return verdict.to_result()
-    with open_for_restore(repo, item.archive, index, paths) as archive:
+    with open_for_restore(repo, item.archive, index, paths, exact_paths) as archive:
         res = restore_into(root, archive.stream, run=item.archive.run or "run", index=index, paths=paths,
-                           into=into, keep_previous=keep_previous, drain=drain if archive.whole else None,
-                           compressed=archive.compressed)
+                           into=into, keep_previous=keep_previous, exact_paths=exact_paths,
+                           drain=drain if archive.whole else None, compressed=archive.compressed)
     return {"status": "ok", "files": res.files, "bytes": res.bytes, "previous": res.previous}
+
+
+def restore_new_files(repo: Repository, item: VolumeItem, *, root: Path, into: str, paths: tuple[str, ...],
+                      exact_paths: tuple[str, ...], replace_file: bool) -> dict[str, Any]:
+    """A self-service restore beside a running server (``VolumeRestore.while_running``): create the selected
+    entries under ``into`` (which must not exist) as this mover's user, then, with ``replace_file``, rename
+    the current file aside and the restored one into its place. Nothing existing is replaced or removed,
+    no link is followed (the local adapter's code: :mod:`dr.deployments.self_restore`). Refuses to run as
+    root: the files must be created as the user, whatever owners the archive recorded."""
+    if item.archive is None or item.index is None:
+        raise UsageError(f"{item.label}: the item has no archive to restore")
+    if os.geteuid() == 0:
+        raise UsageError("a self-service restore mover runs as the user, never as root")
+    with repo.open_artifact(item.index) as raw_index:
+        index = load_index(raw_index)
+        drain(raw_index)
+    req = VolumeRestore(item=item, target_user=item.user, target_server=item.server, paths=paths, into=into,
+                        exact_paths=exact_paths, while_running=True, replace_file=replace_file)
+    check_self_service(req, index)
+    run = item.archive.run or "run"
+    with repo.open_artifact(item.archive) as archive:
+        res = restore_into(root, archive, run=run, index=index, paths=paths, into=into, exact_paths=exact_paths,
+                           drain=drain)
+    if replace_file:
+        kept = swap_in_file(root, into, exact_paths[0], run)
+        return {"status": "ok", "files": res.files, "bytes": res.bytes, "target": exact_paths[0], "previous": kept}
+    return {"status": "ok", "files": res.files, "bytes": res.bytes, "target": into, "previous": None}
 
 
 def _selected(name: str, paths: tuple[str, ...]) -> bool:

@@ -63,7 +63,10 @@ def mover_config(settings: Settings, image: str, *, service_account: str = "") -
 
 
 class MoverFailed(DeploymentError):
-    """A mover pod failed, timed out, or vanished; the message says why (with the agent's own error)."""
+    """A mover pod failed, timed out, or vanished; the message says why (with the agent's own error).
+    ``kind``: the class name of the agent's own error when it reported one (e.g. ``UsageError``)."""
+
+    kind: str = ""
 
 
 class PodCache:
@@ -282,7 +285,9 @@ def _result(pod: Obj, name: str, repo: Repository | None) -> dict[str, Any]:
             log.debug("could not remove the result object %s: %s", key, e)
     if doc is not None and (code == 0 or doc.get("status") == "failed"):
         if doc.get("status") == "failed":
-            raise MoverFailed(str(doc.get("error") or "the mover failed"), hint=doc.get("hint"))
+            failed = MoverFailed(str(doc.get("error") or "the mover failed"), hint=doc.get("hint"))
+            failed.kind = str(doc.get("kind") or "")
+            raise failed
         return doc
     phase_reason = (pod.get("status") or {}).get("reason") or ""
     tail = message.strip().splitlines()[-5:] if message else []

@@ -2,7 +2,8 @@
 
 Whatever the source, a restore never writes into a PVC that a running pod mounts: it waits for the user's
 pod to go (the operation has asked the hub to stop the server), removes movers that an interrupted earlier
-attempt left on that PVC, and otherwise refuses. Then, by what the run holds:
+attempt left on that PVC, and otherwise refuses. (The exception: a self-service restore, ``while_running``,
+creates new files only and runs beside the server: :mod:`.live_restore`.) Then, by what the run holds:
 
 - an archive (``archive`` and ``snapshot+archive``): a mover mounts the PVC read-write and restores into
   it staged, then swapped (``jdr agent restore-volume`` → :func:`dr.deployments.volume_swap.restore_into`);
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from dr.deployments.base import VolumeRestore, VolumeRestoreResult
 from dr.deployments.kubernetes.api import PODS, PVCS, KubeConflict, Obj
 from dr.deployments.kubernetes.discovery import find_user_pvc
+from dr.deployments.kubernetes.live_restore import restore_while_running
 from dr.deployments.kubernetes.objects import (
     DATA_MOUNT,
     MANAGED_BY,
@@ -85,12 +87,14 @@ def restore_volume(dep: KubernetesDeployment, req: VolumeRestore, repo: Reposito
                          hint="start the user's server once so that KubeSpawner creates their volume")
     if item.archive is None and item.snapshot is None:
         raise DeploymentError(f"{item.label}: the run holds neither an archive nor a snapshot of this volume")
+    if req.while_running:  # self-service: new files only, beside the running server (never waits for it)
+        return restore_while_running(dep, req, claim, repo)
     op = new_run_id(utcnow())
     ensure_free(dep, claim)
     existing = dep.kube.get_or_none(PVCS, claim)
     if item.archive is None:
         assert item.snapshot is not None
-        if same and not req.paths and req.into is None and existing is None:
+        if same and not req.paths and not req.exact_paths and req.into is None and existing is None:
             return _recreate_from_snapshot(dep, item, claim, record)
         return _copy_from_snapshot(dep, req, claim, record, existing, op, repo)
     if existing is None:
@@ -154,6 +158,8 @@ def _run_restore_mover(dep: KubernetesDeployment, req: VolumeRestore, claim: str
                        mounts: tuple[Mount, ...], repo: Repository) -> VolumeRestoreResult:
     for p in req.paths:
         args += ["--path", p]
+    for p in req.exact_paths:
+        args += ["--exact-path", p]
     if req.into is not None:
         args += ["--into", req.into]
     if not req.keep_previous:

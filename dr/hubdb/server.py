@@ -1,0 +1,144 @@
+"""The hub database on a server (PostgreSQL, MySQL/MariaDB): the port both adapters implement, and
+what they share — running the database's own client tools without ever putting a password on a
+command line or in a message, and turning what the database says about the hub into a :class:`DbInfo`.
+
+Contracts of every adapter (:class:`ServerHubDb`):
+
+- ``capture(dest)`` writes a dump made by the database's own tool (``pg_dump --format=custom``,
+  ``mysqldump --single-transaction``) to ``dest`` and describes the live database (users, servers,
+  alembic revision, server version). ``dest`` exists only when the dump completed.
+- ``check_dump(path)`` raises IntegrityError for a file the restore tool would not take.
+- ``is_empty()`` is True when the database holds no tables.
+- ``restore(dump, replace=False)`` loads a dump into the database, and refuses (UsageError, nothing
+  written) a database that holds tables unless ``replace``; with ``replace`` the current tables are
+  kept aside where the adapter can (PostgreSQL: a renamed schema) and the return value says where.
+- ``inspect()`` describes the database as it is now.
+- ``create_scratch()``/``drop()`` (drills): a new empty database beside this one, and its removal.
+
+Unreachable server → DeploymentError naming the setting (exit 2 is UsageError: see ``unreachable``);
+refused login → UsageError that says so. Tool output that could echo a URL is redacted first.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from dr.errors import ConfigError, DeploymentError, UsageError
+from dr.hubdb.info import DbInfo, ServerInfo, parse_state, parse_time
+from dr.hubdb.url import DbUrl
+
+log = logging.getLogger(__name__)
+
+#: The setting that names the hub database on a server (errors name it).
+SETTING = "deployment.hub_db_url"
+
+
+class ServerHubDb(Protocol):
+    """A hub database on a database server; see the module docstring for the contracts."""
+
+    url: DbUrl
+    dump_format: str
+
+    def capture(self, dest: Path) -> DbInfo: ...
+
+    def check_dump(self, path: Path) -> None: ...
+
+    def is_empty(self) -> bool: ...
+
+    def restore(self, dump: Path, *, replace: bool = False) -> str: ...
+
+    def inspect(self) -> DbInfo: ...
+
+    def create_scratch(self, name: str) -> ServerHubDb: ...
+
+    def drop(self) -> None: ...
+
+
+class UnreachableDatabase(UsageError):
+    """The hub database server cannot be reached (exit 2: the setting is wrong or the server is down)."""
+
+
+class LoginRefused(UsageError):
+    """The hub database server refused the configured credentials (exit 2)."""
+
+
+def require_tool(name: str, package: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        raise ConfigError(f"{name} is not installed; jdr needs it for this hub database",
+                          hint=f"install the Debian package {package} (jdr's image has it)")
+    return found
+
+
+def run_tool(argv: Sequence[str], *, env: Mapping[str, str], url: DbUrl, what: str,
+             stdin: Any = None, stdout: Any = None, timeout: float = 3600,
+             classify: Any = None) -> str:
+    """Run a client tool with ``env`` added to the environment; return its stdout (when not redirected).
+
+    A failure raises: ``classify(stderr)`` may return a more specific error; otherwise DeploymentError.
+    The password never appears in argv (callers pass it through ``env`` or a 0600 file) and is cut out of
+    any text that goes into an error.
+    """
+    full_env = {**os.environ, **env}
+    log.debug("running %s for %s", argv[0], url.redacted())
+    try:
+        proc = subprocess.run(list(argv), env=full_env, stdin=stdin,
+                              stdout=stdout if stdout is not None else subprocess.PIPE,
+                              stderr=subprocess.PIPE, timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise DeploymentError(f"could not {what} ({url.redacted()}): {e}") from e
+    err = scrub(proc.stderr.decode("utf-8", "replace"), url)
+    if proc.returncode != 0:
+        if classify is not None:
+            specific = classify(err)
+            if specific is not None:
+                raise specific
+        raise DeploymentError(f"could not {what} ({url.redacted()}): {os.path.basename(argv[0])} exited "
+                              f"with {proc.returncode}: {err.strip()[-800:]}")
+    if err.strip():
+        log.debug("%s: %s", os.path.basename(argv[0]), err.strip()[-800:])
+    return proc.stdout.decode("utf-8", "replace") if stdout is None else ""
+
+
+def scrub(text: str, url: DbUrl) -> str:
+    """``text`` with the password (if any) cut out."""
+    return text.replace(url.password, "***") if url.password else text
+
+
+def unreachable(url: DbUrl, detail: str) -> UnreachableDatabase:
+    return UnreachableDatabase(f"the hub database {url.redacted()} cannot be reached: {detail.strip()[-300:]}",
+                               hint=f"check {SETTING} (host, port) and that the database server is running")
+
+
+def login_refused(url: DbUrl, detail: str) -> LoginRefused:
+    return LoginRefused(f"the hub database {url.redacted()} refused the login of {url.user!r}: "
+                        f"{detail.strip()[-300:]}",
+                        hint=f"check the user and password of {SETTING} (or deployment.hub_db_password_env)")
+
+
+def info_from_json(text: str, *, size: int, kind: str, version: str, dump_format: str) -> DbInfo:
+    """A DbInfo from the JSON document both adapters' describe query returns:
+    ``{"users": [...], "servers": [{"user", "name", "state", "server_id", "started", "last_activity"}],
+    "revision": str|null}``."""
+    doc = json.loads(text)
+    servers = []
+    for s in doc.get("servers") or []:
+        raw = s.get("state")  # text (JupyterHub's JSONDict is TEXT), or an object where the column is JSON
+        state = raw if isinstance(raw, dict) else parse_state(raw)
+        pvc = state.get("pvc_name")
+        servers.append(ServerInfo(
+            user=str(s["user"]), server=str(s.get("name") or ""), state=state,
+            pvc_name=str(pvc) if isinstance(pvc, str) and pvc else None,
+            started=parse_time(s.get("started")), last_activity=parse_time(s.get("last_activity")),
+            running=s.get("server_id") is not None))
+    servers.sort(key=lambda s: (s.user, s.server))
+    return DbInfo(revision=doc.get("revision"), integrity="ok", size=size,
+                  users=sorted(str(u) for u in doc.get("users") or []), servers=servers,
+                  kind=kind, server_version=version, dump_format=dump_format)
