@@ -329,6 +329,12 @@ class IndexEntry:
     mtime: float = 0.0
     sha256: str = ""
     link: bytes = b""
+    #: Seekable archives (docs/FORMAT.md, "Seekable archive"): the offset in the compressed archive of
+    #: the zstd frame holding this entry's tar header, and the header's offset in that frame's
+    #: decompressed bytes. -1 in indexes of archives written before frames were recorded. Where an entry
+    #: lies is not part of what it is: equality ignores both.
+    frame: int = field(default=-1, compare=False)
+    frame_offset: int = field(default=-1, compare=False)
 
     @property
     def name(self) -> str:
@@ -343,6 +349,8 @@ class IndexEntry:
             d["sha256"] = self.sha256
         if self.link:
             _put_bytes(d, "link", self.link)
+        if self.frame >= 0:
+            d.update(frame=self.frame, frame_offset=self.frame_offset)
         return d
 
     @classmethod
@@ -352,6 +360,7 @@ class IndexEntry:
             mode=int(d.get("mode", 0)), uid=int(d.get("uid", 0)), gid=int(d.get("gid", 0)),
             mtime=float(d.get("mtime", 0.0)), sha256=str(d.get("sha256", "")),
             link=_get_bytes(d, "link") if ("link" in d or "link_b64" in d) else b"",
+            frame=int(d.get("frame", -1)), frame_offset=int(d.get("frame_offset", -1)),
         )
 
 

@@ -260,7 +260,8 @@ class BackupSettings:
     compression_level: int = 3
     """zstd level (1-19)."""
     threads: int = 0
-    """zstd worker threads (0: one per core)."""
+    """Threads compressing a volume's zstd frames while the backup reads and hashes its files (0: one per
+    core; at most 4 frames of ~4 MiB wait at a time, whatever the number)."""
     parallel_volumes: int = 2
     """Local deployments: how many homes are archived at once (1: one after the other). One home's
     reading, hashing and compressing do not fill a machine of several cores, so two homes at once finish

@@ -46,7 +46,8 @@ class ExtractStats:
 def extract_archive(src: BinaryIO, dest: Path | int, *, select: Callable[[IndexEntry], bool] | None = None,
                     index: Mapping[bytes, IndexEntry] | None = None, same_owner: bool | None = None,
                     map_owner: Callable[[int, int], tuple[int, int]] | None = None, label: str = "",
-                    progress: Callable[[int, int], None] | None = None) -> ExtractStats:
+                    progress: Callable[[int, int], None] | None = None,
+                    compressed: bool = True) -> ExtractStats:
     """Extract the zstd-compressed tar ``src`` into ``dest``, an existing empty directory (a path, or an
     open directory descriptor named ``label`` in messages).
 
@@ -56,7 +57,8 @@ def extract_archive(src: BinaryIO, dest: Path | int, *, select: Callable[[IndexE
     ``map_owner(uid, gid)`` when given); setuid/setgid bits are cleared (:mod:`dr.archive.target`);
     symlinks keep their targets whatever they are (absolute, outside, dangling). The archive's root entry
     (``./``) gives ``dest`` itself its mode, owner and mtime. Directory modes and mtimes are applied last.
-    ``src`` is read through to its EOF.
+    ``src`` is read through to its EOF. With ``compressed=False``, ``src`` is a plain tar (as
+    :func:`dr.archive.seek.ranged_tar` makes).
 
     ``select(entry)`` picks the entries to extract (the entry comes from ``index`` when given, else from
     the tar header, without sha256). Parent directories of a picked entry are created even when not
@@ -83,7 +85,7 @@ def extract_archive(src: BinaryIO, dest: Path | int, *, select: Callable[[IndexE
     stash_dir = b".jdr-links-" + secrets.token_hex(4).encode()
     stashed: dict[bytes, bytes] = {}
     last = time.monotonic()
-    stream = TarStream(src)
+    stream = TarStream(src, compressed=compressed)
     with Target(dest, same_owner=same_owner, implied=pending.get, map_owner=map_owner, label=label) as target:
         for member in stream:
             path = safety.clean_path(member_name(member))

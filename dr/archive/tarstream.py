@@ -9,6 +9,7 @@ so memory stays flat however many members there are.
 
 from __future__ import annotations
 
+import io
 import tarfile
 from collections.abc import Iterator
 from typing import Any, BinaryIO, cast
@@ -21,8 +22,31 @@ CHUNK = 1 << 20
 _STREAM_BUFSIZE = 1 << 16
 
 
+class PlainSource(io.RawIOBase):
+    """An uncompressed tar stream, with the :meth:`ZstdSource.drain` check of what follows its end."""
+
+    def __init__(self, src: BinaryIO, *, what: str) -> None:
+        super().__init__()
+        self._src = src
+        self._what = what
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        data = self._src.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+    def drain(self) -> None:
+        """Read ``src`` to its EOF; IntegrityError if anything but zeros remains."""
+        while data := self._src.read(1 << 20):
+            if data.count(0) != len(data):
+                raise IntegrityError(f"{self._what} has data after its end-of-archive marker")
+
+
 class TarStream:
-    """The members of the zstd-compressed tar ``src``, in archive order.
+    """The members of the zstd-compressed (or, with ``compressed=False``, plain) tar ``src``, in order.
 
     Iterate once; while a member is current, :meth:`chunks` reads its data. When iteration ends normally,
     the whole of ``src`` has been read through to its EOF (so a checksumming wrapper around ``src`` has
@@ -30,9 +54,10 @@ class TarStream:
     truncated tar, or data after the end marker.
     """
 
-    def __init__(self, src: BinaryIO, *, what: str = "archive") -> None:
+    def __init__(self, src: BinaryIO, *, what: str = "archive", compressed: bool = True) -> None:
         self._what = what
-        self._source = ZstdSource(src, what=what)
+        self._source: ZstdSource | PlainSource = (ZstdSource(src, what=what) if compressed
+                                                  else PlainSource(src, what=what))
         try:
             # Not a context manager: the stream lives as long as this object's iteration.
             self._tar = tarfile.open(fileobj=self._source, mode="r|", bufsize=_STREAM_BUFSIZE,  # noqa: SIM115

@@ -1,7 +1,9 @@
 """Writing a volume archive: walk a tree once, stream a pax tar through zstd, and the index beside it.
 
-Nothing is staged: headers and file content go straight into the compressor, and memory holds one 1 MiB
-buffer, one directory listing per level of the current path, and the map of hard-linked inodes. Files
+Nothing is staged on disk: headers and file content go into independent zstd frames of a few MiB that a
+thread pool compresses while this thread reads and hashes the next files (:mod:`dr.archive.frames`), and
+memory holds those few frames, one 1 MiB buffer, one directory listing per level of the current path, and
+the map of hard-linked inodes. Files
 that change, shrink, grow, vanish or cannot be read while the walk passes are warnings, not failures: the
 archive stays valid, and the index records exactly the bytes that were archived.
 """
@@ -19,11 +21,9 @@ from collections.abc import Callable, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, cast
 
-import zstandard
-
-from dr.archive import Writable
+from dr.archive import Writable, frames
+from dr.archive.frames import FramedOut
 from dr.archive.index import IndexWriter
 from dr.archive.tarfmt import BLOCK, RECORD, header, ns_to_float
 from dr.archive.walk import WalkEntry, walk
@@ -81,7 +81,8 @@ def fingerprint(root: Path, excludes: Sequence[str] = ()) -> tuple[str, int, int
 
 def write_archive(root: Path, sink: Writable, index_sink: Writable, *, excludes: Sequence[str] = (),
                   level: int = 3, threads: int = 0,
-                  progress: Callable[[int, int], None] | None = None) -> ArchiveStats:
+                  progress: Callable[[int, int], None] | None = None,
+                  frame_size: int | None = None) -> ArchiveStats:
     """Archive the tree at ``root``: a zstd-compressed pax tar to ``sink``, its index to ``index_sink``.
 
     The walk never follows a symlink and does not descend into other file systems (see
@@ -92,30 +93,37 @@ def write_archive(root: Path, sink: Writable, index_sink: Writable, *, excludes:
     never opened. A regular file is archived with the size it had when opened: if it then yields fewer
     bytes, the rest is zeros; if more, the excess is left out; either way, and if it vanished or could not
     be read, ``warnings`` says so. Both sinks receive only ``write`` calls and stay open. ``level`` and
-    ``threads`` go to zstd (0 threads: compress in this thread; -1: one per CPU). ``progress(files, bytes)``
-    is called every quarter second or so, and once at the end.
+    ``threads`` set the compression (0 threads: compress in this thread; -1: one worker per CPU; n: n
+    workers); every entry's index line records where its frame starts (docs/FORMAT.md, "Seekable
+    archive"); a frame is cut every ``frame_size`` bytes of tar (default
+    :data:`dr.archive.frames.FRAME_SIZE`). ``progress(files, bytes)`` is called
+    every quarter second or so, and once at the end.
 
     Raises OSError if ``root`` cannot be opened, and whatever the sinks raise.
     """
     stats = ArchiveStats()
-    cctx = zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True)
-    # zstandard only ever calls write() on its sink; its stub asks for a whole IO[bytes].
-    out = _TarOut(cctx.stream_writer(cast(IO[bytes], sink), closefd=False))
     index = IndexWriter(index_sink, root=os.fsdecode(root), created=utcnow(), level=level)
+    framed = FramedOut(sink, index.add, level=level, threads=threads,
+                       frame_size=frame_size or frames.FRAME_SIZE)
+    out = _TarOut(framed)
     links: dict[tuple[int, int], IndexEntry] = {}  # (st_dev, st_ino) -> first archived name
     buf = memoryview(bytearray(CHUNK))
     last_report = time.monotonic()
-    with closing(walk(root, excludes, stats.warnings.append)) as entries:
-        for e in entries:
-            entry = _archive_one(e, out, links, buf, stats)
-            if entry is None:
-                continue
-            index.add(entry)
-            stats.entries += 1
-            if progress is not None and time.monotonic() - last_report >= _PROGRESS_EVERY:
-                progress(stats.files, stats.bytes)
-                last_report = time.monotonic()
-    out.finish()
+    try:
+        with closing(walk(root, excludes, stats.warnings.append)) as entries:
+            for e in entries:
+                where = framed.mark()
+                entry = _archive_one(e, out, links, buf, stats)
+                if entry is None:
+                    continue
+                framed.entry(where, entry)
+                stats.entries += 1
+                if progress is not None and time.monotonic() - last_report >= _PROGRESS_EVERY:
+                    progress(stats.files, stats.bytes)
+                    last_report = time.monotonic()
+        out.finish()
+    finally:
+        framed.close()
     index.close()
     if progress is not None:
         progress(stats.files, stats.bytes)
@@ -282,23 +290,21 @@ def _grew(fd: int, size: int) -> bool:
 class _TarOut:
     """The tar byte stream: counts what is written so members and the archive end on block boundaries."""
 
-    def __init__(self, writer: zstandard.ZstdCompressionWriter) -> None:
-        self._w = writer
-        self._offset = 0
+    def __init__(self, framed: FramedOut) -> None:
+        self._w = framed
 
     def write(self, data: bytes | memoryview) -> None:
         self._w.write(data)
-        self._offset += len(data)
 
     def pad(self) -> None:
         """Fill the current member's data with zeros up to the next 512-byte block."""
-        rest = -self._offset % BLOCK
+        rest = -self._w.offset % BLOCK
         if rest:
             self.write(bytes(rest))
 
     def finish(self) -> None:
-        """Write the end-of-archive marker (two zero blocks), fill the last record, end the zstd frame."""
+        """Write the end-of-archive marker (two zero blocks), fill the last record, write the last frame."""
         self.pad()
         self.write(bytes(2 * BLOCK))
-        self.write(bytes(-self._offset % RECORD))
-        self._w.flush(zstandard.FLUSH_FRAME)
+        self.write(bytes(-self._w.offset % RECORD))
+        self._w.finish()

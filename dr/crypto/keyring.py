@@ -8,10 +8,11 @@ before a key rotation.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, BinaryIO
 
 from dr.crypto.age import AgeReader, AgeWriter, Identity, Recipient
+from dr.crypto.age_range import AgeRange
 
 
 class Keyring:
@@ -45,6 +46,11 @@ class Keyring:
 
         Raises :class:`dr.crypto.age.NoIdentityMatches` when none does (``src`` is then closed)."""
         return _ClosingAgeReader(src, self.identities)  # type: ignore[return-value]
+
+    def range_reader(self, fetch: Callable[[int, int], bytes], size: int) -> AgeRange:
+        """Ranged decryption of the age file of ``size`` bytes that ``fetch(start, length)`` reads
+        (:class:`dr.crypto.age_range.AgeRange`); NoIdentityMatches when no held identity opens it."""
+        return AgeRange(fetch, size, self.identities)
 
     def __repr__(self) -> str:
         return f"Keyring(fingerprints={self.fingerprints!r})"

@@ -272,6 +272,7 @@ class LocalDeployment:
 
     def restore_volume(self, req: VolumeRestore, repo: Repository) -> VolumeRestoreResult:
         from dr.archive.index import load_index
+        from dr.deployments.volume_read import open_for_restore
 
         item = req.item
         if item.archive is None or item.index is None:
@@ -286,11 +287,12 @@ class LocalDeployment:
             index = load_index(raw_index)
             drain(raw_index)
         check_self_service(req, index)
-        with repo.open_artifact(item.archive) as archive:
-            result = restore_into(home, archive, run=item.archive.run or "run", index=index,
+        with open_for_restore(repo, item.archive, index, req.paths, req.exact_paths) as archive:
+            result = restore_into(home, archive.stream, run=item.archive.run or "run", index=index,
                                   paths=req.paths, into=req.into, keep_previous=req.keep_previous,
-                                  exact_paths=req.exact_paths, drain=drain, progress=req.progress,
-                                  map_owner=restore_owner_map(req, home))
+                                  exact_paths=req.exact_paths, drain=drain if archive.whole else None,
+                                  progress=req.progress, map_owner=restore_owner_map(req, home),
+                                  compressed=archive.compressed)
         if req.replace_file and req.into:
             path = req.exact_paths[0]
             kept = swap_in_file(home, req.into, path, utcnow().strftime("%Y%m%dT%H%M%SZ"))

@@ -48,8 +48,8 @@ def backup_tree(root: Path, repo: Repository, run: str, key: str, *, excludes: S
     ``previous_fingerprint`` (pass it only when :func:`dr.deployments.reuse.decide_reuse` allows the
     previous archive to be referenced again: not damaged, not too old, present at its size).
 
-    ``threads`` is the ``backup.threads`` setting: 0 means one zstd worker per CPU, so that compression
-    runs beside (not after) the reading of files, as in ``tar | zstd -T0``.
+    ``threads`` is the ``backup.threads`` setting: the threads compressing the archive's frames (0 means
+    one per CPU), so that compression runs beside (not after) the reading of files, as in ``tar | zstd -T0``.
 
     Raises OSError when ``root`` cannot be read and JdrError for repository failures; an upload that
     fails is aborted (nothing appears under its key). Raises DeploymentError when a restore into the

@@ -63,8 +63,10 @@ def restore_into(root: Path, archive: BinaryIO, *, run: str, index: Mapping[byte
                  exact_paths: tuple[str, ...] = (),
                  drain: Callable[[BinaryIO], None] | None = None,
                  progress: Callable[[int, int], None] | None = None,
-                 map_owner: Callable[[int, int], tuple[int, int]] | None = None) -> SwapResult:
-    """Restore the (decrypted, zstd-compressed) ``archive`` into the volume at ``root``.
+                 map_owner: Callable[[int, int], tuple[int, int]] | None = None,
+                 compressed: bool = True) -> SwapResult:
+    """Restore the (decrypted, zstd-compressed; a plain tar with ``compressed=False``) ``archive`` into
+    the volume at ``root``.
 
     ``paths``: only the entries matching these globs, merged into the current contents (entries they
     replace are kept). ``into``: extract into ``root/into`` (which must not exist; no component may be a
@@ -96,7 +98,8 @@ def restore_into(root: Path, archive: BinaryIO, *, run: str, index: Mapping[byte
                 try:
                     stats = extract_archive(archive, staging, select=select,
                                             index=index, map_owner=map_owner, progress=progress,
-                                            label=str(root / state.name / STAGING))
+                                            label=str(root / state.name / STAGING),
+                                            compressed=compressed)
                     if drain is not None:
                         drain(archive)
                     root_attrs = restore_state.attrs_of(os.fstat(staging))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, BinaryIO, Protocol
 
@@ -36,6 +36,11 @@ class Encryptor(Protocol):
 
     def reader(self, src: BinaryIO) -> BinaryIO:
         """Wrap an encrypted source into a decrypting, authenticating reader."""
+        ...
+
+    def range_reader(self, fetch: Callable[[int, int], bytes], size: int) -> Any:
+        """Random access to the plaintext of the encrypted file of ``size`` bytes that ``fetch(start,
+        length)`` reads: an object with ``size`` (plaintext bytes) and ``read(start, length)``."""
         ...
 
 

@@ -81,6 +81,21 @@ class FileStore:
         except OSError as e:
             raise RepositoryError(f"cannot read {key!r} from {self.url}: {e.strerror}") from e
 
+    def read_range(self, key: str, start: int, length: int) -> bytes:
+        if start < 0 or length < 0:
+            raise ValueError(f"invalid range {start}+{length} of {key!r}")
+        with self.open_reader(key) as f:
+            try:
+                out = bytearray()
+                while len(out) < length:
+                    piece = os.pread(f.fileno(), length - len(out), start + len(out))
+                    if not piece:
+                        break
+                    out += piece
+                return bytes(out)
+            except OSError as e:
+                raise RepositoryError(f"cannot read {key!r} from {self.url}: {e.strerror}") from e
+
     def stat(self, key: str) -> ObjectInfo:
         try:
             st = self._path(key).stat()

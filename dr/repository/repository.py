@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, BinaryIO
@@ -310,6 +310,42 @@ class Repository:
             except NoIdentityMatches as e:
                 raise self.missing_key(what, artifact.recipients) from e
         return VerifiedReader(self.store.open_reader(artifact.key), artifact)  # type: ignore[return-value]
+
+    def artifact_range(self, artifact: Artifact) -> tuple[Callable[[int, int], bytes], int]:
+        """Random access to an artifact's content (decrypted, still zstd-compressed when its encoding
+        says so): ``(fetch, size)``, where ``fetch(start, length)`` returns content bytes from one ranged
+        read of the store, and ``size`` is the content's length.
+
+        Unlike :meth:`open_artifact`, nothing checks the whole artifact's SHA-256 (it is not read): the
+        caller checks what it reads (zstd frame checksums, file hashes of the index); encrypted content
+        is authenticated chunk by chunk. Raises IntegrityError for a damaged range, KeyMismatchError
+        when no held key opens the artifact.
+        """
+        check_encodings([artifact.encoding])
+
+        def raw(start: int, length: int) -> bytes:
+            return self.store.read_range(artifact.key, start, length)
+
+        if not is_encrypted(artifact.encoding):
+            return raw, artifact.size
+        what = f"artifact {artifact.key} (of run {artifact.run or '?'})"
+        if self.encryptor is None or (artifact.recipients and
+                                      not set(artifact.recipients) & set(self.encryptor.fingerprints)):
+            raise self.missing_key(what, artifact.recipients)
+        try:
+            reader = self.encryptor.range_reader(raw, artifact.size)
+        except NoIdentityMatches as e:
+            raise self.missing_key(what, artifact.recipients) from e
+        except IntegrityError as e:
+            raise IntegrityError(f"{what}: {e}") from e
+
+        def plain(start: int, length: int) -> bytes:
+            try:
+                return bytes(reader.read(start, length))
+            except IntegrityError as e:
+                raise IntegrityError(f"{what}: {e}") from e
+
+        return plain, int(reader.size)
 
     def verify_artifact(self, artifact: Artifact) -> None:
         """Read the stored bytes and check size and SHA-256 (without decrypting)."""

@@ -315,6 +315,27 @@ class S3Store:
         raw = S3Reader(self, key, self._key(key))
         return io.BufferedReader(raw, buffer_size=1 * MiB)
 
+    def read_range(self, key: str, start: int, length: int) -> bytes:
+        if start < 0 or length < 0:
+            raise ValueError(f"invalid range {start}+{length} of {key!r}")
+        if length == 0:
+            self.stat(key)  # ObjectNotFound all the same
+            return b""
+        k = self._key(key)
+        try:
+            with self._errors("read", key):
+                resp = self.client.get_object(Bucket=self.bucket, Key=k,
+                                              Range=f"bytes={start}-{start + length - 1}")
+                data: bytes = resp["Body"].read()
+        except RepositoryError as e:
+            cause = e.__cause__
+            if isinstance(cause, ClientError) and cause.response.get("Error", {}).get("Code") in (
+                "InvalidRange", "416"
+            ):
+                return b""  # start at or past the end
+            raise
+        return data[:length]
+
     def stat(self, key: str) -> ObjectInfo:
         k = self._key(key)
         with self._errors("stat", key):

@@ -74,6 +74,13 @@ class Store(Protocol):
         """Open an object for streaming reads. Raises ObjectNotFound if there is none."""
         ...
 
+    def read_range(self, key: str, start: int, length: int) -> bytes:
+        """Bytes ``start`` to ``start + length`` of an object, in one request (a ``pread`` on file://, a
+        Range GET on S3); fewer only where the object ends first (none from ``start`` at or past its
+        end). Raises ObjectNotFound if there is no object under ``key``; ValueError for a negative
+        ``start`` or ``length``. Callers bound ``length``: the bytes are returned in memory."""
+        ...
+
     def stat(self, key: str) -> ObjectInfo:
         """Size (and time, where known) of an object. Raises ObjectNotFound if there is none."""
         ...

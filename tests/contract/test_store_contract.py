@@ -19,6 +19,7 @@ from dr.errors import ObjectNotFound
 from dr.repository.file import INCOMPLETE_DIR, FileStore
 from dr.repository.s3 import MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, S3Store, part_size
 from dr.repository.store import ObjectWriter, Store
+from tests.fixtures.s3 import S3Server
 
 MiB = 1024 * 1024
 
@@ -73,6 +74,31 @@ def test_missing_object_raises_object_not_found(store: Store) -> None:
         store.open_reader("runs/nope")
     with pytest.raises(ObjectNotFound):
         store.stat("runs/nope")
+
+
+def test_read_range(store: Store) -> None:
+    data = bytes(range(256)) * 40
+    store.put("runs/r/archive", data)
+    assert store.read_range("runs/r/archive", 0, 10) == data[:10]
+    assert store.read_range("runs/r/archive", 5000, 777) == data[5000:5777]
+    assert store.read_range("runs/r/archive", len(data) - 3, 100) == data[-3:]  # the object ends first
+    assert store.read_range("runs/r/archive", len(data), 10) == b""
+    assert store.read_range("runs/r/archive", len(data) + 5, 10) == b""
+    assert store.read_range("runs/r/archive", 7, 0) == b""
+    with pytest.raises(ObjectNotFound):
+        store.read_range("runs/nope", 0, 10)
+    with pytest.raises(ValueError):
+        store.read_range("runs/r/archive", -1, 10)
+
+
+def test_read_range_on_moto(moto_server: S3Server) -> None:
+    """moto (used for fault injection elsewhere) answers Range GETs as SeaweedFS does."""
+    store = moto_server.store(f"s3://{moto_server.new_bucket()}/r")
+    data = os.urandom(100_000)
+    store.put("a", data)
+    assert store.read_range("a", 99_990, 50) == data[99_990:]
+    assert store.read_range("a", 12_345, 1000) == data[12_345:13_345]
+    assert store.read_range("a", 100_000, 5) == b""
 
 
 def test_stat(store: Store) -> None:

@@ -41,6 +41,7 @@ from dr.deployments.kubernetes.ownership import (
 )
 from dr.deployments.self_restore import check_self_service, swap_in_file
 from dr.deployments.volume_backup import ALWAYS_EXCLUDED, backup_tree
+from dr.deployments.volume_read import open_for_restore
 from dr.deployments.volume_swap import restore_into
 from dr.errors import JdrError, UsageError
 from dr.hubdb.capture import capture_database, inspect_database
@@ -73,6 +74,9 @@ class SealOnly:
 
     def reader(self, src: Any) -> Any:
         raise UsageError("this mover holds no decryption key (it only writes the repository)")
+
+    def range_reader(self, fetch: Any, size: int) -> Any:
+        return self.reader(None)
 
 
 def seal_only_from_env(environ: dict[str, str] | None = None) -> SealOnly | None:
@@ -191,9 +195,10 @@ def restore_volume(repo: Repository, item: VolumeItem, *, root: Path, paths: tup
     verdict = check_writable(root, index_owners(selected), *identity())
     if not verdict.ok:
         return verdict.to_result()
-    with repo.open_artifact(item.archive) as archive:
-        res = restore_into(root, archive, run=item.archive.run or "run", index=index, paths=paths, into=into,
-                           keep_previous=keep_previous, exact_paths=exact_paths, drain=drain)
+    with open_for_restore(repo, item.archive, index, paths, exact_paths) as archive:
+        res = restore_into(root, archive.stream, run=item.archive.run or "run", index=index, paths=paths,
+                           into=into, keep_previous=keep_previous, exact_paths=exact_paths,
+                           drain=drain if archive.whole else None, compressed=archive.compressed)
     return {"status": "ok", "files": res.files, "bytes": res.bytes, "previous": res.previous}
 
 
