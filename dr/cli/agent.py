@@ -111,21 +111,28 @@ def backup_volume(ctx: Context, run: str, key: str, root: Path, excludes: tuple[
 @agent.command("backup-volumes")
 @click.option("--run", required=True)
 @click.option("--batch", required=True, help="The batch's name (names its result object).")
-@click.option("--volume", "volumes", type=(str, str, str), multiple=True, required=True,
+@click.option("--volume", "volumes", type=(str, str, str), multiple=True,
               metavar="KEY ROOT PREVIOUS", help="A volume's key, mount path and previous fingerprint ('-': none).")
+@click.option("--home", "homes", type=(str, str, str, str), multiple=True, metavar="KEY ROOT SUBPATH PREVIOUS",
+              help="A home on a shared volume mounted whole at ROOT: its key, subPath and previous fingerprint.")
 @click.option("--exclude", "excludes", multiple=True)
 @click.option("--level", type=int, default=3)
 @click.option("--threads", type=int, default=0)
 @_result_option
 @pass_ctx
 def backup_volumes(ctx: Context, run: str, batch: str, volumes: tuple[tuple[str, str, str], ...],
-                   excludes: tuple[str, ...], level: int, threads: int, result_file: Path) -> None:
-    """Archive each volume mounted in this pod (a batch mover): one result per volume."""
+                   homes: tuple[tuple[str, str, str, str], ...], excludes: tuple[str, ...], level: int,
+                   threads: int, result_file: Path) -> None:
+    """Archive each volume mounted in this pod (a batch mover), and each home of a shared volume mounted
+    whole: one result per volume."""
     from dr.deployments.kubernetes import agent as tasks
 
+    if not volumes and not homes:
+        raise UsageError("give at least one --volume or --home")
     todo = [(key, Path(root), None if prev == "-" else prev) for key, root, prev in volumes]
+    shared = [(key, Path(root), sub, None if prev == "-" else prev) for key, root, sub, prev in homes]
     _run_task(ctx, run, batch, result_file, lambda repo: tasks.backup_volumes(
-        repo, run=run, volumes=todo, excludes=excludes, level=level, threads=threads))
+        repo, run=run, volumes=todo, homes=shared, excludes=excludes, level=level, threads=threads))
 
 
 @agent.command("list-dirs")

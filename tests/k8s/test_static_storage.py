@@ -73,8 +73,10 @@ def test_static_homes_backup_incremental_restore_and_drill(k8s_cluster, z2jh_nam
     jdr = jdr_k8s(ns.namespace, hub=ns, kubernetes={"extra_volumes": ["datasets"], "drill_namespace": drill_ns})
 
     t1 = time.monotonic()
+    jdr.reset_audit()
     first = jdr.run("--json", "backup").json()
     t2 = time.monotonic()
+    pods = {"backup": jdr.calls()[("create", "pods")]}
     assert first["status"] == "complete", first
     storage = first["manifest"]["deployment"]["storage"]  # recorded in the run: where the layout came from
     assert storage["kind"] == "static" and storage["claim"] == HOMES and storage["subpath"] == "{escaped_username}"
@@ -86,8 +88,10 @@ def test_static_homes_backup_incremental_restore_and_drill(k8s_cluster, z2jh_nam
     assert any(i["source"].get("extra_volume") == "datasets" for i in items.values())
     trees = {key: home(ns.home_dir(key)) for key in ("alice", "bob", "Émile")}
 
+    jdr.reset_audit()
     second = jdr.run("--json", "backup").json()
     t3 = time.monotonic()
+    pods["incremental"] = jdr.calls()[("create", "pods")]
     again = by_label(second["manifest"])
     assert not again["alice"].get("reused_from") or again["alice"]["source"]["verified_in"] == second["run"]
     for user in ("bob", "Émile"):  # inactive: referenced without a mover
@@ -121,4 +125,4 @@ def test_static_homes_backup_incremental_restore_and_drill(k8s_cluster, z2jh_nam
     assert {"alice", "bob", "Émile"} <= {v["label"] for v in doc["volumes"]}
     assert jdr_objects(k8s_cluster, ns.namespace) == {"pods": [], "pvcs": [], "snapshots": []}
     print(f"\nnamespace {t1 - t0:.1f}s, backup {t2 - t1:.1f}s, incremental {t3 - t2:.1f}s, restore alice "
-          f"{t4 - t3:.1f}s, restore all {t5 - t4:.1f}s, drill {time.monotonic() - t5:.1f}s")
+          f"{t4 - t3:.1f}s, restore all {t5 - t4:.1f}s, drill {time.monotonic() - t5:.1f}s; mover pods {pods}")

@@ -23,6 +23,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -39,6 +40,7 @@ from dr.deployments.kubernetes.ownership import (
     index_owners,
     tree_owners,
 )
+from dr.deployments.kubernetes.safe_home import HomeRefused, fd_path, open_home
 from dr.deployments.self_restore import check_self_service, swap_in_file
 from dr.deployments.volume_backup import ALWAYS_EXCLUDED, backup_tree
 from dr.deployments.volume_read import open_for_restore
@@ -131,10 +133,13 @@ def backup_volume(repo: Repository, *, run: str, key: str, root: Path, excludes:
 
 
 def backup_volumes(repo: Repository, *, run: str, volumes: list[tuple[str, Path, str | None]],
-                   excludes: tuple[str, ...], level: int, threads: int) -> dict[str, Any]:
+                   excludes: tuple[str, ...], level: int, threads: int,
+                   homes: Sequence[tuple[str, Path, str, str | None]] = ()) -> dict[str, Any]:
     """Archive several volumes of one batch mover, one after the other: ``(key, root, previous fingerprint)``
-    each. Each volume gets its own archive and its own result (``{"status": "batch", "volumes": {key:
-    result}}``); one volume's failure is its result only, never the batch's."""
+    each, and homes of a shared (static) volume mounted whole: ``(key, volume root, subPath, previous
+    fingerprint)``, each opened safely (:func:`.safe_home.open_home`: never through a link). Each gets its own
+    archive and its own result (``{"status": "batch", "volumes": {key: result}}``); one volume's failure is
+    its result only, never the batch's."""
     results: dict[str, Any] = {}
     for key, root, previous in volumes:
         try:
@@ -142,6 +147,24 @@ def backup_volumes(repo: Repository, *, run: str, volumes: list[tuple[str, Path,
                                          threads=threads, previous_fingerprint=previous)
         except Exception as e:  # isolate the volume: the others of the batch go on
             results[key] = {"status": "failed", "error": f"{type(e).__name__}: {e}"}
+    for key, root, sub, previous in homes:
+        started = time.monotonic()
+        try:
+            fd = open_home(root, sub)
+        except HomeRefused as e:  # a link, a file, another device
+            results[key] = {"status": "failed", "error": str(e), "seconds": time.monotonic() - started}
+            continue
+        except OSError as e:  # missing, unreadable
+            error = f"{e.strerror or e}: {sub} on the shared volume"
+            results[key] = {"status": "failed", "error": error, "seconds": time.monotonic() - started}
+            continue
+        try:
+            results[key] = backup_volume(repo, run=run, key=key, root=fd_path(fd), excludes=excludes,
+                                         level=level, threads=threads, previous_fingerprint=previous)
+        except Exception as e:
+            results[key] = {"status": "failed", "error": f"{type(e).__name__}: {e}"}
+        finally:
+            os.close(fd)
     return {"status": "batch", "volumes": results}
 
 

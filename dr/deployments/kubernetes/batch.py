@@ -18,6 +18,11 @@ On a real cluster each pod costs seconds of scheduling, image start and volume a
    dies without a result (OOM, eviction, a volume it could not mount) costs nothing but time: each of its
    volumes is archived again by a mover of its own, so one bad volume fails only itself.
 
+Homes on one shared volume (static storage, :mod:`.static`) are batched too: the volume is RWX (any node),
+so their entries are not pinned; a batch pod mounts the shared PVC once, whole and read-only, and opens each
+home from it safely (:mod:`.safe_home`: never through a link a user planted). The one-mover fallback mounts
+a single home with its ``subPath``, as the kubelet confines it.
+
 Restores, snapshots and ``snapshot+archive`` keep one mover (or none) per volume.
 """
 
@@ -44,6 +49,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SELECTED_NODE = "volume.kubernetes.io/selected-node"
+SHARED_MODES = {"ReadWriteMany", "ReadOnlyMany"}
 
 
 @dataclass(frozen=True)
@@ -135,13 +141,21 @@ def _triage(dep: KubernetesDeployment, vol: Volume, ctx: BackupContext, prev: Vo
         claim = vol.source["pvc"]["name"]
         sub_path = vol.source.get("subPath")  # a home on a shared (static) volume: see .static
         return Entry(vol=vol, prev=prev, claim=claim, sub_path=str(sub_path) if sub_path else None,
-                     node=dep.movers.cache.node_of(claim), place="",
+                     node=_node_for(dep, vol.source["pvc"]), place="",
                      security=volume_backups.first_security(dep, vol, prev),
                      previous_fingerprint=volume_backups.previous_fingerprint(ctx, prev, vol))
     except JdrError as e:
         log.error("%s: backup failed: %s", vol.label, e)
         return replace(volume_backups.base_item(vol, ctx), status="failed", error=str(e),
                        seconds=time.monotonic() - started)
+
+
+def _node_for(dep: KubernetesDeployment, pvc: dict[str, Any]) -> str:
+    """The node a mover of this claim must run on: that of a running pod mounting it, unless the volume can be
+    mounted on any node at once (ReadWriteMany/ReadOnlyMany: a shared home volume), then ""."""
+    if set(pvc.get("accessModes") or ()) & SHARED_MODES:
+        return ""
+    return dep.movers.cache.node_of(str(pvc["name"]))
 
 
 def _selected_nodes(dep: KubernetesDeployment) -> dict[str, str]:
@@ -174,10 +188,9 @@ class _Runner:
 
     def _run(self, batch: Batch) -> tuple[dict[str, VolumeItem], list[Entry]]:
         dep, ctx = self.dep, self.ctx
-        cache = dep.movers.cache
-        # Re-checked right before the pod is created: a volume whose server started elsewhere since (or
-        # a volume inside a shared PVC) gets a mover of its own, pinned where it must be.
-        entries = [e for e in batch.entries if cache.node_of(e.claim) == batch.node and e.sub_path is None]
+        # Re-checked right before the pod is created: a volume whose server started elsewhere since gets a
+        # mover of its own, pinned where it must be.
+        entries = [e for e in batch.entries if _node_for(dep, e.vol.source["pvc"]) == batch.node]
         alone = [e for e in batch.entries if e not in entries]
         items = {e.vol.key: volume_backups.archive_one(dep, e.vol, ctx, e.prev, e.security) for e in alone}
         if len(entries) == 1:
@@ -190,10 +203,17 @@ class _Runner:
         name = short_name("jdr-bkb", ctx.run, *(e.vol.key for e in entries), f"{len(entries)}-volumes")
         args = ["backup-volumes", "--run", ctx.run, "--batch", name, *volume_backups.task_options(ctx)]
         mounts = []
+        shared: dict[str, str] = {}  # a shared (static) volume is mounted once, whole, for all its homes
         for i, e in enumerate(entries):
-            path = f"{DATA_MOUNT}/v{i}"
-            args += ["--volume", e.vol.key, path, e.previous_fingerprint or "-"]
-            mounts.append(Mount(e.claim, path, read_only=True))
+            if e.sub_path is None:
+                path = f"{DATA_MOUNT}/v{i}"
+                args += ["--volume", e.vol.key, path, e.previous_fingerprint or "-"]
+                mounts.append(Mount(e.claim, path, read_only=True))
+                continue
+            if e.claim not in shared:
+                shared[e.claim] = f"{DATA_MOUNT}/s{len(shared)}"
+                mounts.append(Mount(e.claim, shared[e.claim], read_only=True))
+            args += ["--home", e.vol.key, shared[e.claim], e.sub_path, e.previous_fingerprint or "-"]
         spec = MoverSpec(name=name, run=ctx.run, role="backup", args=tuple(args), mounts=tuple(mounts),
                          security=batch.security, node_name=batch.node)
         try:

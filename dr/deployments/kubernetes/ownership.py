@@ -44,7 +44,8 @@ OK = Verdict(True)
 
 def _walk(root: Path) -> Iterator[tuple[str, os.stat_result]]:
     """(relative path, lstat) of every entry under ``root`` (``.`` first), jdr's own restore area skipped."""
-    yield ".", root.lstat()
+    # stat, not lstat: the root may be /proc/self/fd/N (a home opened safely: .safe_home), a link to itself
+    yield ".", root.stat()
     stack = [(root, "")]
     while stack:
         d, rel = stack.pop()
