@@ -153,6 +153,8 @@ def list_dirs(ctx: Context, run: str, root: Path, dirs: tuple[str, ...], result_
 @click.option("--item-json", default=None, help="The manifest's item to restore (JSON).")
 @click.option("--source", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Copy from this mounted volume instead of an archive.")
+@click.option("--source-home", default=None, metavar="SUBPATH",
+              help="With --source (a shared volume mounted whole): copy only this home, opened safely.")
 @click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=Path("/data"))
 @click.option("--path", "paths", multiple=True)
 @click.option("--into", default=None)
@@ -162,9 +164,10 @@ def list_dirs(ctx: Context, run: str, root: Path, dirs: tuple[str, ...], result_
 @click.option("--replace-file", is_flag=True, help="With --while-running: swap one file in, the current kept.")
 @_result_option
 @pass_ctx
-def restore_volume(ctx: Context, run: str, item_json: str | None, source: Path | None, root: Path,
-                   paths: tuple[str, ...], into: str | None, discard_previous: bool, exact_paths: tuple[str, ...],
-                   while_running: bool, replace_file: bool, result_file: Path) -> None:
+def restore_volume(ctx: Context, run: str, item_json: str | None, source: Path | None,
+                   source_home: str | None, root: Path, paths: tuple[str, ...], into: str | None,
+                   discard_previous: bool, exact_paths: tuple[str, ...], while_running: bool, replace_file: bool,
+                   result_file: Path) -> None:
     """Restore into the volume mounted at --root (staged, then swapped)."""
     from dr.deployments.kubernetes import agent as tasks
 
@@ -172,10 +175,15 @@ def restore_volume(ctx: Context, run: str, item_json: str | None, source: Path |
         raise UsageError("give exactly one of --item-json and --source")
     if while_running and (source is not None or not into):
         raise UsageError("--while-running restores an archive (--item-json) into a new --into directory")
+    if source_home is not None and source is None:
+        raise UsageError("--source-home names a home of the shared volume mounted at --source")
     if exact_paths and source is not None:
         raise UsageError("--exact-path selects from an archive's index; a copy from --source takes --path")
 
     def task(repo: Repository) -> dict[str, Any]:
+        if source is not None and source_home is not None:
+            return tasks.copy_home(source=source, sub=source_home, root=root, run=run, paths=paths, into=into,
+                                   keep_previous=not discard_previous)
         if source is not None:
             return tasks.copy_volume(source=source, root=root, run=run, paths=paths, into=into,
                                      keep_previous=not discard_previous)

@@ -126,3 +126,60 @@ def test_static_homes_backup_incremental_restore_and_drill(k8s_cluster, z2jh_nam
     assert jdr_objects(k8s_cluster, ns.namespace) == {"pods": [], "pvcs": [], "snapshots": []}
     print(f"\nnamespace {t1 - t0:.1f}s, backup {t2 - t1:.1f}s, incremental {t3 - t2:.1f}s, restore alice "
           f"{t4 - t3:.1f}s, restore all {t5 - t4:.1f}s, drill {time.monotonic() - t5:.1f}s; mover pods {pods}")
+
+
+def test_username_homes_one_snapshot_per_run(k8s_cluster, z2jh_namespace, jdr_k8s, drill_ns):  # noqa: F811
+    """``{username}`` homes, snapshot methods: one VolumeSnapshot of the shared PVC per run, recorded in every
+    home's item with its subPath; restoring alice from the snapshot changes nothing else on the shared volume;
+    ``snapshot+archive`` archives every home from one snapshot; prune deletes a snapshot no kept run names."""
+    t0 = time.monotonic()
+    ns = z2jh_namespace(users=USERS, static={"pvcName": HOMES, "subPath": "{username}"})
+    shared = ns.pvc_dir(HOMES)
+    assert ns.home_dirs["alice"] == "alice" and ns.home_dirs["bob"] == "bob"
+    ns.write_file(HOMES, "alice/notes.md", "alice's notes\n")
+    ns.write_file(HOMES, "bob/private.txt", "only bob\n", mode=0o600)
+    jdr = jdr_k8s(ns.namespace, hub=ns, backup={"method": "snapshot"}, retention={"keep_last": 1},
+                  kubernetes={"drill_namespace": drill_ns})
+    trees = {key: home(ns.home_dir(key)) for key in ("alice", "bob", "Émile")}
+
+    t1 = time.monotonic()
+    first = jdr.run("--json", "backup").json()
+    assert first["status"] == "complete", first
+    assert first["manifest"]["deployment"]["storage"]["subpath"] == "{username}"
+    homes = {u: by_label(first["manifest"])[u] for u in ("alice", "bob", "Émile")}
+    snap = {i["snapshot"]["name"] for i in homes.values()}
+    assert len(snap) == 1 and all(i["archive"] is None for i in homes.values())  # one snapshot for all homes
+    assert {u: i["source"]["subPath"] for u, i in homes.items()} == ns.home_dirs
+    taken = jdr_objects(k8s_cluster, ns.namespace)["snapshots"]
+    assert taken == list(snap), taken  # one VolumeSnapshot in the namespace, not one per home
+
+    # restore alice from the snapshot only: her subdirectory comes back, nothing else on the volume changes
+    t2 = time.monotonic()
+    ns.write_file(HOMES, "alice/notes.md", "damaged")
+    ns.write_file(HOMES, "alice/new.txt", "written after the backup")
+    outside = volume_hash(shared, "alice")
+    res = jdr.run("--json", "restore", "--user", "alice", "--yes").json()
+    assert res["status"] == "done", res
+    assert home(ns.home_dir("alice")) == trees["alice"]
+    assert volume_hash(shared, "alice") == outside
+
+    # snapshot+archive: every home archived from one new snapshot, which is then deleted
+    t3 = time.monotonic()
+    second = jdr.run("--json", "backup", "--method", "snapshot+archive").json()
+    assert second["status"] == "complete", second
+    homes2 = {u: by_label(second["manifest"])[u] for u in ("alice", "bob", "Émile")}
+    assert all(i["archive"] and i["snapshot"] is None for i in homes2.values()), homes2
+    assert len({i["source"]["snapshot"] for i in homes2.values()} - snap) == 1
+    assert jdr_objects(k8s_cluster, ns.namespace) == {"pods": [], "pvcs": [], "snapshots": list(snap)}
+
+    # prune keeps the last run: the first run's snapshot, named by its three homes, is deleted once
+    pruned = jdr.run("--json", "prune").json()
+    assert pruned["snapshots_deleted"] == 1, pruned
+    k8s_cluster.wait_for(lambda: not jdr_objects(k8s_cluster, ns.namespace)["snapshots"], 30, "snapshot gone")
+
+    t4 = time.monotonic()
+    rc, doc, err = drill(jdr)
+    assert rc == 0 and doc["ok"], (doc.get("failures"), err[-4000:])
+    assert {"alice", "bob", "Émile"} <= {v["label"] for v in doc["volumes"]}
+    print(f"\nnamespace {t1 - t0:.1f}s, snapshot backup {t2 - t1:.1f}s, restore alice {t3 - t2:.1f}s, "
+          f"snapshot+archive and prune {t4 - t3:.1f}s, drill {time.monotonic() - t4:.1f}s")

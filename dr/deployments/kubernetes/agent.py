@@ -256,6 +256,19 @@ def _selected(name: str, paths: tuple[str, ...]) -> bool:
     return any(name == p.strip("/") or name.startswith(p.strip("/") + "/") for p in paths)
 
 
+def copy_home(*, source: Path, sub: str, root: Path, run: str, paths: tuple[str, ...], into: str | None,
+              keep_previous: bool) -> dict[str, Any]:
+    """:func:`copy_volume` from the home ``sub`` of a shared volume mounted whole at ``source`` (a PVC made
+    from a snapshot of it), opened safely (:func:`.safe_home.open_home`): a home that was a link in the
+    snapshot is refused, never followed to a sibling's."""
+    fd = open_home(source, sub)
+    try:
+        return copy_volume(source=fd_path(fd), root=root, run=run, paths=paths, into=into,
+                           keep_previous=keep_previous)
+    finally:
+        os.close(fd)
+
+
 def copy_volume(*, source: Path, root: Path, run: str, paths: tuple[str, ...], into: str | None,
                 keep_previous: bool) -> dict[str, Any]:
     """Restore from another mounted volume (a PVC made from a snapshot) with the same staged swap.

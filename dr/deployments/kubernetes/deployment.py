@@ -296,13 +296,15 @@ class KubernetesDeployment:
     def backup_volumes(self, volumes: Sequence[Volume], ctx: BackupContext) -> Iterator[VolumeItem]:
         if ctx.method not in ("archive", "snapshot", "snapshot+archive"):
             raise UsageError(f"--method {ctx.method!r} is not supported on Kubernetes")
-        if ctx.method != "archive" and any(v.source.get("subPath") for v in volumes):
-            raise UsageError(f"--method {ctx.method}: homes on a shared (static) volume are backed up by "
-                             "archive only (a snapshot would copy the whole shared volume once per user)",
-                             hint="use backup.method: archive")
         if ctx.method != "snapshot":
             _ = self.movers  # configuration errors (image, key file) before any item
         previous = {v.key: v for v in ctx.previous.volumes} if ctx.previous else {}
+        homes = [v for v in volumes if v.source.get("subPath")]
+        if ctx.method != "archive" and homes:  # one snapshot of the shared volume per run, not per home
+            from dr.deployments.kubernetes.static_snapshots import backup_shared
+
+            yield from backup_shared(self, homes, ctx, previous)
+            volumes = [v for v in volumes if not v.source.get("subPath")]
         if ctx.method == "archive" and self.k.mover_batch > 1:
             yield from volume_batches.backup_batched(self, volumes, ctx, previous)
             return
@@ -315,7 +317,8 @@ class KubernetesDeployment:
     def delete_snapshots(self, snapshots: list[Snapshot]) -> int:
         """Delete VolumeSnapshots no kept run references (called by ``jdr prune``); returns how many."""
         n = 0
-        for s in snapshots:
+        unique = {(s.namespace, s.name): s for s in snapshots}  # a static layout's homes share one snapshot
+        for s in unique.values():
             try:
                 if self.kube.delete(SNAPSHOTS, s.name, s.namespace or None):
                     n += 1

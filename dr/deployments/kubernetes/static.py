@@ -1,7 +1,7 @@
 """Homes on one shared volume (z2jh ``singleuser.storage.type: static``): each home a volume item.
 
-A user's home is the subdirectory KubeSpawner mounts with ``subPath`` (:mod:`.subpath`). Backing it up
-and restoring it mount the shared PVC *with that subPath* at the mover's data directory, so the mover
+A user's home is the subdirectory KubeSpawner mounts with ``subPath`` (:mod:`.subpath`). Restoring it
+mounts the shared PVC *with that subPath* at the mover's data directory, so the mover
 sees exactly what a per-user PVC would show it, and nothing of the siblings: a restore of alice cannot
 write, rename into, or follow a link into bob's directory, because bob's directory is not in alice's
 mover at all (the kubelet resolves the subPath inside the volume and refuses one that leaves it).
@@ -16,8 +16,11 @@ mover at all (the kubelet resolves the subPath inside the volume and refuses one
   are one item: the user's default server's.
 - Running: a pod (not jdr's) that mounts the shared PVC with the home's subPath.
 - fsGroup is never set on movers of the shared volume: the kubelet would apply it to the whole volume.
-- Snapshot methods are refused for static homes (a per-home snapshot would snapshot the whole shared
-  volume once per user); use ``archive``.
+- Backups with ``archive`` are batched (:mod:`.batch`): a mover mounts the shared PVC once, whole and
+  read-only, and opens each home safely (:mod:`.safe_home`); a home archived by a mover of its own (the
+  batch's fallback) is mounted with its subPath.
+- Snapshot methods take ONE VolumeSnapshot of the shared PVC per run, recorded in every home's item
+  (:mod:`.static_snapshots`).
 """
 
 from __future__ import annotations
@@ -188,8 +191,8 @@ class StaticHomes:
         from dr.deployments.kubernetes import restore as volume_restores
 
         item = req.item
-        if item.archive is None:
-            raise DeploymentError(f"{item.label}: the run holds no archive of this home")
+        if item.archive is None and item.snapshot is None:
+            raise DeploymentError(f"{item.label}: the run holds neither an archive nor a snapshot of this home")
         recorded = str(item.source.get("subPath") or "")
         if req.target_user is None or (req.target_user == item.user and req.target_server == item.server):
             sub = recorded if req.target_user is None else home_subpath(self.layout, req.target_user,
@@ -214,6 +217,10 @@ class StaticHomes:
         self.ensure_free(sub)
         volume_restores.mark_restored(self.dep, claim)
         op = _op()
+        if item.archive is None:  # a snapshot-only run: copied from a PVC made from the run's one snapshot
+            from dr.deployments.kubernetes.static_snapshots import restore_home_from_snapshot
+
+            return restore_home_from_snapshot(self.dep, req, claim, sub, op, repo)
         args = ["restore-volume", "--run", op, "--root", DATA_MOUNT, "--item-json",
                 json.dumps(replace(item, source={}, warnings=()).to_dict(), separators=(",", ":"))]
         return volume_restores._run_restore_mover(
