@@ -88,3 +88,21 @@ def test_a_swap_after_the_open_still_reads_the_home_that_was_opened(tmp_path):
     assert names(repo, res) == [b".", b"alice.txt"]
     with pytest.raises(HomeRefused):
         os.close(open_home(root, "homes/alice"))
+
+
+def test_a_restore_from_a_snapshot_never_copies_a_home_that_was_a_link(tmp_path):
+    """In the snapshot, alice's home was a link to bob's: restoring alice from it is refused (never bob's
+    files in alice's home), and a real home copies."""
+    snap = shared_volume(tmp_path)
+    (snap / "homes" / "alice").rename(snap / "homes" / "alice.old")
+    (snap / "homes" / "alice").symlink_to("bob")
+    target = tmp_path / "alice-now"
+    target.mkdir()
+    with pytest.raises(HomeRefused):
+        agent.copy_home(source=snap, sub="homes/alice", root=target, run=new_run_id(utcnow()), paths=(),
+                        into=None, keep_previous=False)
+    assert list(target.iterdir()) == []
+    res = agent.copy_home(source=snap, sub="homes/bob", root=target, run=new_run_id(utcnow()), paths=(),
+                          into=None, keep_previous=False)
+    assert res["status"] == "ok", res
+    assert sorted(p.name for p in target.iterdir()) == ["bob.txt", "secret.txt"]
