@@ -1,7 +1,8 @@
 """Batched backup movers: one mover pod archives many volumes (``deployment.kubernetes.mover_batch``).
 
 On a real cluster each pod costs seconds of scheduling, image start and volume attach; a first run over
-1,000 PVCs with a mover per volume pays that 1,000 times. Here (``archive`` method only):
+1,000 PVCs with a mover per volume pays that 1,000 times. Here (``archive``; and the homes of a shared
+volume under ``snapshot+archive``, :mod:`.static_snapshots`):
 
 1. Every volume is first checked for activity-aware reuse (:func:`.backup.reuse_inactive`): an inactive
    user's volume is referenced without any mover, exactly as without batching.
