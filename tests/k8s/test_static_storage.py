@@ -2,9 +2,10 @@
 ``singleuser.storage.type: static``, subPath ``{escaped_username}`` under the ``safe`` slug scheme, so that
 Émile's home is named differently from his ``{username}``), an orphan directory, an extra volume.
 
-One scenario: backup (every home an item, mounted with its subPath; the orphan and the extra volume too),
-an incremental backup (only the running user's home re-read), restoring alice (the rest of the shared volume
-unchanged, byte for byte), restoring everything, and a drill.
+One scenario: backup (every home an item, archived by batch movers that mount the shared volume once; the
+orphan and the extra volume too), an incremental backup (only the running user's home re-read), restoring
+alice (the rest of the shared volume unchanged, byte for byte), restoring everything, and a drill. A second,
+smaller one for ``{username}`` homes and the snapshot methods (one VolumeSnapshot of the shared PVC per run).
 """
 
 from __future__ import annotations
