@@ -17,10 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from dr.errors import UsageError
-from dr.hubdb.dumps import check_dump
 from dr.hubdb.info import DbInfo
-from dr.hubdb.server import info_from_json, login_refused, require_tool, run_tool, unreachable
-from dr.hubdb.url import DbUrl
+from dr.hubdb.server import ServerHubDbBase, info_from_json, login_refused, require_tool, run_tool, unreachable
 
 log = logging.getLogger(__name__)
 
@@ -28,58 +26,12 @@ _UNREACHABLE = ("can't connect", "unknown mysql server host", "unknown server ho
 _REFUSED = ("access denied for user",)
 
 
-class MysqlHubDb:
+class MysqlHubDb(ServerHubDbBase):
     """A :class:`dr.hubdb.server.ServerHubDb` for MySQL and MariaDB."""
 
     kind = "mysql"
     dump_format = "mysqldump-sql"
-
-    def __init__(self, url: DbUrl) -> None:
-        self.url = url
-
-    def __repr__(self) -> str:
-        return f"MysqlHubDb({self.url.redacted()!r})"
-
-    def capture(self, dest: Path) -> DbInfo:
-        info = self.inspect()
-        tmp = dest.with_name(f".{dest.name}.partial-{os.getpid()}")
-        dump_tool = _tool("mariadb-dump", "mysqldump")
-        try:
-            with open(tmp, "wb") as out:
-                self._run(dump_tool, "--single-transaction", "--routines", "--events", "--triggers",
-                          "--hex-blob", "--default-character-set=utf8mb4", self.url.database,
-                          what="dump the hub database", stdout=out)
-            tmp.replace(dest)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-        log.info("dumped hub database %s (%d bytes, revision %s, %d users)", self.url.redacted(),
-                 dest.stat().st_size, info.revision, len(info.users))
-        return info
-
-    def check_dump(self, path: Path) -> None:
-        check_dump(path, self.dump_format)
-
-    def is_empty(self) -> bool:
-        return not self._tables()
-
-    def restore(self, dump: Path, *, replace: bool = False) -> str:
-        tables = self._tables()
-        if tables:
-            if not replace:
-                raise UsageError(
-                    f"the hub database {self.url.redacted()} is not empty ({len(tables)} tables); "
-                    "nothing was restored",
-                    hint="restore into an empty database, or pass --replace-hub-db (its tables are dropped)")
-            # MySQL has no schema to rename within a database; the tables go (the run being restored, and
-            # earlier runs, hold what they had).
-            drops = ", ".join(_ident(t) for t in tables)
-            self._query(f"SET FOREIGN_KEY_CHECKS=0; DROP TABLE {drops}")
-            log.warning("dropped the %d current tables of %s to restore", len(tables), self.url.redacted())
-        with open(dump, "rb") as f:
-            self._run(_tool("mariadb", "mysql"), "--default-character-set=utf8mb4", self.url.database,
-                      what="restore the hub database", stdin=f)
-        return ""
+    kept_as = "a database <database>_jdr_replaced_<time>"
 
     def inspect(self) -> DbInfo:
         tables = self._tables()
@@ -144,10 +96,28 @@ class MysqlHubDb:
                          "--default-character-set=utf8mb4", "-e", sql, self.url.database,
                          what="query the hub database").strip()
 
+    def _dump(self, dest: Path) -> None:
+        with open(dest, "wb") as out:
+            self._run(_tool("mariadb-dump", "mysqldump"), "--single-transaction", "--routines", "--events",
+                      "--triggers", "--hex-blob", "--default-character-set=utf8mb4", self.url.database,
+                      what="dump the hub database", stdout=out)
+
+    def _load(self, dump: Path) -> None:
+        with open(dump, "rb") as f:
+            self._run(_tool("mariadb", "mysql"), "--default-character-set=utf8mb4", self.url.database,
+                      what="restore the hub database", stdin=f)
+
     def _tables(self) -> list[str]:
         out = self._query("SELECT table_name FROM information_schema.tables "
                           "WHERE table_schema = DATABASE() AND table_type = 'BASE TABLE' ORDER BY 1")
         return [line for line in out.splitlines() if line]
+
+    def _set_aside(self, tables: list[str]) -> str:
+        # MySQL has no schema to rename within a database; the tables go (the run being restored, and
+        # earlier runs, hold what they had).
+        drops = ", ".join(_ident(t) for t in tables)
+        self._query(f"SET FOREIGN_KEY_CHECKS=0; DROP TABLE {drops}")
+        return ""
 
 
 def _tool(*names: str) -> str:
