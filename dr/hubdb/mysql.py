@@ -2,7 +2,10 @@
 
 Backup is ``mysqldump --single-transaction --routines --events`` (one consistent InnoDB snapshot without
 locking the hub out), without ``--databases`` so the dump loads into any database name (drills load it into
-a scratch one). Restore is ``mysql`` reading the dump. Credentials go to both tools through a
+a scratch one). Restore is ``mysql`` reading the dump (not one transaction: MySQL commits each CREATE TABLE).
+``--replace-hub-db`` first moves every current table into a new database ``<database>_jdr_replaced_<time>``
+with one ``RENAME TABLE`` (all or none), so nothing is dropped; the hub's user then needs
+:data:`SET_ASIDE_PRIVILEGES` as well as its own database's. Credentials go to both tools through a
 ``--defaults-extra-file`` of mode 0600 in a private temporary directory, never on a command line.
 """
 
@@ -14,11 +17,13 @@ import logging
 import os
 import tempfile
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
-from dr.errors import UsageError
+from dr.errors import DeploymentError, JdrError, UsageError
 from dr.hubdb.info import DbInfo
 from dr.hubdb.server import ServerHubDbBase, info_from_json, login_refused, require_tool, run_tool, unreachable
+from dr.util.timefmt import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -113,11 +118,36 @@ class MysqlHubDb(ServerHubDbBase):
         return [line for line in out.splitlines() if line]
 
     def _set_aside(self, tables: list[str]) -> str:
-        # MySQL has no schema to rename within a database; the tables go (the run being restored, and
-        # earlier runs, hold what they had).
-        drops = ", ".join(_ident(t) for t in tables)
-        self._query(f"SET FOREIGN_KEY_CHECKS=0; DROP TABLE {drops}")
-        return ""
+        # MySQL has no schema to rename within a database: the tables move into a new database, all in
+        # one RENAME TABLE statement (atomic: every table moves, or none; foreign keys follow them).
+        kept = replaced_name(self.url.database, utcnow())
+        here = _ident(self.url.database)
+        moves = ", ".join(f"{here}.{_ident(t)} TO {_ident(kept)}.{_ident(t)}" for t in tables)
+        created = False
+        try:
+            self._query(f"CREATE DATABASE {_ident(kept)} CHARACTER SET utf8mb4")
+            created = True
+            self._query(f"RENAME TABLE {moves}")
+        except JdrError as e:
+            if created:
+                with contextlib.suppress(JdrError):
+                    self._query(f"DROP DATABASE IF EXISTS {_ident(kept)}")  # empty: nothing moved
+            raise DeploymentError(f"could not set the current tables of {self.url.redacted()} aside; they "
+                                  f"are in place and nothing was restored: {e}",
+                                  hint=f"the hub's database user needs {SET_ASIDE_PRIVILEGES}") from e
+        return f"database {kept} ({self.url.with_database(kept).redacted()})"
+
+
+#: What ``--replace-hub-db`` needs beyond the hub's own database (errors and docs say it).
+SET_ASIDE_PRIVILEGES = ("CREATE, ALTER, DROP and INSERT on `<database>\\_jdr\\_replaced\\_%`.* (e.g. GRANT ALL "
+                        "PRIVILEGES ON `jupyterhub\\_jdr\\_replaced\\_%`.* TO the hub's user)")
+
+
+def replaced_name(database: str, now: datetime) -> str:
+    """The database ``--replace-hub-db`` moves ``database``'s tables into: ``<database>_jdr_replaced_<UTC
+    time>``, the database's name shortened to fit MySQL's 64 characters."""
+    suffix = "_jdr_replaced_" + now.strftime("%Y%m%d%H%M%S")
+    return database[:64 - len(suffix)] + suffix
 
 
 def _tool(*names: str) -> str:
