@@ -61,6 +61,11 @@ class MysqlHubDb(ServerHubDbBase):
         self._query(f"CREATE DATABASE {_ident(name)} CHARACTER SET utf8mb4")
         return MysqlHubDb(self.url.with_database(name))
 
+    def list_scratch(self) -> list[str]:
+        out = self._query("SELECT schema_name FROM information_schema.schemata "
+                          "WHERE schema_name LIKE 'jdr\\_drill\\_%' ORDER BY 1")
+        return [line for line in out.splitlines() if line]
+
     def drop(self) -> None:
         self._query(f"DROP DATABASE IF EXISTS {_ident(self.url.database)}")
 

@@ -55,6 +55,10 @@ class PostgresHubDb(ServerHubDbBase):
         self._query(f"CREATE DATABASE {_ident(name)}")
         return PostgresHubDb(self.url.with_database(name))
 
+    def list_scratch(self) -> list[str]:
+        out = self._query("SELECT datname FROM pg_database WHERE datname LIKE 'jdr\\_drill\\_%' ORDER BY 1")
+        return [line for line in out.splitlines() if line]
+
     def drop(self) -> None:
         admin = PostgresHubDb(self.url.with_database("postgres"))
         admin._query(f"DROP DATABASE IF EXISTS {_ident(self.url.database)}")

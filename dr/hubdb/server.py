@@ -16,6 +16,9 @@ Contracts of every adapter (:class:`ServerHubDb`):
   that fails afterwards raises an error that says where the previous tables are (they are never dropped).
 - ``inspect()`` describes the database as it is now.
 - ``create_scratch()``/``drop()`` (drills): a new empty database beside this one, and its removal.
+  Drills name theirs :func:`scratch_name` (``jdr_drill_<drill id>``); ``list_scratch()`` lists the
+  databases so named on the server (that the hub's user can see), ``scratch(name)`` is the adapter for
+  one of them, so that a drill's sweep drops those of dead drills (dr.operations.drill).
 
 Unreachable server → DeploymentError naming the setting (exit 2 is UsageError: see ``unreachable``);
 refused login → UsageError that says so. Tool output that could echo a URL is redacted first.
@@ -27,6 +30,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -42,6 +46,21 @@ log = logging.getLogger(__name__)
 
 #: The setting that names the hub database on a server (errors name it).
 SETTING = "deployment.hub_db_url"
+#: Every drill's scratch database is named so (:func:`scratch_name`); nothing else on the server is.
+SCRATCH_PREFIX = "jdr_drill_"
+_SCRATCH = re.compile(r"^jdr_drill_(\d{8}t\d{6}z)_([0-9a-f]+)$")
+
+
+def scratch_name(drill: str) -> str:
+    """The scratch database of drill ``drill`` (a run id such as ``20261202T063000Z-a1b2c3``):
+    ``jdr_drill_20261202t063000z_a1b2c3`` — lower case, no ``-``, fine as a PostgreSQL and MySQL name."""
+    return (SCRATCH_PREFIX + drill).replace("-", "_").lower()
+
+
+def scratch_drill(name: str) -> str | None:
+    """The drill id a :func:`scratch_name` was made from; None for a name that is not one."""
+    m = _SCRATCH.match(name)
+    return f"{m.group(1).upper()}-{m.group(2)}" if m else None
 
 
 class ServerHubDb(Protocol):
@@ -63,6 +82,10 @@ class ServerHubDb(Protocol):
     def create_scratch(self, name: str) -> ServerHubDb: ...
 
     def drop(self) -> None: ...
+
+    def list_scratch(self) -> list[str]: ...
+
+    def scratch(self, name: str) -> ServerHubDb: ...
 
 
 class ServerHubDbBase:
@@ -102,6 +125,10 @@ class ServerHubDbBase:
     def is_empty(self) -> bool:
         return not self._tables()
 
+    def scratch(self, name: str) -> ServerHubDb:
+        """The adapter for the database ``name`` beside this one (nothing is created)."""
+        return type(self)(self.url.with_database(name))  # type: ignore[return-value]
+
     def restore(self, dump: Path, *, replace: bool = False) -> str:
         tables = self._tables()
         kept = ""
@@ -129,6 +156,10 @@ class ServerHubDbBase:
     # --- what each database does -----------------------------------------------------------------
 
     def inspect(self) -> DbInfo:
+        raise NotImplementedError
+
+    def list_scratch(self) -> list[str]:
+        """The databases on the server whose name starts with :data:`SCRATCH_PREFIX` (sorted)."""
         raise NotImplementedError
 
     def _dump(self, dest: Path) -> None:
