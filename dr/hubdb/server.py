@@ -144,7 +144,7 @@ class ServerHubDbBase:
                         self.url.redacted(), kept)
         try:
             self._load(dump)
-        except JdrError as e:
+        except (JdrError, OSError) as e:
             if not kept:
                 raise
             raise DeploymentError(

@@ -50,6 +50,16 @@ def configure(sb: Sandbox, server: Server, database: str, **extra: Any) -> None:
 
 
 
+def hub_sandbox(srv: Server, make_sandbox: Any, repo_url: str) -> tuple[Sandbox, str]:
+    """A sandbox whose hub database is a new one on ``srv`` (returned), its password in the environment."""
+    sb: Sandbox = make_sandbox(repo_url)
+    sb.env["HUB_DB_PASSWORD"] = HUB_PASSWORD
+    db = srv.hub_database()
+    for nb in sb.root.glob("home/*/notebooks/*.ipynb"):  # the drill validates notebooks; these are stubs
+        nbformat.write(nbformat.v4.new_notebook(), str(nb))
+    return sb, db
+
+
 @pytest.fixture(params=["postgresql", "mysql"])
 def server(request: pytest.FixtureRequest) -> tuple[str, Server]:
     name = "postgres_server" if request.param == "postgresql" else "mariadb_server"
@@ -60,11 +70,7 @@ def server(request: pytest.FixtureRequest) -> tuple[str, Server]:
 def test_backup_and_restore_hub_on_a_database_server(server: tuple[str, Server], make_sandbox: Any,
                                                      repo_url: str) -> None:
     kind, srv = server
-    sb: Sandbox = make_sandbox(repo_url)
-    sb.env["HUB_DB_PASSWORD"] = HUB_PASSWORD
-    db = srv.hub_database()
-    for nb in sb.root.glob("home/*/notebooks/*.ipynb"):  # the drill validates notebooks; these are stubs
-        nbformat.write(nbformat.v4.new_notebook(), str(nb))
+    sb, db = hub_sandbox(srv, make_sandbox, repo_url)
     key = sb.root / "k.key"
     sb.jdr_json("key", "generate", str(key))
     configure(sb, srv, db, encryption={"key_file": str(key)})
@@ -146,11 +152,7 @@ def test_a_killed_drills_scratch_database_is_dropped_by_the_next_drill(server: t
     drill drops it (by the dead drill's lock) and says so, and leaves alone a running drill's (live lock),
     a young one without a lock, and a name jdr does not make. An old one without a lock goes too."""
     kind, srv = server
-    sb: Sandbox = make_sandbox(repo_url)
-    sb.env["HUB_DB_PASSWORD"] = HUB_PASSWORD
-    db = srv.hub_database()
-    for nb in sb.root.glob("home/*/notebooks/*.ipynb"):  # the drill validates notebooks; these are stubs
-        nbformat.write(nbformat.v4.new_notebook(), str(nb))
+    sb, db = hub_sandbox(srv, make_sandbox, repo_url)
     configure(sb, srv, db, drill={"scratch": str(sb.root / "scratch")})
     proc = sb.run_jdr("backup")
     assert proc.returncode == 0, describe(proc)
