@@ -86,7 +86,9 @@ def test_alice_finds_previews_downloads_and_restores_yesterdays_notebook(serve_h
     zpath = tmp_path / "project.zip"
     dlz.value.save_as(zpath)
     with zipfile.ZipFile(zpath) as z:
-        assert sorted(z.namelist()) == ["project/analysis.py", "project/data/table.csv"]
+        assert sorted(z.namelist()) == ["project/", "project/analysis.py", "project/data/",
+                                        "project/data/table.csv", "project/data/up-link", "project/passwd-link"]
+        assert z.read("project/passwd-link") == b"/etc/passwd"  # a link, as a link
         assert z.read("project/data/table.csv") == (home / "project/data/table.csv").read_bytes()
 
     # Preview: the notebook rendered read-only, yesterday's version (no chapter 2).

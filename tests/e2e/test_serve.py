@@ -6,13 +6,17 @@ sees; the limits and the audit trail."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
 import re
+import stat
 import zipfile
 from pathlib import Path
 
+from dr.serve.app import build_context
+from dr.settings import load_settings
 from tests.fixtures.hub_server import NOTEBOOK_V1, NOTEBOOK_V2, SERVE_UIDS, ServeHub, xsrf_of
 from tests.serveutil import entry_id, entry_url, listing, run_url, start_restore, user_url, wait_job
 
@@ -71,10 +75,24 @@ def test_download_a_file_and_a_folder_as_zip(serve_hub: ServeHub) -> None:
     folder = entry_id(s, serve_hub, "alice", old, "project")
     r = s.get(entry_url(serve_hub, "alice", old, folder, "download"), timeout=60)
     assert r.status_code == 200 and r.headers["Content-Type"] == "application/zip"
+    # The zip's size was known before its first byte (the browser's progress), and is exactly what came.
+    assert int(r.headers["Content-Length"]) == len(r.content)
+    # Every file's bytes are the index's (its SHA-256, read by jdr's own code); folders come as folders,
+    # links as links: the target is the entry's data, never what it points to (the server reads no
+    # /etc/passwd, whether the target is absolute or climbs out of the home).
+    ctx = build_context(load_settings(serve_hub.config, serve_hub.env))
+    _, item = ctx.service.volume("alice", old, "")
+    index = {e.path.decode(): e for e in ctx.service.entries(item)}
     with zipfile.ZipFile(io.BytesIO(r.content)) as z:
-        assert sorted(z.namelist()) == ["project/analysis.py", "project/data/table.csv"]
-        home = serve_hub.home("alice")
-        assert z.read("project/data/table.csv") == (home / "project/data/table.csv").read_bytes()
+        assert sorted(z.namelist()) == ["project/", "project/analysis.py", "project/data/",
+                                        "project/data/table.csv", "project/data/up-link", "project/passwd-link"]
+        for name in ("project/analysis.py", "project/data/table.csv"):
+            assert hashlib.sha256(z.read(name)).hexdigest() == index[name].sha256, name
+        links = {n: z.read(n) for n in ("project/passwd-link", "project/data/up-link")}
+        assert links == {"project/passwd-link": b"/etc/passwd", "project/data/up-link": b"../../../etc/passwd"}
+        assert all(stat.S_ISLNK(z.getinfo(n).external_attr >> 16) for n in links)
+        assert z.getinfo("project/data/").is_dir()
+    assert Path("/etc/passwd").read_bytes()[:64] not in r.content
     audit = [a for a in serve_hub.audit() if a["action"] == "download" and a["actor"] == "alice"]
     assert {(a["path"], a["outcome"], a["run"]) for a in audit} >= {("thesis.ipynb", "ok", old),
                                                                       ("project", "ok", old)}
