@@ -257,8 +257,10 @@ def test_the_admin_acts_for_alice_and_reads_the_audit_log_alice_cannot(serve_hub
     page.wait_for_url(re.compile(rf".*/u/alice/run/{re.escape(yesterday)}/.*"))
     row_of(page, "notes").locator("a").first.click()
     page.wait_for_url(re.compile(r".*&dir=\d+$"))
-    row_of(page, "todo.txt").get_by_role("button", name="Restore").click()
-    page.wait_for_url(re.compile(r".*/u/alice/job/[A-Za-z0-9_-]+$"))
+    with serve_hub.hold_restores():  # held until the job page shows it running: its script sees the end
+        row_of(page, "todo.txt").get_by_role("button", name="Restore").click()
+        page.wait_for_url(re.compile(r".*/u/alice/job/[A-Za-z0-9_-]+$"))
+        assert page.locator("#job").get_attribute("data-state") == "running"
     notice = page.locator("#notice")
     notice.wait_for(state="visible")
     assert "complete" in notice.inner_text(), page.locator("#job-status").inner_text()
