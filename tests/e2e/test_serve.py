@@ -111,6 +111,9 @@ def test_restore_yesterdays_notebook_into_restored_then_replace(serve_hub: Serve
     assert page.status_code == 200 and 'id="job"' in page.text
     job = wait_job(s, job_page)
     assert job["state"] == "done", job
+    # The job page shown after the end carries the notice itself (no script needed to see it).
+    assert re.search(r'id="notice" class="notice ok">Your restore of thesis.ipynb is complete', s.get(
+        job_page, timeout=30).text)
     target = Path(job["target"])
     assert target.parent == home / "restored" and re.fullmatch(r"\d{4}-\d\d-\d\d(-\d+)?", target.name)
     restored = target / "thesis.ipynb"
