@@ -1,5 +1,6 @@
-"""Two roles, two credentials (docs/CREDENTIALS.md) on a real SeaweedFS that enforces the IAM policies of
-docs/policies/ exactly as written there (the ``roles`` fixture, tests/fixtures/roles.py).
+"""Two roles, two credentials, and the read-only serve role (docs/CREDENTIALS.md), on a real SeaweedFS that
+enforces the IAM policies of docs/policies/ exactly as written there (the ``roles`` fixture,
+tests/fixtures/roles.py).
 
 Every request goes through a recording proxy (tests/faultproxy.py), so that "jdr never tries to delete run
 data with the backup role" is checked on the wire, not inferred from a success: the server would refuse

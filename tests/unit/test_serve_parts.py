@@ -9,6 +9,7 @@ import os
 import stat
 import subprocess
 import zipfile
+from collections.abc import Iterator
 
 import pytest
 
@@ -134,3 +135,36 @@ def test_unzip_restores_the_links_of_a_folder_zip_as_links(tmp_path) -> None:
     assert {n: os.readlink(got / n) for n in ("up", "abs", "rel")} == {
         "up": "../../etc/passwd", "abs": "/etc/shadow", "rel": "a.txt"}
     assert all((got / n).is_symlink() for n in ("up", "abs", "rel"))
+
+
+def test_a_zip_past_4_gib_uses_zip64_sizes_and_offsets(tmp_path) -> None:
+    """A 4 GiB + 1 file, then a small file and a link whose offsets are past 4 GiB: zip64 extra fields
+    and end records, read back by zipfile and listed by unzip. The big file's zero bytes are skipped in a
+    sparse file (its CRC is still computed by the writer); the small member's bytes are checked."""
+    big = (4 << 30) + 1
+    zero = bytes(16 << 20)
+
+    def zeros() -> Iterator[bytes]:
+        left = big
+        while left:
+            n = min(left, len(zero))
+            yield zero if n == len(zero) else bytes(n)
+            left -= n
+
+    plan = ZipPlan([Member(b"d/big", "file", size=big, key=b"big"), Member(b"d/after", "file", size=5, key=b"a"),
+                    Member(b"d/l", "symlink", link=b"after")])
+    path = tmp_path / "big.zip"
+    with path.open("wb") as f:
+        def emit(b: bytes) -> None:
+            if b is zero:
+                f.seek(len(b), os.SEEK_CUR)
+            else:
+                f.write(b)
+        plan.write(iter([(b"big", zeros()), (b"a", iter([b"after"]))]), emit)
+        f.truncate()
+    assert path.stat().st_size == plan.size and plan.eocd64
+    with zipfile.ZipFile(path) as z:
+        assert z.getinfo("d/big").file_size == big and z.read("d/after") == b"after"
+        assert z.getinfo("d/after").header_offset > 0xFFFFFFFF and z.read("d/l") == b"after"
+    listed = subprocess.run(["unzip", "-l", str(path)], capture_output=True, text=True, check=False)
+    assert listed.returncode == 0 and str(big) in listed.stdout, listed.stdout + listed.stderr
