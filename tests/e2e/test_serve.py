@@ -15,6 +15,8 @@ import stat
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from dr.serve.app import build_context
 from dr.settings import load_settings
 from tests.fixtures.hub_server import NOTEBOOK_V1, NOTEBOOK_V2, SERVE_UIDS, ServeHub, xsrf_of
@@ -65,7 +67,8 @@ def test_browse_preview_and_search_every_version(serve_hub: ServeHub) -> None:
     assert "owner" not in r4.text and "bob" not in r4.text
 
 
-def test_download_a_file_and_a_folder_as_zip(serve_hub: ServeHub) -> None:
+def test_download_a_file_and_a_folder_as_zip(serve_hub: ServeHub, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
     s = serve_hub.service_session("alice")
     old = serve_hub.runs[0]
     eid = entry_id(s, serve_hub, "alice", old, "thesis.ipynb")
@@ -80,6 +83,7 @@ def test_download_a_file_and_a_folder_as_zip(serve_hub: ServeHub) -> None:
     # Every file's bytes are the index's (its SHA-256, read by jdr's own code); folders come as folders,
     # links as links: the target is the entry's data, never what it points to (the server reads no
     # /etc/passwd, whether the target is absolute or climbs out of the home).
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # the catalog this test's reader caches
     ctx = build_context(load_settings(serve_hub.config, serve_hub.env))
     _, item = ctx.service.volume("alice", old, "")
     index = {e.path.decode(): e for e in ctx.service.entries(item)}
