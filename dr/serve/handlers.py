@@ -125,6 +125,13 @@ class BaseHandler(HubOAuthenticated, tornado.web.RequestHandler):  # type: ignor
         except (NotFoundError, ValueError):
             raise tornado.web.HTTPError(404, "no such file in this backup") from None
 
+    def check_selection(self, item: VolumeItem, entry_id: str) -> tuple[IndexEntry, list[IndexEntry]]:
+        """The entry and what a download or restore of it covers; an id that is no entry: 404."""
+        try:
+            return cast(tuple[IndexEntry, list[IndexEntry]], self.ctx.service.selection(item, int(entry_id)))
+        except (NotFoundError, ValueError):
+            raise tornado.web.HTTPError(404, "no such file in this backup") from None
+
     async def blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.ctx.executor, fn, *args)
 
@@ -211,7 +218,7 @@ class DownloadHandler(BaseHandler):
         me, _ = self.identity()
         server = self.get_argument("server", "")
         manifest, item = await self.blocking(self.check_run, user, run, server)
-        top, chosen = await self.blocking(self.ctx.service.selection, item, int(entry))
+        top, chosen = await self.blocking(self.check_selection, item, entry)
         rec = partial(AuditRecord, action="download", actor=me, user=user, run=run, server=server,
                       path=top.name, entry=int(entry))
         files = [e for e in chosen if e.type == "file"]
