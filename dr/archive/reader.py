@@ -59,8 +59,10 @@ def extract_archive(src: BinaryIO, dest: Path | int, *, select: Callable[[IndexE
     ``map_owner(uid, gid)`` when given); setuid/setgid bits are cleared (:mod:`dr.archive.target`);
     symlinks keep their targets whatever they are (absolute, outside, dangling). The archive's root entry
     (``./``) gives ``dest`` itself its mode, owner and mtime. Directory modes and mtimes are applied last.
-    ``src`` is read through to its EOF. With ``compressed=False``, ``src`` is a plain tar (as
-    :func:`dr.archive.seek.ranged_tar` makes).
+    ``src`` is read through to its EOF (by a producer thread of :class:`dr.archive.parallel.ParallelZstdSource`,
+    which decompresses the archive's frames in parallel; ``src`` is read by that one thread only, and not
+    after this returns). With ``compressed=False``, ``src`` is a plain tar (as
+    :func:`dr.archive.seek.ranged_tar` makes), read in the caller's thread.
 
     ``select(entry)`` picks the entries to extract (the entry comes from ``index`` when given, else from
     the tar header, without sha256). Parent directories of a picked entry are created even when not
