@@ -259,9 +259,11 @@ class Z2JHNamespace:
         self.hub_url = f"http://127.0.0.1:{self.hub_port}"
         self.hub_api_url = f"{self.hub_url}/hub/api"
         self.token = secrets.token_hex(32)
-        if self.hub_values:
-            jdr_service = (self.hub_values.get("services") or {}).get("jdr") or {}
-            self.token = jdr_service.get("apiToken") or self.token
+        if self.hub_values:  # the token jdr's backups use: the service with the `admin:servers` role
+            roles = (self.hub_values.get("loadRoles") or {}).values()
+            backup = next((n for r in roles if "admin:servers" in r.get("scopes", ()) for n in r.get("services", ())),
+                          "jdr")
+            self.token = ((self.hub_values.get("services") or {}).get(backup) or {}).get("apiToken") or self.token
         self.cookie_secret = secrets.token_hex(32)
         self.proxy_token = secrets.token_hex(32)
         self.crypt_key = secrets.token_hex(32)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import re
+import secrets
 import shutil
 from dataclasses import dataclass
 from functools import reduce
@@ -29,16 +30,17 @@ README = ROOT / "cronjobs" / "README.md"
 SECTION = "## Self-service restores"
 
 
-def readme_hub_values(api_token: str) -> dict[str, Any]:
+def readme_hub_values() -> dict[str, Any]:
     """The ``hub:`` values of every yaml block of cronjobs/README.md (section 1's and the self-service
-    one), merged in order as Helm merges values files; the ``apiToken`` placeholder replaced by a token,
-    the one thing the operator is told to fill in."""
+    one), merged in order as Helm merges values files; each ``apiToken`` placeholder replaced by a token of
+    its own, the one thing the operator is told to fill in."""
     blocks = [yaml.safe_load(code) for code in re.findall(r"```yaml\n(.*?)```", README.read_text(), re.S)]
     hubs = [b["hub"] for b in blocks if isinstance(b, dict) and set(b) == {"hub"}]
     assert len(hubs) == 2, f"expected section 1's and the self-service hub values, found {len(hubs)}"
     values: dict[str, Any] = reduce(merge_values, hubs, {})
-    assert values["services"]["jdr"]["apiToken"].startswith("<"), values  # a placeholder, as documented
-    values["services"]["jdr"]["apiToken"] = api_token
+    for service in values["services"].values():  # placeholders, as documented: one token each
+        assert service["apiToken"].startswith("<"), values
+        service["apiToken"] = secrets.token_hex(32)  # the hub wants distinct prefixes too
     return values
 
 

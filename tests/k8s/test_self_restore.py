@@ -59,7 +59,7 @@ def test_restore_while_the_server_runs_creates_new_files_as_the_user_on_its_node
                                                                                  monkeypatch):
     t0 = time.monotonic()
     ns = z2jh_namespace(running=("alice",), users=({"name": "alice"}, {"name": "bob"}),
-                        hub_values=readme_hub_values(os.urandom(32).hex()))
+                        hub_values=readme_hub_values())
     print(f"\nself-service: namespace with a running server in {time.monotonic() - t0:.1f}s")
     docs = install_serve(k8s_cluster, ns.namespace, tmp_path)
     token = k8s_cluster.service_account_token(ns.namespace, "jdr-serve")
@@ -159,7 +159,7 @@ def serve_pod_end_to_end(k8s_cluster, ns, jdr, run: str, s3_server, tmp_path) ->
     name, keys = readme_serve_secret()
     secret = {"AWS_ACCESS_KEY_ID": s3_server.access_key, "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
               "JDR_ENCRYPTION_KEY": jdr.env["JDR_TEST_KEY"],  # the backup's key (the jdr_k8s fixture's)
-              "JUPYTERHUB_API_TOKEN": ns.token}
+              "JUPYTERHUB_API_TOKEN": ns.hub_values["services"]["jdr"]["apiToken"]}
     assert (name, sorted(keys)) == ("jdr-serve-secrets", sorted(secret)), (name, keys)
     create_secret(k8s_cluster, ns.namespace, name, secret)
     port = free_port()
@@ -189,6 +189,11 @@ def serve_pod_end_to_end(k8s_cluster, ns, jdr, run: str, s3_server, tmp_path) ->
         raise AssertionError(f"jdr serve not ready (probe: {probe}); status: {status}\nits log:\n{log[-6000:]}"
                              ) from None
     pod = serve_pods()[0]
+    # the service `jdr` holds no role: its token (the pod's) reads no user, unlike the backup's (section 1)
+    serve_token = secret["JUPYTERHUB_API_TOKEN"]
+    assert serve_token != ns.token and ns.api("GET", "/users", token=ns.token)[0] == 200
+    assert ns.api("GET", "/users", token=serve_token)[0] == 403
+    assert ns.api("DELETE", "/users/alice/server", token=serve_token)[0] == 403
     assert pod.spec.service_account_name == "jdr-serve" and pod.spec.security_context.run_as_user == 65532
 
     proxy = FrontProxy(ns.hub_url, {"/services/jdr/": f"http://127.0.0.1:{port}"}).start()
