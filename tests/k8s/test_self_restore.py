@@ -8,7 +8,7 @@ the Role's rules are enough, and every one of them is used.
 
 Then the same as a user does it, end to end (issue 13, "on the test control plane as a Deployment
 registered with the hub"): the hub runs with exactly the z2jh values cronjobs/README.md documents
-(``hub.services.jdr``, ``hub.loadRoles``, rendered as the chart renders them), cronjobs/serve/ is applied
+(``hub.services``, ``hub.loadRoles``, rendered as the chart renders them), cronjobs/serve/ is applied
 with its Deployment as the README says (tests/k8s/servepod.py), and once the pod is Ready alice logs in
 through the hub's OAuth, sees her run, downloads her notebook and restores it into ~/restored/<date>/ while
 her server runs; bob reaches none of it, and the pod's ServiceAccount reads no Secret.
