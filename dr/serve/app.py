@@ -109,8 +109,10 @@ def build_context(settings: Settings) -> ServeContext:
     deployment = wiring.make_deployment(settings)
     s = settings.serve
     tz = ZoneInfo(s.timezone) if s.timezone else wiring.timezone(settings)
+    # The audit records name the namespace on Kubernetes ("" locally). Not from describe(): that looks up
+    # the hub's Deployment and Secret, which jdr serve's Role (cronjobs/serve/role.yaml) does not grant.
     audit = AuditLog(s.audit_log, wiring.make_webhooks(settings),
-                     deployment=str(deployment.describe().get("namespace") or ""))
+                     deployment=str(getattr(deployment, "namespace", "") or ""))
     return ServeContext(service=SelfService(open_repo, deployment), settings=s, tz=tz, audit=audit,
                         downloads=RateLimiter(s.downloads_per_hour), restores=RateLimiter(s.restores_per_hour))
 

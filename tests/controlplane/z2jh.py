@@ -69,6 +69,14 @@ def kubespawner_names(username: str, server: str, namespace: str, scheme: str) -
     }
 
 
+def merge_values(base: dict, extra: dict) -> dict:
+    """Helm's merge of values files: mappings merged key by key, anything else replaced by ``extra``'s."""
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = merge_values(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
 @dataclass
 class Z2JHUser:
     name: str
@@ -137,6 +145,24 @@ c.JupyterHub.load_roles = [{
     "services": ["jdr"],
 }]
 
+if SETTINGS.get("render_values"):
+    # hub.services / hub.loadRoles of the chart values, rendered as z2jh's own jupyterhub_config.py does
+    # (chart 4): dicts keyed by name made lists, each service's api_token read from the hub Secret's
+    # `hub.services.<name>.apiToken`, every other key (url, oauth_*...) passed to JupyterHub as it is.
+    import yaml
+
+    values = yaml.safe_load((SECRET / "values.yaml").read_text())
+    c.JupyterHub.services = []
+    c.JupyterHub.load_roles = []
+    for key, service in (values["hub"].get("services") or {}).items():
+        service.setdefault("name", key)
+        service.pop("apiToken", None)
+        service["api_token"] = secret(f"hub.services.{key}.apiToken")
+        c.JupyterHub.services.append(service)
+    for key, role in (values["hub"].get("loadRoles") or {}).items():
+        role.setdefault("name", key)
+        c.JupyterHub.load_roles.append(role)
+
 c.JupyterHub.spawner_class = "kubespawner.KubeSpawner"
 c.KubeSpawner.namespace = os.environ["POD_NAMESPACE"]
 c.KubeSpawner.slug_scheme = SETTINGS["slug_scheme"]
@@ -196,8 +222,13 @@ class Z2JHNamespace:
                  running=("alice",), users=DEFAULT_USERS, slug_scheme: str = "safe",
                  workdir: Path | None = None, start_hub: bool = True, timeout: float = 90,
                  pod_security: str | None = "restricted", static: dict | None = None,
-                 extra_volumes: dict[str, str] | None = None):
+                 extra_volumes: dict[str, str] | None = None, hub_values: dict | None = None):
         self.k = cluster
+        # hub_values: chart values under `hub` an operator adds (hub.services, hub.loadRoles, as documented
+        # in cronjobs/README.md), merged into the Secret's values.yaml as Helm merges values files; when
+        # given, the hub's services and roles are exactly theirs, rendered as the chart does (see
+        # HUB_CONFIG), instead of the built-in `jdr` service and role. The `jdr` service's apiToken, if given, is `token`.
+        self.hub_values = json.loads(json.dumps(hub_values)) if hub_values else None
         # Pod Security Admission level enforced on the namespace (label pod-security.kubernetes.io/enforce):
         # the hub, the servers and every jdr mover of the common case must pass `restricted`, as in a
         # hardened cluster; None leaves the namespace unlabelled (the cluster default: privileged).
@@ -228,6 +259,11 @@ class Z2JHNamespace:
         self.hub_url = f"http://127.0.0.1:{self.hub_port}"
         self.hub_api_url = f"{self.hub_url}/hub/api"
         self.token = secrets.token_hex(32)
+        if self.hub_values:  # the token jdr's backups use: the service with the `admin:servers` role
+            roles = (self.hub_values.get("loadRoles") or {}).values()
+            backup = next((n for r in roles if "admin:servers" in r.get("scopes", ()) for n in r.get("services", ())),
+                          "jdr")
+            self.token = ((self.hub_values.get("services") or {}).get(backup) or {}).get("apiToken") or self.token
         self.cookie_secret = secrets.token_hex(32)
         self.proxy_token = secrets.token_hex(32)
         self.crypt_key = secrets.token_hex(32)
@@ -350,7 +386,20 @@ class Z2JHNamespace:
             "roleRef": {"kind": "Role", "name": name, "apiGroup": "rbac.authorization.k8s.io"}})
 
     def values(self) -> dict:
-        """The subset of chart values the Secret's values.yaml carries."""
+        """The subset of chart values the Secret's values.yaml carries (with ``hub_values`` merged)."""
+        values = self._base_values()
+        if self.hub_values:  # the operator's services and roles, exactly: not merged with the built-in ones
+            hub = {k: v for k, v in values["hub"].items() if k not in ("services", "loadRoles")}
+            values["hub"] = merge_values(hub, self.hub_values)
+        return values
+
+    def _service_tokens(self) -> dict[str, str]:
+        """The hub Secret's `hub.services.<name>.apiToken` keys (the chart's secret.yaml)."""
+        services = self.values()["hub"].get("services") or {}
+        return {f"hub.services.{k}.apiToken": v.get("apiToken") or secrets.token_hex(32)
+                for k, v in services.items()}
+
+    def _base_values(self) -> dict:
         return {
             "fullnameOverride": "" if not self.prefix else None,
             "hub": {
@@ -384,6 +433,7 @@ class Z2JHNamespace:
             "hub.config.JupyterHub.cookie_secret": self.cookie_secret,
             "hub.config.CryptKeeper.keys": self.crypt_key,
             "hub.services.jdr.apiToken": self.token,
+            **(self._service_tokens() if self.hub_values else {}),
         }
         self.k.core.create_namespaced_secret(self.namespace, {
             "metadata": {"name": self.hub_secret, "labels": self._labels("hub")}, "type": "Opaque",
@@ -396,6 +446,7 @@ class Z2JHNamespace:
             "singleuser_image": SINGLEUSER_IMAGE, "python": "python",
             "singleuser": str(HERE / "singleuser.py"), "storage_class": self.k.storage_class,
             "static": self.static,
+            "render_values": bool(self.hub_values),
             "extra_volumes": [{"name": n, "persistentVolumeClaim": {"claimName": c}}
                               for n, c in self.extra_volumes.items()],
             "extra_volume_mounts": [{"name": n, "mountPath": f"/mnt/{n}"} for n in self.extra_volumes],
