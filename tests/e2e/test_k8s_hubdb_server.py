@@ -30,7 +30,7 @@ from dr.model import Artifact
 from dr.repository import layout
 from dr.repository.file import FileStore
 from dr.repository.repository import Repository
-from tests.fixtures.dbservers import HUB_PASSWORD, PostgresServer
+from tests.fixtures.dbservers import HUB_PASSWORD, MariadbServer, PostgresServer
 
 
 def _secret(values: dict, password: str | None = HUB_PASSWORD) -> dict:
@@ -141,3 +141,28 @@ def test_mover_tasks_dump_and_restore_a_real_postgresql_hub(postgres_server: Pos
         capture_server_hub_db(repo, run="2026-12-02T062000Z", url_text=no_password, level=3)
     assert e.value.exit_code == EXIT_USAGE
     assert HUB_PASSWORD not in capsys.readouterr().out + capsys.readouterr().err
+
+
+def test_mover_tasks_dump_and_restore_a_real_mariadb_hub(mariadb_server: MariadbServer, repo: Repository,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    source = mariadb_server.hub_database()
+    monkeypatch.setenv(PASSWORD_ENV, HUB_PASSWORD)
+    run = "2026-12-02T063000Z"
+    result = capture_server_hub_db(repo, run=run, url_text=mariadb_server.url(source, password=None), level=3)
+    assert HUB_PASSWORD not in json.dumps(result)
+    info = info_from_doc(json.loads(json.dumps(result))["info"])
+    assert info.kind == "mysql" and info.dump_format == "mysqldump-sql" and info.server_version and info.revision
+    artifact = Artifact.from_dict(result["artifact"])
+    assert artifact.key == layout.hub_db_key(run, False, "mysqldump-sql")
+    empty = mariadb_server.new_database()
+    done = restore_server_hub_db(repo, artifact=artifact, url_text=mariadb_server.url(empty, password=None))
+    restored = info_from_doc(done["info"])
+    assert restored.users == info.users and restored.revision == info.revision
+    assert restored.server("alice") is not None and restored.server("alice").pvc_name == "claim-alice"  # type: ignore[union-attr]
+    with pytest.raises(UsageError, match="not empty"):
+        restore_server_hub_db(repo, artifact=artifact, url_text=mariadb_server.url(empty, password=None))
+    scratch = scratch_name("2026-12-02T063500Z")
+    done = restore_server_hub_db(repo, artifact=artifact, url_text=mariadb_server.url(source, password=None),
+                                 scratch=scratch)
+    assert done["dropped"] and info_from_doc(done["info"]).users == info.users
+    assert scratch not in mariadb_server.admin("SHOW DATABASES").split()
