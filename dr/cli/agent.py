@@ -212,6 +212,18 @@ def capture_server_hub_db(ctx: Context, run: str, url_text: str, level: int, res
               lambda repo: tasks.capture_server_hub_db(repo, run=run, url_text=url_text, level=level))
 
 
+@agent.command("check-server-hub-db")
+@click.option("--run", required=True, help="Id of the restore operation.")
+@click.option("--url", "url_text", required=True, help="The hub database's URL, without a password.")
+@_result_option
+@pass_ctx
+def check_server_hub_db(ctx: Context, run: str, url_text: str, result_file: Path) -> None:
+    """Whether the hub's PostgreSQL/MySQL database is reachable and empty (before a restore stops the hub)."""
+    from dr.deployments.kubernetes import hubdb_agent as tasks
+
+    _run_task(ctx, run, "hub-check", result_file, lambda repo: tasks.check_server_hub_db(url_text=url_text))
+
+
 @agent.command("restore-server-hub-db")
 @click.option("--run", required=True, help="Id of the restore operation (or drill).")
 @click.option("--url", "url_text", required=True, help="The hub database's URL, without a password.")

@@ -13,7 +13,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dr.deployments.kubernetes.hubdb_agent import capture_server_hub_db, info_from_doc, restore_server_hub_db
+from dr.deployments.kubernetes.hubdb_agent import (
+    capture_server_hub_db,
+    check_server_hub_db,
+    info_from_doc,
+    restore_server_hub_db,
+)
 from dr.deployments.kubernetes.hubdb_server import (
     PASSWORD_ENV,
     PASSWORD_KEY,
@@ -57,6 +62,10 @@ def test_discovery_reads_hub_db_from_the_hub_secret() -> None:
     # jdr's setting wins over hub.db.url; the password still comes from the Secret
     db = decide_server_db(values, _secret(values), "hub", "mysql://other@10.0.0.9/hub")
     assert db is not None and db.url.kind == "mysql" and db.url.host == "10.0.0.9" and db.secret == "hub"
+    # what a mover's command line gets parses back to the same place (sockets too), never with a password
+    for url in ("postgresql://u@h:5/db", "postgresql://u@/db?host=/run/pg", "mysql://u@/db?unix_socket=/run/my.sock"):
+        found = decide_server_db({}, _secret({}), "hub", url)
+        assert found is not None and parse_db_url(found.url_text()) == found.url
     # no password key: the database is reached without one (trust/peer auth)
     db = decide_server_db(values, _secret(values, None), "hub")
     assert db is not None and db.secret == ""
@@ -120,6 +129,8 @@ def test_mover_tasks_dump_and_restore_a_real_postgresql_hub(postgres_server: Pos
 
     # into an empty database: the users come back
     empty = postgres_server.new_database()
+    assert check_server_hub_db(url_text=postgres_server.url(empty, password=None)) == {"status": "ok", "empty": True}
+    assert not check_server_hub_db(url_text=no_password)["empty"]
     done = restore_server_hub_db(repo, artifact=artifact, url_text=postgres_server.url(empty, password=None))
     assert info_from_doc(done["info"]).users == info.users and done["previous"] == ""
     # into one with tables: refused, nothing written; with replace the tables are set aside

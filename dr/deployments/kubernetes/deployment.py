@@ -232,14 +232,18 @@ class KubernetesDeployment:
 
     def prepare_hub_restore(self, info: DbInfo, *, replace: bool = False) -> None:
         """Refuse, before the hub is stopped, a run whose hub database this hub cannot take (an SQLite file
-        for a hub on PostgreSQL, a dump of another database kind …). Whether a server database holds tables
-        is checked by the restore mover itself (refused without ``replace``, nothing written)."""
+        for a hub on PostgreSQL, a dump of another database kind …), and, without ``replace``, a server
+        database that holds tables (a check mover: the hub keeps running; the restore mover checks again)."""
         db = self.hub(refresh=True).server_db
         mine = db.dump_format if db is not None else "sqlite"
         if info.dump_format != mine:
             raise UsageError(f"the run's hub database is {info.kind} ({info.dump_format}); this hub's is "
                              f"{db.url.kind if db else 'an SQLite file on a PVC'}",
                              hint="restore into a hub of the same kind (hub.db.type), or set deployment.hub_db_url")
+        if db is not None and not replace and not self.hub_ops.check_server_empty(self.hub(), new_run_id(utcnow())):
+            raise UsageError(f"the hub database {db.url_text()} is not empty; nothing was restored (the hub keeps "
+                             "running)", hint="restore into an empty database, or pass --replace-hub-db to set "
+                                              "its current tables aside")
         self._replace_hub_db = replace
 
     def restore_hub_database_from(self, repo: Repository, manifest: Manifest) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 from dr.deployments.kubernetes.api import DEPLOYMENTS, PVCS, SECRETS, Kube, KubeConflict, KubeNotFound
 from dr.deployments.kubernetes.discovery import Hub
 from dr.deployments.kubernetes.hubdb_agent import info_from_doc
-from dr.deployments.kubernetes.hubdb_server import ServerDb, capture_spec, restore_spec
+from dr.deployments.kubernetes.hubdb_server import ServerDb, capture_spec, check_spec, restore_spec
 from dr.deployments.kubernetes.mover import MoverFailed, Movers, PodCache
 from dr.deployments.kubernetes.objects import (
     Mount,
@@ -90,6 +90,11 @@ class HubOps:
         result = self._run_server(capture_spec(hub.server_db, run, level, hub_security(hub)), repo, hub.server_db)
         return Artifact.from_dict(result["artifact"]), info_from_doc(result["info"])
 
+    def check_server_empty(self, hub: Hub, op: str) -> bool:
+        """Whether the hub's database server is reachable (else UsageError) and its database empty."""
+        assert hub.server_db is not None
+        return bool(self._run_server(check_spec(hub.server_db, op, hub_security(hub)), None, hub.server_db)["empty"])
+
     def restore_server(self, hub: Hub, repo: Repository, artifact: Artifact, op: str, *, users: tuple[str, ...],
                        replace: bool = False, scratch: str = "") -> dict[str, Any]:
         """Load a run's dump into the hub's database server from a mover pod (``scratch``: into a new database,
@@ -107,7 +112,7 @@ class HubOps:
                                                        "another run")
         return {**result, "info": info}
 
-    def _run_server(self, spec: Any, repo: Repository, db: ServerDb) -> dict[str, Any]:
+    def _run_server(self, spec: Any, repo: Repository | None, db: ServerDb) -> dict[str, Any]:
         try:
             return self.movers.run(spec, repo)
         except MoverFailed as e:  # the database's own refusals keep their exit code 2 (a setting to fix)

@@ -79,6 +79,13 @@ def capture_server_hub_db(repo: Repository, *, run: str, url_text: str, level: i
     return {"status": "ok", "artifact": w.artifact.to_dict(), "info": info_to_doc(info)}
 
 
+def check_server_hub_db(*, url_text: str) -> dict[str, Any]:
+    """Whether the hub database can be reached and holds tables (a restore's decision, made before the hub is
+    stopped)."""
+    db = open_database(url_text)
+    return {"status": "ok", "empty": db.is_empty()}
+
+
 def restore_server_hub_db(repo: Repository, *, artifact: Artifact, url_text: str, replace: bool = False,
                           scratch: str = "") -> dict[str, Any]:
     """Load the run's dump into the hub database (refused when it holds tables, unless ``replace``: then

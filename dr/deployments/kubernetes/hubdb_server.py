@@ -51,7 +51,10 @@ class ServerDb:
 
     def url_text(self) -> str:
         """The URL as given to a mover's command line (no password: see the module doc)."""
-        return self.url.redacted()  # with no password, redacted() is the URL itself
+        text = self.url.redacted().split("?", 1)[0]  # no password: nothing is redacted
+        if self.url.socket:  # in the query parameter parse_db_url reads back
+            text += ("?host=" if self.url.kind == "postgresql" else "?unix_socket=") + self.url.socket
+        return text
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.url.kind, "url": self.url_text(), "password_secret": self.secret,
@@ -122,6 +125,13 @@ def capture_spec(db: ServerDb, run: str, level: int, security: Security) -> Move
     return MoverSpec(name=short_name("jdr-hubdb", run, "dump"), run=run, role="hub-capture",
                      args=("capture-server-hub-db", "--run", run, "--url", db.url_text(), "--level", str(level)),
                      mounts=(), security=_no_fs_group(security), secret_env=secret_env(db))
+
+
+def check_spec(db: ServerDb, op: str, security: Security) -> MoverSpec:
+    """A mover that tells whether the database is reachable and empty (``{"empty": bool}``)."""
+    return MoverSpec(name=short_name("jdr-hubdb", op, "check"), run=op, role="hub-restore",
+                     args=("check-server-hub-db", "--run", op, "--url", db.url_text()), mounts=(),
+                     security=_no_fs_group(security), secret_env=secret_env(db))
 
 
 def restore_spec(db: ServerDb, op: str, artifact: Artifact, security: Security, *, replace: bool = False,
