@@ -28,7 +28,7 @@ from dr.archive import Writable
 from dr.model import IndexEntry
 
 FRAME_SIZE = 4 << 20
-IN_FLIGHT = 4
+IN_FLIGHT = 4  # at most; by default one more than the workers (each busy, one done awaiting its write)
 
 
 def worker_count(threads: int) -> int:
@@ -48,13 +48,15 @@ class FramedOut:
     """
 
     def __init__(self, sink: Writable, emit: Callable[[IndexEntry], None], *, level: int = 3,
-                 threads: int = 0, frame_size: int = FRAME_SIZE, in_flight: int = IN_FLIGHT) -> None:
+                 threads: int = 0, frame_size: int = FRAME_SIZE, in_flight: int | None = None) -> None:
         self._sink = sink
         self._emit = emit
         self._level = level
         self._frame_size = frame_size
-        self._in_flight = max(1, in_flight)
         workers = worker_count(threads)
+        # Frames waiting count against memory (their input, then their output): one per worker keeps
+        # every worker busy while this thread fills the next; more only holds memory.
+        self._in_flight = max(1, in_flight if in_flight is not None else min(IN_FLIGHT, workers + 1))
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="jdr-zstd") if workers > 0 else None
         self._local = threading.local()
         self._buf = bytearray()

@@ -14,11 +14,13 @@ import secrets
 import tarfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from dr.archive import safety
+from dr.archive.parallel import ParallelZstdSource
 from dr.archive.tarfmt import member_entry, member_link, member_mtime_ns, member_name
 from dr.archive.target import Attrs, Target
 from dr.archive.tarstream import TarStream
@@ -57,8 +59,10 @@ def extract_archive(src: BinaryIO, dest: Path | int, *, select: Callable[[IndexE
     ``map_owner(uid, gid)`` when given); setuid/setgid bits are cleared (:mod:`dr.archive.target`);
     symlinks keep their targets whatever they are (absolute, outside, dangling). The archive's root entry
     (``./``) gives ``dest`` itself its mode, owner and mtime. Directory modes and mtimes are applied last.
-    ``src`` is read through to its EOF. With ``compressed=False``, ``src`` is a plain tar (as
-    :func:`dr.archive.seek.ranged_tar` makes).
+    ``src`` is read through to its EOF (by a producer thread of :class:`dr.archive.parallel.ParallelZstdSource`,
+    which decompresses the archive's frames in parallel; ``src`` is read by that one thread only, and not
+    after this returns). With ``compressed=False``, ``src`` is a plain tar (as
+    :func:`dr.archive.seek.ranged_tar` makes), read in the caller's thread.
 
     ``select(entry)`` picks the entries to extract (the entry comes from ``index`` when given, else from
     the tar header, without sha256). Parent directories of a picked entry are created even when not
@@ -66,7 +70,11 @@ def extract_archive(src: BinaryIO, dest: Path | int, *, select: Callable[[IndexE
     needs ``index`` (to keep the content on the way); without it, raises UsageError.
 
     With ``index``, every extracted file's size and SHA-256 must match it, every member must be in it, and
-    every (selected) index entry must have been seen; otherwise IntegrityError naming the path.
+    every (selected) index entry must have been seen; otherwise IntegrityError naming the path. With
+    ``index`` and ``compressed=False`` (a ranged read, which the whole-artifact SHA-256 does not cover),
+    every member's tar header must also agree with its MAC-covered index entry (type, size, mode, uid,
+    gid, mtime, link target; the name is the lookup key), before anything is written for it; otherwise
+    IntegrityError naming the entry and the field.
 
     Raises HostileArchiveError, before writing the member, for: an absolute path, a ``..`` component,
     a parent that is a symlink (a write through a link), a hard link to anything but an earlier file
@@ -77,6 +85,28 @@ def extract_archive(src: BinaryIO, dest: Path | int, *, select: Callable[[IndexE
     """
     if same_owner is None:
         same_owner = os.geteuid() == 0
+    with _source(src, compressed) as plain:
+        return _extract(plain, dest, select=select, index=index, same_owner=same_owner, map_owner=map_owner,
+                        label=label, progress=progress, check_headers=index is not None and not compressed)
+
+
+@contextmanager
+def _source(src: BinaryIO, compressed: bool) -> Iterator[BinaryIO]:
+    """The tar bytes of ``src``: a compressed archive's frames are decompressed in parallel."""
+    if not compressed:
+        yield src
+        return
+    parallel = ParallelZstdSource(src, what="archive", workers=min(4, os.cpu_count() or 1))
+    try:
+        yield cast(BinaryIO, parallel)
+    finally:
+        parallel.close()
+
+
+def _extract(src: BinaryIO, dest: Path | int, *, select: Callable[[IndexEntry], bool] | None,
+             index: Mapping[bytes, IndexEntry] | None, same_owner: bool,
+             map_owner: Callable[[int, int], tuple[int, int]] | None, label: str,
+             progress: Callable[[int, int], None] | None, check_headers: bool) -> ExtractStats:
     stats = ExtractStats()
     seen: set[bytes] = set()
     pending: dict[bytes, Attrs] = {}  # unselected directories, for parents of selected entries
@@ -85,12 +115,14 @@ def extract_archive(src: BinaryIO, dest: Path | int, *, select: Callable[[IndexE
     stash_dir = b".jdr-links-" + secrets.token_hex(4).encode()
     stashed: dict[bytes, bytes] = {}
     last = time.monotonic()
-    stream = TarStream(src, compressed=compressed)
+    stream = TarStream(src, compressed=False)
     with Target(dest, same_owner=same_owner, implied=pending.get, map_owner=map_owner, label=label) as target:
         for member in stream:
             path = safety.clean_path(member_name(member))
             safety.check_type(member, path)
             entry = _entry_for(member, path, index)
+            if check_headers:
+                _check_header(member, path, entry)
             if index is not None:  # only needed for the completeness check against the index
                 seen.add(path)
             if select is not None and path != ROOT and not select(entry):
@@ -145,6 +177,23 @@ def _entry_for(member: tarfile.TarInfo, path: bytes, index: Mapping[bytes, Index
         raise IntegrityError(f"archive entry {safety.shown(path)} is a {own.type}, "
                              f"the index says {found.type}")
     return found
+
+
+def _check_header(member: tarfile.TarInfo, path: bytes, entry: IndexEntry) -> None:
+    """Refuse a member whose header differs from its index entry (the entry's type was checked)."""
+    link = member_link(member)
+    if member.islnk():
+        link = safety.clean_hardlink(path, link)
+    own = member_entry(member, path, link)
+    wrong = [name for name in ("mode", "uid", "gid", "link") if getattr(own, name) != getattr(entry, name)]
+    if own.type == "file" and own.size != entry.size:
+        wrong.append("size")
+    # The index keeps float seconds; a header made from it (seek.ranged_tar) may round by a nanosecond.
+    if abs(own.mtime - entry.mtime) > 1e-6:
+        wrong.append("mtime")
+    if wrong:
+        raise IntegrityError(f"archive entry {safety.shown(path)}: its tar header does not match the index "
+                             f"({', '.join(wrong)} differ); the archive was altered")
 
 
 def _extract_one(stream: TarStream, member: tarfile.TarInfo, path: bytes, entry: IndexEntry,

@@ -47,20 +47,19 @@ _PAX_NAME = b"././@PaxHeader"
 _USTAR_MAGIC = b"ustar\x0000"
 
 
-def _octal(n: int, width: int) -> bytes:
-    return b"%0*o\0" % (width - 1, n)
-
-
 def _ustar(name: bytes, kind: bytes, mode: int, uid: int, gid: int, size: int, mtime: int,
            linkname: bytes) -> bytes:
     """One ustar header block, byte for byte as ``tarfile`` writes it for a pax archive."""
-    block = b"".join((
-        name.ljust(100, b"\0"), _octal(mode & 0o7777, 8), _octal(uid, 8), _octal(gid, 8), _octal(size, 12),
-        _octal(mtime, 12), b" " * 8, kind, linkname.ljust(100, b"\0"), _USTAR_MAGIC, b"\0" * 64,
-        b"\0" * 16, b"\0" * 155,  # no device numbers (tarfile leaves them empty), no prefix
-    )).ljust(BLOCK, b"\0")
+    # One formatting operation for the numeric fields (mode, uid, gid: 8 bytes; size, mtime: 12).
+    numbers = b"%07o\0%07o\0%07o\0%011o\0%011o\0" % (mode & 0o7777, uid, gid, size, mtime)
+    block = b"".join((name.ljust(100, b"\0"), numbers, b" " * 8, kind, linkname.ljust(100, b"\0"),
+                      _USTAR_MAGIC, _USTAR_TAIL))
     chksum = sum(block)
     return block[:148] + b"%06o\0" % chksum + block[155:]
+
+
+# Owner names (64), no device numbers (tarfile leaves them empty, 16), no prefix (155), then padding to 512.
+_USTAR_TAIL = b"\0" * (BLOCK - 100 - 48 - 8 - 1 - 100 - len(_USTAR_MAGIC))
 
 
 def _pax_record(keyword: bytes, value: bytes) -> bytes:

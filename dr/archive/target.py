@@ -109,10 +109,13 @@ class Target:
     def make_file(self, path: bytes, attrs: Attrs, size: int, chunks: Iterable[bytes]) -> None:
         """Write a regular file of ``size`` bytes from ``chunks``, leaving all-zero stretches as holes."""
         parent, name = self._parent(path)
-        self._clear(parent, name, path)
         where = self._where(path)
         try:
-            fd = os.open(name, _FILE_FLAGS, 0o600, dir_fd=parent)
+            try:
+                fd = os.open(name, _FILE_FLAGS, 0o600, dir_fd=parent)
+            except FileExistsError:  # a repeated entry (rare): no stat for every file of a restore
+                self._clear(parent, name, path)
+                fd = os.open(name, _FILE_FLAGS, 0o600, dir_fd=parent)
         except OSError as e:
             raise _no_space(e, where) from e
         try:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import io
 import os
 import stat
 import tarfile
@@ -46,6 +45,9 @@ class ArchiveStats:
     entries: int = 0  # all entries, the root directory included
     bytes: int = 0  # bytes of file content read
     warnings: list[str] = field(default_factory=list)  # one per skipped or changed entry, naming the path
+    #: :func:`fingerprint` of the tree as this walk saw it (each entry's lstat when it was reached), so a
+    #: first backup need not list the tree a second time to record it.
+    fingerprint: str = ""
 
 
 def fingerprint(root: Path, excludes: Sequence[str] = ()) -> tuple[str, int, int]:
@@ -55,9 +57,9 @@ def fingerprint(root: Path, excludes: Sequence[str] = ()) -> tuple[str, int, int
     type, size, mode, uid, gid, mtime in nanoseconds, and symlink target. File contents are not read. The
     same tree gives the same fingerprint; a change of any listed attribute gives another one. Sockets,
     FIFOs and devices are left out, as from the archive. Raises OSError if ``root`` cannot be opened.
+    :func:`write_archive` computes the same fingerprint of the tree it walks (``ArchiveStats.fingerprint``).
     """
-    digest = hashlib.sha256(b"jdr-fingerprint-1\n")
-    files = total = 0
+    fp = _Fingerprint()
     with closing(walk(root, excludes, lambda _msg: None)) as entries:
         for e in entries:
             kind = _kind(e.st.st_mode)
@@ -69,14 +71,25 @@ def fingerprint(root: Path, excludes: Sequence[str] = ()) -> tuple[str, int, int
                     link = e.readlink()
                 except OSError:
                     continue
-            size = e.st.st_size if kind == "file" else 0
-            if kind == "file":
-                files += 1
-                total += size
-            st = e.st
-            fields = f"{kind}\0{size}\0{stat.S_IMODE(st.st_mode)}\0{st.st_uid}\0{st.st_gid}\0{st.st_mtime_ns}"
-            digest.update(e.rel + b"\0" + fields.encode() + b"\0" + link + b"\n")
-    return digest.hexdigest(), files, total
+            fp.add(e, kind, link)
+    return fp.digest.hexdigest(), fp.files, fp.total
+
+
+class _Fingerprint:
+    """The running listing hash of :func:`fingerprint`."""
+
+    def __init__(self) -> None:
+        self.digest = hashlib.sha256(b"jdr-fingerprint-1\n")
+        self.files = self.total = 0
+
+    def add(self, e: WalkEntry, kind: EntryType, link: bytes) -> None:
+        st = e.st
+        size = st.st_size if kind == "file" else 0
+        if kind == "file":
+            self.files += 1
+            self.total += size
+        fields = f"{kind}\0{size}\0{stat.S_IMODE(st.st_mode)}\0{st.st_uid}\0{st.st_gid}\0{st.st_mtime_ns}"
+        self.digest.update(e.rel + b"\0" + fields.encode() + b"\0" + link + b"\n")
 
 
 def write_archive(root: Path, sink: Writable, index_sink: Writable, *, excludes: Sequence[str] = (),
@@ -109,11 +122,16 @@ def write_archive(root: Path, sink: Writable, index_sink: Writable, *, excludes:
     links: dict[tuple[int, int], IndexEntry] = {}  # (st_dev, st_ino) -> first archived name
     buf = memoryview(bytearray(CHUNK))
     last_report = time.monotonic()
+    fp = _Fingerprint()
     try:
         with closing(walk(root, excludes, stats.warnings.append)) as entries:
             for e in entries:
                 where = framed.mark()
                 entry = _archive_one(e, out, links, buf, stats)
+                kind = _kind(e.st.st_mode)
+                # As fingerprint(): every entry of a kind archives hold, except a symlink it could not read.
+                if kind is not None and (entry is not None or kind != "symlink"):
+                    fp.add(e, kind, entry.link if entry is not None and kind == "symlink" else b"")
                 if entry is None:
                     continue
                 framed.entry(where, entry)
@@ -125,6 +143,7 @@ def write_archive(root: Path, sink: Writable, index_sink: Writable, *, excludes:
     finally:
         framed.close()
     index.close()
+    stats.fingerprint = fp.digest.hexdigest()
     if progress is not None:
         progress(stats.files, stats.bytes)
     return stats
@@ -202,7 +221,7 @@ def _archive_file(e: WalkEntry, out: _TarOut, buf: memoryview, stats: ArchiveSta
         reason = "replaced by a symlink" if err.errno == errno.ELOOP else err.strerror
         stats.warnings.append(f"{shown}: cannot open ({reason}); skipped")
         return None
-    with open(fd, "rb", buffering=0, closefd=True) as f:
+    try:
         st = os.fstat(fd)  # the file we hold, which is what gets archived
         if not stat.S_ISREG(st.st_mode):
             stats.warnings.append(f"{shown}: replaced by a non-regular file while read; skipped")
@@ -212,7 +231,10 @@ def _archive_file(e: WalkEntry, out: _TarOut, buf: memoryview, stats: ArchiveSta
         if _after_header_hook is not None:
             _after_header_hook(e.rel)
         digest = hashlib.sha256()
-        copied, failure = _copy(fd, f, size, out, digest, buf)
+        # A file with as many blocks as bytes has no holes worth looking for: read it straight (the bytes
+        # are the same either way; SEEK_DATA/SEEK_HOLE cost two system calls per small file).
+        sparse = st.st_blocks * 512 < size
+        copied, failure = _copy(fd, size, out, digest, buf, sparse=sparse)
         stats.bytes += copied
         after = os.fstat(fd)
         if copied < size:
@@ -224,29 +246,35 @@ def _archive_file(e: WalkEntry, out: _TarOut, buf: memoryview, stats: ArchiveSta
         elif (after.st_mtime_ns, after.st_size) != (st.st_mtime_ns, st.st_size):
             stats.warnings.append(f"{shown}: changed while read; the archived copy may be inconsistent")
         out.pad()
+    finally:
+        os.close(fd)
     stats.files += 1
     return _entry(e.rel, "file", st, size=size, sha256=digest.hexdigest())
 
 
-def _copy(fd: int, f: io.FileIO, size: int, out: _TarOut, digest: hashlib._Hash,
-          buf: memoryview) -> tuple[int, str]:
+def _copy(fd: int, size: int, out: _TarOut, digest: hashlib._Hash, buf: memoryview, *,
+          sparse: bool = True) -> tuple[int, str]:
     """Copy up to ``size`` bytes of the open file into the tar and the hash; return (bytes copied,
-    failure message or ""). Holes (found with SEEK_DATA) are fed as zeros without being read."""
+    failure message or ""). With ``sparse``, holes (found with SEEK_DATA) are fed as zeros without being
+    read; without, the file is read from its current position (the start) to ``size``."""
     pos = 0
     while pos < size:
-        data = _next_data(fd, pos, size)
-        if data > pos:
-            _feed_zeros(data - pos, out, digest)
-            pos = data
-            continue
-        try:
-            end = min(os.lseek(fd, pos, os.SEEK_HOLE), size)
-            os.lseek(fd, pos, os.SEEK_SET)
-        except OSError:
+        if sparse:
+            data = _next_data(fd, pos, size)
+            if data > pos:
+                _feed_zeros(data - pos, out, digest)
+                pos = data
+                continue
+            try:
+                end = min(os.lseek(fd, pos, os.SEEK_HOLE), size)
+                os.lseek(fd, pos, os.SEEK_SET)
+            except OSError:
+                end = size
+        else:
             end = size
         while pos < end:
             try:
-                n = f.readinto(buf[:min(CHUNK, end - pos)])
+                n = os.readv(fd, (buf[:min(CHUNK, end - pos)],))  # into the buffer: no bytes object made
             except OSError as err:
                 return pos, f"read error ({err.strerror})"
             if not n:

@@ -3,9 +3,31 @@
 It is only an index. Everything in it comes from the repository's manifests, it can be dropped and rebuilt
 at any time (:meth:`Catalog.rebuild`, ``jdr catalog rebuild``), and no restore ever needs it. It makes
 ``list``, ``show``, ``--at`` and prune fast when a repository holds thousands of runs.
+
+:class:`Catalog` (SQLAlchemy) is imported on first use, so that :mod:`dr.catalog.lite`, the plain
+``sqlite3`` listing behind ``jdr list``, does not load SQLAlchemy.
 """
 
-from dr.catalog.index import Catalog, RunRow, SyncResult, run_set_digest
-from dr.catalog.schema import SCHEMA_VERSION
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from dr.catalog.rows import RunRow, SyncResult, run_set_digest
+
+if TYPE_CHECKING:
+    from dr.catalog.index import Catalog
+    from dr.catalog.schema import SCHEMA_VERSION
 
 __all__ = ["SCHEMA_VERSION", "Catalog", "RunRow", "SyncResult", "run_set_digest"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Catalog":
+        from dr.catalog.index import Catalog
+
+        return Catalog
+    if name == "SCHEMA_VERSION":
+        from dr.catalog.schema import SCHEMA_VERSION
+
+        return SCHEMA_VERSION
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -63,11 +63,17 @@ def backup(ctx: Context, users: tuple[str, ...], method: str | None, full: bool,
 @pass_ctx
 def list_(ctx: Context, user: str | None) -> None:
     """List runs, newest first."""
-    from dr.operations.inspect import list_runs
+    from dr.catalog import lite
 
     repo = wiring.open_repository(ctx.settings)
-    with wiring.open_catalog(ctx.settings, repo) as catalog:
-        rows = list_runs(repo, catalog, user)
+    # An up-to-date SQLite catalog is read with sqlite3 alone (no SQLAlchemy: issue 12, `jdr list` in 0.5 s).
+    rows = lite.list_runs(wiring.default_catalog_url(ctx.settings), repo.run_ids(), repository_url=repo.url,
+                          repository_id=repo.id, user=user)
+    if rows is None:
+        from dr.operations.inspect import list_runs
+
+        with wiring.open_catalog(ctx.settings, repo) as catalog:
+            rows = list_runs(repo, catalog, user)
     ctx.emit(lambda: [r.to_dict() for r in rows], lambda: render.runs_table(rows))
 
 

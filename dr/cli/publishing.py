@@ -47,10 +47,22 @@ def catalog_for(settings: Settings, repo: Repository | None) -> Iterator[Catalog
 
 def backup_done(settings: Settings, repo: Repository, result: BackupResult,
                 metrics: Metrics | None = None) -> None:
+    if not _reports_anything(settings, metrics):
+        return  # nothing would read what follows: skip the catalog sync (and the import of SQLAlchemy)
     from dr.operations.reporting import after_backup
 
     with catalog_for(settings, repo) as catalog:
         after_backup(settings, repo, result, metrics, catalog)
+
+
+def _reports_anything(settings: Settings, metrics: Metrics | None) -> bool:
+    """Whether a finished backup has anyone to report to: a caller's metrics (``jdr serve``), a textfile
+    directory or Pushgateway, or a webhook. Without any, the repository facts read through the catalog
+    (dr/operations/reporting.py) would feed only a Metrics object that is thrown away, so a plain
+    ``jdr backup`` skips them; the catalog is a cache that ``jdr list`` brings up to date when it runs."""
+    m = settings.metrics
+    return (metrics is not None or bool(m.textfile_dir or m.textfile or m.pushgateway)
+            or bool(settings.notify.webhook))
 
 
 def backup_error(settings: Settings, repo: Repository | None, error: Exception, started: datetime,

@@ -16,7 +16,10 @@ and throws the place away. The target guarantees that nothing it writes can reac
   anything outside that namespace (cluster-scoped PVs bound to its PVCs excepted, which it deletes).
 
 Every scratch place carries a marker (``.jdr-drill.json`` here, a label there) so that a drill killed before
-its clean-up is cleaned up by the next one; nothing unmarked is ever removed.
+its clean-up is cleaned up by the next one; nothing unmarked is ever removed. A local drill of a hub on
+PostgreSQL/MySQL also makes a scratch database named :func:`dr.hubdb.server.scratch_name` (its name is its
+marker); :meth:`LocalDrillTarget.scratch_databases` lists those of other drills, and the drill's sweep
+(dr.operations.drill_sweep) drops the ones whose drill is dead by the repository's drill locks.
 """
 
 from __future__ import annotations
@@ -38,13 +41,13 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from dr.archive.index import load_index
 from dr.archive.reader import extract_archive
 from dr.errors import DeploymentError, IntegrityError, JdrError, UsageError
 from dr.hubdb.info import DbInfo
-from dr.hubdb.server import ServerHubDb
+from dr.hubdb.server import ServerHubDb, scratch_drill, scratch_name
 from dr.model import IndexEntry, VolumeItem
 from dr.repository.artifacts import drain
 from dr.repository.repository import Repository
@@ -146,6 +149,17 @@ class DrillTarget(Protocol):
     @property
     def where(self) -> str:
         """The scratch place (after :meth:`prepare`), for reports and ``--keep``."""
+        ...
+
+
+@runtime_checkable
+class ScratchDatabases(Protocol):
+    """A drill target that makes scratch databases on a database server (besides its scratch place)."""
+
+    def scratch_databases(self) -> list[Leftover]:
+        """Every scratch database on the server but this drill's own and those of kept (``--keep``) drills,
+        each a Leftover with ``drill`` set and ``details["database"]``: candidates that the sweep keeps or
+        removes (with :meth:`DrillTarget.remove_leftover`) by the drills' locks."""
         ...
 
 
@@ -282,7 +296,42 @@ class LocalDrillTarget:
             found.append(Leftover(where=str(path), drill=str(marker.get("drill", "")), details=marker))
         return found
 
+    def scratch_databases(self) -> list[Leftover]:
+        if self.server_db is None:
+            return []
+        own = self.scratch_db.url.database if self.scratch_db is not None else None
+        kept = self._kept_databases()
+        found = []
+        for name in self.server_db.list_scratch():
+            drill = scratch_drill(name)
+            if drill is None or name == own or name in kept:
+                continue  # not a name jdr makes; this drill's; kept on purpose
+            found.append(Leftover(where=f"database {self.server_db.scratch(name).url.redacted()}", drill=drill,
+                                  details={"database": name}))
+        return found
+
+    def _kept_databases(self) -> set[str]:
+        try:
+            entries = sorted(self.parent.iterdir())
+        except OSError:
+            return set()
+        kept = set()
+        for path in entries:
+            if path.name.startswith(SCRATCH_PREFIX) and not path.is_symlink():
+                marker = _read_marker(path)
+                if marker and marker.get("kept") and marker.get("scratch_db"):
+                    kept.add(str(marker["scratch_db"]))
+        return kept
+
     def remove_leftover(self, leftover: Leftover) -> None:
+        database = leftover.details.get("database")
+        if database:
+            if self.server_db is None or scratch_drill(str(database)) is None:
+                raise DeploymentError(f"{leftover.where} is not a jdr drill's scratch database; refusing to drop it")
+            self.server_db.scratch(str(database)).drop()
+            log.warning("dropped the scratch database %s of drill %s, which never cleaned up", database,
+                        leftover.drill)
+            return
         path = Path(leftover.where)
         marker = _read_marker(path)
         if marker is None:
@@ -325,10 +374,11 @@ class LocalDrillTarget:
             raise UsageError(f"the run's hub database is a {info.kind} dump; a drill restores it into a scratch "
                              "database on the hub's database server, and deployment.hub_db_url names none of "
                              "that kind")
-        name = f"jdr_drill_{self._marker.get('drill', 'x')}".replace("-", "_").lower()
+        name = scratch_name(str(self._marker.get("drill", "x")))
         self.scratch_db = self.server_db.create_scratch(name)
         self._marker["scratch_db"] = name
         self._write_marker()
+        pause_at("drill-scratch-db")  # tests kill the drill here (tests/e2e/test_local_hubdb_server.py)
         self.scratch_db.restore(dump)
         restored = self.scratch_db.inspect()
         if sorted(restored.users) != sorted(info.users):

@@ -8,6 +8,7 @@ with the homes that exist.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fnmatch
 import logging
 import os
@@ -207,6 +208,10 @@ class LocalDeployment:
         since one home alone leaves cores idle; each item is yielded as soon as it and those before it
         are done, and every volume started is finished before this returns, even when the caller stops."""
         workers = max(1, min(ctx.parallel_volumes, len(volumes)))
+        if workers > 1 and ctx.threads == 0:
+            # backup.threads 0 means one compression worker per CPU in all, not per volume: volumes
+            # archived at once share the CPUs (each more worker also holds frames in memory).
+            ctx = dataclasses.replace(ctx, threads=max(1, (os.cpu_count() or 1) // workers))
         if workers == 1:
             for vol in volumes:
                 yield self._backup_one(vol, ctx)

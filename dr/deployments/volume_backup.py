@@ -1,9 +1,10 @@
 """Archiving one volume's tree into the repository: shared by the local deployment (in-process) and by
 Kubernetes mover pods (``jdr agent backup-volume``), so both write byte-for-byte the same artifacts.
 
-The tree is fingerprinted first (a listing, no contents read); when the fingerprint equals the one of the
-previous run's archive, nothing is uploaded and the caller references that archive instead (only when
-the reuse decision, dr/deployments/reuse.py, found that archive good).
+When a previous archive may be reused, the tree is fingerprinted first (a listing, no contents read);
+when the fingerprint equals the one of the previous run's archive, nothing is uploaded and the caller
+references that archive instead (only when the reuse decision, dr/deployments/reuse.py, found that
+archive good). Otherwise the walk that writes the archive computes the fingerprint as it goes.
 """
 
 from __future__ import annotations
@@ -63,16 +64,21 @@ def backup_tree(root: Path, repo: Repository, run: str, key: str, *, excludes: S
             "the same `jdr restore` again to finish it (nothing is lost)")
     excludes = (*ALWAYS_EXCLUDED, *excludes)
     zstd_threads = threads if threads > 0 else -1  # zstandard: -1 = one worker per CPU
-    fp, files, size = fingerprint(root, excludes)
-    if previous_fingerprint is not None and previous_fingerprint == fp:
-        return TreeBackup(fingerprint=fp, files=files, bytes=size, unchanged=True)
     expect = getattr(progress, "expect", None)
-    if expect is not None:
-        expect(files, size)  # the listing's totals, so that a progress bar can show an ETA
+    # The listing is walked ahead of the archive only when something needs it first: the reuse decision,
+    # or a progress bar's totals. Otherwise (a first backup) the archive's own walk computes it.
+    if previous_fingerprint is not None or expect is not None:
+        fp, files, size = fingerprint(root, excludes)
+        if previous_fingerprint is not None and previous_fingerprint == fp:
+            return TreeBackup(fingerprint=fp, files=files, bytes=size, unchanged=True)
+        if expect is not None:
+            expect(files, size)  # the listing's totals, so that a progress bar can show an ETA
     enc = repo.encrypted
     with repo.artifact_writer(layout.volume_archive_key(run, key, enc), run) as aw, \
             repo.artifact_writer(layout.volume_index_key(run, key, enc), run) as iw:
         stats = write_archive(root, aw, iw, excludes=excludes, level=level, threads=zstd_threads,
                                progress=progress)
-    return TreeBackup(fingerprint=fp, files=stats.files, bytes=stats.bytes, archive=aw.artifact,
+    # The fingerprint recorded is that of the walk that archived: the tree as archived, not as listed
+    # before (they differ only if the tree changed in between, and then the archive's is the true one).
+    return TreeBackup(fingerprint=stats.fingerprint, files=stats.files, bytes=stats.bytes, archive=aw.artifact,
                       index=iw.artifact, warnings=tuple(stats.warnings))

@@ -2,7 +2,10 @@
 
 Backup is ``mysqldump --single-transaction --routines --events`` (one consistent InnoDB snapshot without
 locking the hub out), without ``--databases`` so the dump loads into any database name (drills load it into
-a scratch one). Restore is ``mysql`` reading the dump. Credentials go to both tools through a
+a scratch one). Restore is ``mysql`` reading the dump (not one transaction: MySQL commits each CREATE TABLE).
+``--replace-hub-db`` first moves every current table into a new database ``<database>_jdr_replaced_<time>``
+with one ``RENAME TABLE`` (all or none), so nothing is dropped; the hub's user then needs
+:data:`SET_ASIDE_PRIVILEGES` as well as its own database's. Credentials go to both tools through a
 ``--defaults-extra-file`` of mode 0600 in a private temporary directory, never on a command line.
 """
 
@@ -14,13 +17,13 @@ import logging
 import os
 import tempfile
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
-from dr.errors import UsageError
-from dr.hubdb.dumps import check_dump
+from dr.errors import DeploymentError, JdrError, UsageError
 from dr.hubdb.info import DbInfo
-from dr.hubdb.server import info_from_json, login_refused, require_tool, run_tool, unreachable
-from dr.hubdb.url import DbUrl
+from dr.hubdb.server import ServerHubDbBase, info_from_json, login_refused, require_tool, run_tool, unreachable
+from dr.util.timefmt import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -28,58 +31,12 @@ _UNREACHABLE = ("can't connect", "unknown mysql server host", "unknown server ho
 _REFUSED = ("access denied for user",)
 
 
-class MysqlHubDb:
+class MysqlHubDb(ServerHubDbBase):
     """A :class:`dr.hubdb.server.ServerHubDb` for MySQL and MariaDB."""
 
     kind = "mysql"
     dump_format = "mysqldump-sql"
-
-    def __init__(self, url: DbUrl) -> None:
-        self.url = url
-
-    def __repr__(self) -> str:
-        return f"MysqlHubDb({self.url.redacted()!r})"
-
-    def capture(self, dest: Path) -> DbInfo:
-        info = self.inspect()
-        tmp = dest.with_name(f".{dest.name}.partial-{os.getpid()}")
-        dump_tool = _tool("mariadb-dump", "mysqldump")
-        try:
-            with open(tmp, "wb") as out:
-                self._run(dump_tool, "--single-transaction", "--routines", "--events", "--triggers",
-                          "--hex-blob", "--default-character-set=utf8mb4", self.url.database,
-                          what="dump the hub database", stdout=out)
-            tmp.replace(dest)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-        log.info("dumped hub database %s (%d bytes, revision %s, %d users)", self.url.redacted(),
-                 dest.stat().st_size, info.revision, len(info.users))
-        return info
-
-    def check_dump(self, path: Path) -> None:
-        check_dump(path, self.dump_format)
-
-    def is_empty(self) -> bool:
-        return not self._tables()
-
-    def restore(self, dump: Path, *, replace: bool = False) -> str:
-        tables = self._tables()
-        if tables:
-            if not replace:
-                raise UsageError(
-                    f"the hub database {self.url.redacted()} is not empty ({len(tables)} tables); "
-                    "nothing was restored",
-                    hint="restore into an empty database, or pass --replace-hub-db (its tables are dropped)")
-            # MySQL has no schema to rename within a database; the tables go (the run being restored, and
-            # earlier runs, hold what they had).
-            drops = ", ".join(_ident(t) for t in tables)
-            self._query(f"SET FOREIGN_KEY_CHECKS=0; DROP TABLE {drops}")
-            log.warning("dropped the %d current tables of %s to restore", len(tables), self.url.redacted())
-        with open(dump, "rb") as f:
-            self._run(_tool("mariadb", "mysql"), "--default-character-set=utf8mb4", self.url.database,
-                      what="restore the hub database", stdin=f)
-        return ""
+    kept_as = "a database <database>_jdr_replaced_<time>"
 
     def inspect(self) -> DbInfo:
         tables = self._tables()
@@ -103,6 +60,11 @@ class MysqlHubDb:
     def create_scratch(self, name: str) -> MysqlHubDb:
         self._query(f"CREATE DATABASE {_ident(name)} CHARACTER SET utf8mb4")
         return MysqlHubDb(self.url.with_database(name))
+
+    def list_scratch(self) -> list[str]:
+        out = self._query("SELECT schema_name FROM information_schema.schemata "
+                          "WHERE schema_name LIKE 'jdr\\_drill\\_%' ORDER BY 1")
+        return [line for line in out.splitlines() if line]
 
     def drop(self) -> None:
         self._query(f"DROP DATABASE IF EXISTS {_ident(self.url.database)}")
@@ -144,10 +106,53 @@ class MysqlHubDb:
                          "--default-character-set=utf8mb4", "-e", sql, self.url.database,
                          what="query the hub database").strip()
 
+    def _dump(self, dest: Path) -> None:
+        with open(dest, "wb") as out:
+            self._run(_tool("mariadb-dump", "mysqldump"), "--single-transaction", "--routines", "--events",
+                      "--triggers", "--hex-blob", "--default-character-set=utf8mb4", self.url.database,
+                      what="dump the hub database", stdout=out)
+
+    def _load(self, dump: Path) -> None:
+        with open(dump, "rb") as f:
+            self._run(_tool("mariadb", "mysql"), "--default-character-set=utf8mb4", self.url.database,
+                      what="restore the hub database", stdin=f)
+
     def _tables(self) -> list[str]:
         out = self._query("SELECT table_name FROM information_schema.tables "
                           "WHERE table_schema = DATABASE() AND table_type = 'BASE TABLE' ORDER BY 1")
         return [line for line in out.splitlines() if line]
+
+    def _set_aside(self, tables: list[str]) -> str:
+        # MySQL has no schema to rename within a database: the tables move into a new database, all in
+        # one RENAME TABLE statement (atomic: every table moves, or none; foreign keys follow them).
+        kept = replaced_name(self.url.database, utcnow())
+        here = _ident(self.url.database)
+        moves = ", ".join(f"{here}.{_ident(t)} TO {_ident(kept)}.{_ident(t)}" for t in tables)
+        created = False
+        try:
+            self._query(f"CREATE DATABASE {_ident(kept)} CHARACTER SET utf8mb4")
+            created = True
+            self._query(f"RENAME TABLE {moves}")
+        except JdrError as e:
+            if created:
+                with contextlib.suppress(JdrError):
+                    self._query(f"DROP DATABASE IF EXISTS {_ident(kept)}")  # empty: nothing moved
+            raise DeploymentError(f"could not set the current tables of {self.url.redacted()} aside; they "
+                                  f"are in place and nothing was restored: {e}",
+                                  hint=f"the hub's database user needs {SET_ASIDE_PRIVILEGES}") from e
+        return f"database {kept} ({self.url.with_database(kept).redacted()})"
+
+
+#: What ``--replace-hub-db`` needs beyond the hub's own database (errors and docs say it).
+SET_ASIDE_PRIVILEGES = ("CREATE, ALTER, DROP and INSERT on `<database>\\_jdr\\_replaced\\_%`.* (e.g. GRANT ALL "
+                        "PRIVILEGES ON `jupyterhub\\_jdr\\_replaced\\_%`.* TO the hub's user)")
+
+
+def replaced_name(database: str, now: datetime) -> str:
+    """The database ``--replace-hub-db`` moves ``database``'s tables into: ``<database>_jdr_replaced_<UTC
+    time>``, the database's name shortened to fit MySQL's 64 characters."""
+    suffix = "_jdr_replaced_" + now.strftime("%Y%m%d%H%M%S")
+    return database[:64 - len(suffix)] + suffix
 
 
 def _tool(*names: str) -> str:

@@ -9,16 +9,13 @@ through libpq's environment (``PGHOST``, ``PGPASSWORD`` …), never on a command
 
 from __future__ import annotations
 
-import contextlib
+import json
 import logging
-import os
 from pathlib import Path
 
 from dr.errors import UsageError
-from dr.hubdb.dumps import check_dump
 from dr.hubdb.info import DbInfo
-from dr.hubdb.server import info_from_json, login_refused, require_tool, run_tool, unreachable
-from dr.hubdb.url import DbUrl
+from dr.hubdb.server import ServerHubDbBase, info_from_json, login_refused, require_tool, run_tool, unreachable
 from dr.util.timefmt import utcnow
 
 log = logging.getLogger(__name__)
@@ -29,55 +26,12 @@ _REFUSED = ("password authentication failed", "no password supplied", "no pg_hba
             "authentication failed")
 
 
-class PostgresHubDb:
+class PostgresHubDb(ServerHubDbBase):
     """A :class:`dr.hubdb.server.ServerHubDb` for PostgreSQL."""
 
     kind = "postgresql"
     dump_format = "pg_dump-custom"
-
-    def __init__(self, url: DbUrl) -> None:
-        self.url = url
-
-    def __repr__(self) -> str:
-        return f"PostgresHubDb({self.url.redacted()!r})"
-
-    # --- the port --------------------------------------------------------------------------------
-
-    def capture(self, dest: Path) -> DbInfo:
-        info = self.inspect()
-        tmp = dest.with_name(f".{dest.name}.partial-{os.getpid()}")
-        try:
-            self._run(require_tool("pg_dump", "postgresql-client"), "--format=custom", "--no-password",
-                      f"--file={tmp}", self.url.database, what="dump the hub database")
-            tmp.replace(dest)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-        log.info("dumped hub database %s (%d bytes, revision %s, %d users)", self.url.redacted(),
-                 dest.stat().st_size, info.revision, len(info.users))
-        return info
-
-    def check_dump(self, path: Path) -> None:
-        check_dump(path, self.dump_format)
-
-    def is_empty(self) -> bool:
-        return not self._tables()
-
-    def restore(self, dump: Path, *, replace: bool = False) -> str:
-        tables = self._tables()
-        kept = ""
-        if tables:
-            if not replace:
-                raise UsageError(
-                    f"the hub database {self.url.redacted()} is not empty ({len(tables)} tables); "
-                    "nothing was restored",
-                    hint="restore into an empty database, or pass --replace-hub-db to set the current "
-                         "tables aside (kept in a schema jdr_previous_<time>) and restore")
-            kept = self._set_aside()
-        self._run(require_tool("pg_restore", "postgresql-client"), "--single-transaction", "--exit-on-error",
-                  "--no-owner", "--no-privileges", "--no-password", f"--dbname={self.url.database}", str(dump),
-                  what="restore the hub database")
-        return f"schema {kept} of {self.url.redacted()}" if kept else ""
+    kept_as = "a schema jdr_previous_<time>"
 
     def inspect(self) -> DbInfo:
         tables = self._tables()
@@ -93,8 +47,6 @@ class PostgresHubDb:
             "'last_activity', s.last_activity)), '[]'::json) FROM spawners s JOIN users u ON s.user_id = u.id), "
             f"'revision', {revision}, 'size', pg_database_size(current_database()), "
             "'version', current_setting('server_version'))")
-        import json
-
         meta = json.loads(doc)
         return info_from_json(doc, size=int(meta.get("size") or 0), kind=self.kind,
                               version=str(meta.get("version") or ""), dump_format=self.dump_format)
@@ -102,6 +54,10 @@ class PostgresHubDb:
     def create_scratch(self, name: str) -> PostgresHubDb:
         self._query(f"CREATE DATABASE {_ident(name)}")
         return PostgresHubDb(self.url.with_database(name))
+
+    def list_scratch(self) -> list[str]:
+        out = self._query("SELECT datname FROM pg_database WHERE datname LIKE 'jdr\\_drill\\_%' ORDER BY 1")
+        return [line for line in out.splitlines() if line]
 
     def drop(self) -> None:
         admin = PostgresHubDb(self.url.with_database("postgres"))
@@ -133,20 +89,29 @@ class PostgresHubDb:
         return self._run(require_tool("psql", "postgresql-client"), "-X", "-q", "-A", "-t", "--no-password",
                          "-v", "ON_ERROR_STOP=1", "-c", sql, what="query the hub database").strip()
 
+    def _dump(self, dest: Path) -> None:
+        self._run(require_tool("pg_dump", "postgresql-client"), "--format=custom", "--no-password",
+                  f"--file={dest}", self.url.database, what="dump the hub database")
+
+    def _load(self, dump: Path) -> None:
+        self._run(require_tool("pg_restore", "postgresql-client"), "--single-transaction", "--exit-on-error",
+                  "--no-owner", "--no-privileges", "--no-password", f"--dbname={self.url.database}", str(dump),
+                  what="restore the hub database")
+
     def _tables(self) -> list[str]:
         out = self._query("SELECT table_name FROM information_schema.tables "
                           "WHERE table_schema = current_schema() ORDER BY 1")
         return [line for line in out.splitlines() if line]
 
-    def _set_aside(self) -> str:
+    def _set_aside(self, tables: list[str]) -> str:
+        # One transaction: the schema is renamed and an empty one made in its place, or nothing happens.
         schema = self._query("SELECT current_schema()")
         kept = f"jdr_previous_{utcnow().strftime('%Y%m%dT%H%M%SZ')}"
         self._run(require_tool("psql", "postgresql-client"), "-X", "-q", "--no-password", "-1",
                   "-v", "ON_ERROR_STOP=1",
                   "-c", f"ALTER SCHEMA {_ident(schema)} RENAME TO {_ident(kept)}; CREATE SCHEMA {_ident(schema)}",
                   what="set the current hub tables aside")
-        log.warning("the current hub tables of %s were moved to schema %s", self.url.redacted(), kept)
-        return kept
+        return f"schema {kept} of {self.url.redacted()}"
 
 
 def _ident(name: str) -> str:

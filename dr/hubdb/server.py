@@ -11,9 +11,14 @@ Contracts of every adapter (:class:`ServerHubDb`):
 - ``is_empty()`` is True when the database holds no tables.
 - ``restore(dump, replace=False)`` loads a dump into the database, and refuses (UsageError, nothing
   written) a database that holds tables unless ``replace``; with ``replace`` the current tables are
-  kept aside where the adapter can (PostgreSQL: a renamed schema) and the return value says where.
+  kept aside first (PostgreSQL: the schema renamed ``jdr_previous_<time>``; MySQL: every table moved
+  into a new database ``<db>_jdr_replaced_<time>``), the return value and the log say where, and a load
+  that fails afterwards raises an error that says where the previous tables are (they are never dropped).
 - ``inspect()`` describes the database as it is now.
 - ``create_scratch()``/``drop()`` (drills): a new empty database beside this one, and its removal.
+  Drills name theirs :func:`scratch_name` (``jdr_drill_<drill id>``); ``list_scratch()`` lists the
+  databases so named on the server (that the hub's user can see), ``scratch(name)`` is the adapter for
+  one of them, so that a drill's sweep drops those of dead drills (dr.operations.drill).
 
 Unreachable server → DeploymentError naming the setting (exit 2 is UsageError: see ``unreachable``);
 refused login → UsageError that says so. Tool output that could echo a URL is redacted first.
@@ -21,16 +26,19 @@ refused login → UsageError that says so. Tool output that could echo a URL is 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from dr.errors import ConfigError, DeploymentError, UsageError
+from dr.errors import ConfigError, DeploymentError, JdrError, UsageError
+from dr.hubdb.dumps import check_dump
 from dr.hubdb.info import DbInfo, ServerInfo, parse_state, parse_time
 from dr.hubdb.url import DbUrl
 
@@ -38,6 +46,21 @@ log = logging.getLogger(__name__)
 
 #: The setting that names the hub database on a server (errors name it).
 SETTING = "deployment.hub_db_url"
+#: Every drill's scratch database is named so (:func:`scratch_name`); nothing else on the server is.
+SCRATCH_PREFIX = "jdr_drill_"
+_SCRATCH = re.compile(r"^jdr_drill_(\d{8}t\d{6}z)_([0-9a-f]+)$")
+
+
+def scratch_name(drill: str) -> str:
+    """The scratch database of drill ``drill`` (a run id such as ``20261202T063000Z-a1b2c3``):
+    ``jdr_drill_20261202t063000z_a1b2c3`` — lower case, no ``-``, fine as a PostgreSQL and MySQL name."""
+    return (SCRATCH_PREFIX + drill).replace("-", "_").lower()
+
+
+def scratch_drill(name: str) -> str | None:
+    """The drill id a :func:`scratch_name` was made from; None for a name that is not one."""
+    m = _SCRATCH.match(name)
+    return f"{m.group(1).upper()}-{m.group(2)}" if m else None
 
 
 class ServerHubDb(Protocol):
@@ -59,6 +82,101 @@ class ServerHubDb(Protocol):
     def create_scratch(self, name: str) -> ServerHubDb: ...
 
     def drop(self) -> None: ...
+
+    def list_scratch(self) -> list[str]: ...
+
+    def scratch(self, name: str) -> ServerHubDb: ...
+
+
+class ServerHubDbBase:
+    """What both adapters share: the steps of ``capture``, ``check_dump``, ``is_empty`` and ``restore``
+    (see the module docstring). Subclasses implement the database's side: ``_dump``, ``_load``,
+    ``_tables``, ``_set_aside``, ``inspect``, ``create_scratch`` and ``drop``."""
+
+    kind: str
+    dump_format: str
+    #: How ``--replace-hub-db`` keeps the current tables, for the refusal's hint.
+    kept_as: str
+
+    def __init__(self, url: DbUrl) -> None:
+        self.url = url
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url.redacted()!r})"
+
+    # --- the port --------------------------------------------------------------------------------
+
+    def capture(self, dest: Path) -> DbInfo:
+        info = self.inspect()
+        tmp = dest.with_name(f".{dest.name}.partial-{os.getpid()}")
+        try:
+            self._dump(tmp)
+            tmp.replace(dest)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        log.info("dumped hub database %s (%d bytes, revision %s, %d users)", self.url.redacted(),
+                 dest.stat().st_size, info.revision, len(info.users))
+        return info
+
+    def check_dump(self, path: Path) -> None:
+        check_dump(path, self.dump_format)
+
+    def is_empty(self) -> bool:
+        return not self._tables()
+
+    def scratch(self, name: str) -> ServerHubDb:
+        """The adapter for the database ``name`` beside this one (nothing is created)."""
+        return type(self)(self.url.with_database(name))  # type: ignore[return-value]
+
+    def restore(self, dump: Path, *, replace: bool = False) -> str:
+        tables = self._tables()
+        kept = ""
+        if tables:
+            if not replace:
+                raise UsageError(
+                    f"the hub database {self.url.redacted()} is not empty ({len(tables)} tables); "
+                    "nothing was restored",
+                    hint="restore into an empty database, or pass --replace-hub-db to set the current "
+                         f"tables aside (kept in {self.kept_as}) and restore")
+            kept = self._set_aside(tables)
+            log.warning("the %d current tables of %s were kept aside in %s before the restore", len(tables),
+                        self.url.redacted(), kept)
+        try:
+            self._load(dump)
+        except (JdrError, OSError) as e:
+            if not kept:
+                raise
+            raise DeploymentError(
+                f"{e} — the previous tables of the hub database are safe in {kept}; "
+                f"{self.url.redacted()} holds what the failed restore loaded",
+                hint=f"restore another run with --replace-hub-db, or move the tables back from {kept}") from e
+        return kept
+
+    # --- what each database does -----------------------------------------------------------------
+
+    def inspect(self) -> DbInfo:
+        raise NotImplementedError
+
+    def list_scratch(self) -> list[str]:
+        """The databases on the server whose name starts with :data:`SCRATCH_PREFIX` (sorted)."""
+        raise NotImplementedError
+
+    def _dump(self, dest: Path) -> None:
+        """Write the dump to ``dest`` (a temporary name: ``capture`` renames it once complete)."""
+        raise NotImplementedError
+
+    def _load(self, dump: Path) -> None:
+        """Load ``dump`` into the (empty) database with the database's own tool."""
+        raise NotImplementedError
+
+    def _tables(self) -> list[str]:
+        """The database's tables (names, sorted)."""
+        raise NotImplementedError
+
+    def _set_aside(self, tables: list[str]) -> str:
+        """Move ``tables`` out of the way, all or none; return where they are, for people."""
+        raise NotImplementedError
 
 
 class UnreachableDatabase(UsageError):

@@ -30,7 +30,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from dr.deployments.drill import NOTEBOOK_SAMPLE, DrillTarget
+from dr.deployments.drill import NOTEBOOK_SAMPLE, DrillTarget, ScratchDatabases
 from dr.errors import (
     EXIT_FAILED,
     EXIT_OK,
@@ -48,6 +48,7 @@ from dr.model import Manifest, VolumeItem, new_run_id
 from dr.notify import Event, notify_all
 from dr.operations.drill_html import render_html, render_markdown
 from dr.operations.drill_report import DrillReport, HistoryPoint, VolumeFinding, estimate_rto, history_point
+from dr.operations.drill_sweep import dead_scratch_databases, lock_operation
 from dr.operations.observed import drill_metrics, last_passed_drill
 from dr.operations.reporting import publish, webhooks
 from dr.operations.restore import fetch_hub_db
@@ -108,6 +109,7 @@ def run_drill(repo: Repository, target: DrillTarget, opts: DrillOptions,
             report.leftovers_removed.append(leftover.where)
         except (JdrError, OSError) as e:
             report.notes.append(f"could not remove the leftover {leftover.where}: {e}")
+    _sweep_scratch_databases(repo, target, report, now())
     try:
         run = repo.resolve_run(opts.run)
         manifest = repo.load_manifest(run)
@@ -129,7 +131,7 @@ def run_drill(repo: Repository, target: DrillTarget, opts: DrillOptions,
     if no_archive:
         report.notes.append(f"{len(no_archive)} volumes have no archive in the run (snapshot method) and "
                             f"were not restored by this drill: {', '.join(no_archive[:10])}")
-    with repo.lock("drill", manifest.run, exclusive=False):
+    with repo.lock(lock_operation(drill), manifest.run, exclusive=False):  # names the drill: drill_sweep
         try:
             try:
                 report.scratch = target.prepare(drill)
@@ -153,6 +155,23 @@ def run_drill(repo: Repository, target: DrillTarget, opts: DrillOptions,
     log.info("drill %s %s: RPO %.0f s, RTO %.1f s (%s)", drill, "passed" if report.ok else "FAILED",
              report.rpo, report.rto.seconds, report.rto.method)
     return DrillResult(report, keys)
+
+
+def _sweep_scratch_databases(repo: Repository, target: DrillTarget, report: DrillReport, now: datetime) -> None:
+    """Drop the scratch databases of dead drills (dr.operations.drill_sweep); the report lists them."""
+    if not isinstance(target, ScratchDatabases):
+        return
+    try:
+        leftovers = dead_scratch_databases(repo, target.scratch_databases(), now)
+    except (JdrError, OSError) as e:
+        report.notes.append(f"could not look for earlier drills' scratch databases: {e}")
+        return
+    for leftover in leftovers:
+        try:
+            target.remove_leftover(leftover)
+            report.leftovers_removed.append(leftover.where)
+        except (JdrError, OSError) as e:
+            report.notes.append(f"could not remove the leftover {leftover.where}: {e}")
 
 
 def _select(manifest: Manifest, users: int, drill: str) -> tuple[list[VolumeItem], list[VolumeItem]]:

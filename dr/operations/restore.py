@@ -103,7 +103,7 @@ class RestoreResult:
                 "items": [i.to_dict() for i in self.items], "warnings": self.warnings}
 
 
-def _manifest(repo: Repository, opts: RestoreOptions, user: str | None = None) -> Manifest:
+def run_to_restore(repo: Repository, opts: RestoreOptions, user: str | None = None) -> Manifest:
     """The run to restore from, refused (TamperError, exit 3) unless a configured MAC key authenticates
     it (or ``--allow-unsigned`` accepts an unsigned one): checked before anything else is done."""
     run = repo.resolve_run(opts.run, opts.at)
@@ -124,21 +124,34 @@ def _manifest(repo: Repository, opts: RestoreOptions, user: str | None = None) -
 
 def restore_user(repo: Repository, deployment: Deployment, user: str, opts: RestoreOptions,
                  confirm: Confirm, hub_api: HubApi | None) -> RestoreResult:
-    manifest = _manifest(repo, opts, user)
+    manifest = run_to_restore(repo, opts, user)
     plan = plan_user_restore(manifest, user, server=opts.server, as_user=opts.as_user, paths=opts.paths,
                              into=opts.into)
     step = plan.volumes[0]
     # Everything the operator typed is checked before anything happens: no server is stopped, nothing
     # is written, for a bad --as, --into or --path (exit 2).
     check_user_restore(repo, deployment, hub_api, step, opts)
+    return restore_one_volume(
+        repo, deployment, manifest, plan, opts, confirm,
+        before=lambda: _stop_server(deployment, hub_api, step.target_user or user, step.target_server, opts.force))
+
+
+def restore_one_volume(repo: Repository, deployment: Deployment, manifest: Manifest, plan: RestorePlan,
+                       opts: RestoreOptions, confirm: Confirm,
+                       before: Callable[[], None] | None = None) -> RestoreResult:
+    """Carry out ``plan``, a plan of one volume already checked against the deployment: the run's keys are
+    checked (nothing happens without them), then ``--dry-run`` stops, ``confirm(plan)`` may cancel, and
+    under the repository's shared restore lock ``before()`` runs (e.g. stop the user's server) and the
+    volume is restored. ``restore --user`` and ``restore --volume`` both end here."""
     check_run_keys(repo, manifest.run, _plan_artifacts(manifest, plan))
     if opts.dry_run:
         return RestoreResult(plan=plan, status="dry-run")
     if not confirm(plan):
         return RestoreResult(plan=plan, status="cancelled")
     with repo.lock("restore", exclusive=False):
-        _stop_server(deployment, hub_api, step.target_user or user, step.target_server, opts.force)
-        outcome = _restore_step(repo, deployment, step, opts)
+        if before is not None:
+            before()
+        outcome = _restore_step(repo, deployment, plan.volumes[0], opts)
     return RestoreResult(plan=plan, status="done" if outcome.status == "ok" else "failed", items=[outcome])
 
 
@@ -188,7 +201,7 @@ def _check_paths_match(repo: Repository, item: VolumeItem, globs: tuple[str, ...
 
 def restore_hub(repo: Repository, deployment: Deployment, opts: RestoreOptions,
                 confirm: Confirm) -> RestoreResult:
-    manifest = _manifest(repo, opts)
+    manifest = run_to_restore(repo, opts)
     plan = plan_hub_restore(manifest, include_secret=opts.include_secret and deployment.kind != "local")
     check_run_keys(repo, manifest.run, _plan_artifacts(manifest, plan))
     if opts.dry_run:
@@ -203,7 +216,7 @@ def restore_hub(repo: Repository, deployment: Deployment, opts: RestoreOptions,
 def restore_all(repo: Repository, deployment: Deployment, opts: RestoreOptions, confirm: Confirm,
                 hub_api: HubApi | None) -> RestoreResult:
     """Disaster recovery: the hub first (stopped while volumes are restored), then every volume."""
-    manifest = _manifest(repo, opts)
+    manifest = run_to_restore(repo, opts)
     plan = plan_full_restore(manifest, include_secret=opts.include_secret and deployment.kind != "local")
     check_run_keys(repo, manifest.run, _plan_artifacts(manifest, plan))
     if opts.dry_run:

@@ -8,15 +8,7 @@ those servers first; no server is stopped on the operator's behalf.
 from __future__ import annotations
 
 from dr.deployments.base import Deployment
-from dr.operations.keys import check_run_keys
-from dr.operations.restore import (
-    Confirm,
-    RestoreOptions,
-    RestoreResult,
-    _manifest,
-    _plan_artifacts,
-    _restore_step,
-)
+from dr.operations.restore import Confirm, RestoreOptions, RestoreResult, restore_one_volume, run_to_restore
 from dr.policy.volume_restore import plan_volume_restore
 from dr.repository.repository import Repository
 
@@ -24,13 +16,6 @@ from dr.repository.repository import Repository
 def restore_volume(repo: Repository, deployment: Deployment, name: str, opts: RestoreOptions,
                    confirm: Confirm) -> RestoreResult:
     """Restore volume ``name`` from the run ``opts`` picks; the plan is decided and checked first."""
-    manifest = _manifest(repo, opts)
+    manifest = run_to_restore(repo, opts)
     plan = plan_volume_restore(manifest, name, paths=opts.paths, into=opts.into)
-    check_run_keys(repo, manifest.run, _plan_artifacts(manifest, plan))
-    if opts.dry_run:
-        return RestoreResult(plan=plan, status="dry-run")
-    if not confirm(plan):
-        return RestoreResult(plan=plan, status="cancelled")
-    with repo.lock("restore", exclusive=False):
-        outcome = _restore_step(repo, deployment, plan.volumes[0], opts)
-    return RestoreResult(plan=plan, status="done" if outcome.status == "ok" else "failed", items=[outcome])
+    return restore_one_volume(repo, deployment, manifest, plan, opts, confirm)

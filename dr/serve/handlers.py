@@ -29,7 +29,7 @@ from dr.model import IndexEntry, Manifest, VolumeItem
 from dr.operations.self_service import TooLargeError
 from dr.serve import preview
 from dr.serve.audit import AuditRecord
-from dr.serve.zipstream import write_zip
+from dr.serve.zipstream import Member, ZipPlan
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +125,13 @@ class BaseHandler(HubOAuthenticated, tornado.web.RequestHandler):  # type: ignor
         except (NotFoundError, ValueError):
             raise tornado.web.HTTPError(404, "no such file in this backup") from None
 
+    def check_selection(self, item: VolumeItem, entry_id: str) -> tuple[IndexEntry, list[IndexEntry]]:
+        """The entry and what a download or restore of it covers; an id that is no entry: 404."""
+        try:
+            return cast(tuple[IndexEntry, list[IndexEntry]], self.ctx.service.selection(item, int(entry_id)))
+        except (NotFoundError, ValueError):
+            raise tornado.web.HTTPError(404, "no such file in this backup") from None
+
     async def blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.ctx.executor, fn, *args)
 
@@ -181,8 +188,9 @@ class FilesHandler(BaseHandler):
                     if i and _parent(e.path) == parent]
         children.sort(key=lambda ie: (ie[1].type != "dir", ie[1].name.lower()))
         crumbs = _crumbs(entries, parent)
+        tree_size = _folder_sizes(entries, [d, *(i for i, e in children if e.type == "dir")])
         self.render("files.html", user=user, run=run, server=server, manifest=manifest, item=item,
-                    children=children, crumbs=crumbs, here=d, previewable=preview.previewable,
+                    children=children, crumbs=crumbs, here=d, tree_size=tree_size, previewable=preview.previewable,
                     basename=_basename, **self.base_ns())
 
 
@@ -210,7 +218,7 @@ class DownloadHandler(BaseHandler):
         me, _ = self.identity()
         server = self.get_argument("server", "")
         manifest, item = await self.blocking(self.check_run, user, run, server)
-        top, chosen = await self.blocking(self.ctx.service.selection, item, int(entry))
+        top, chosen = await self.blocking(self.check_selection, item, entry)
         rec = partial(AuditRecord, action="download", actor=me, user=user, run=run, server=server,
                       path=top.name, entry=int(entry))
         files = [e for e in chosen if e.type == "file"]
@@ -226,27 +234,29 @@ class DownloadHandler(BaseHandler):
             self.retry_after = int(wait) + 1
             raise tornado.web.HTTPError(429, f"too many downloads; try again in {int(wait) // 60 + 1} min")
         name = _basename(top.name)
+        plan: ZipPlan | None = None
         if top.type == "file":
             self.set_header("Content-Type", "application/octet-stream")
             self.set_header("Content-Length", str(top.size))
             disposition = name
         else:
+            # The zip's exact size, from the index alone, before the first byte: the browser shows progress.
+            plan = ZipPlan(_zip_members(chosen, top.path, name))
             self.set_header("Content-Type", "application/zip")
+            self.set_header("Content-Length", str(plan.size))
             disposition = (name if top.path != b"." else "home") + ".zip"
         self.set_header("Content-Disposition", "attachment; filename*=UTF-8''" + quote(disposition))
         pipe = _Pipe()
-        base = top.path
 
         def produce() -> None:
             try:
                 pairs = self.ctx.service.read_files(manifest, item, files)
-                if top.type == "file":
+                if plan is None:
                     for _, chunks in pairs:
                         for chunk in chunks:
                             pipe.put(chunk)
                 else:
-                    write_zip(((_zip_name(e.path, base, name), e.mtime, chunks) for e, chunks in pairs),
-                              pipe.put)
+                    plan.write(((e.path, chunks) for e, chunks in pairs), pipe.put)
                 pipe.put(_END)
             except _Cancelled:
                 pass
@@ -422,10 +432,43 @@ def _crumbs(entries: list[IndexEntry], path: bytes) -> list[tuple[int, str]]:
     return out
 
 
-def _zip_name(path: bytes, base: bytes, top_name: str) -> str:
-    rel = path if base == b"." else path[len(base) + 1:]
-    prefix = "home" if base == b"." else top_name
-    return prefix + "/" + os.fsdecode(rel)
+def _folder_sizes(entries: list[IndexEntry], ids: list[int]) -> dict[int, int]:
+    """Bytes of the files under each folder of ``ids`` (entry ids): what its zip download holds, so the
+    page knows a download's size before it starts."""
+    want = {entries[i].path: i for i in ids}
+    out = dict.fromkeys(ids, 0)
+    for e in entries:
+        if e.type != "file":
+            continue
+        p = e.path
+        while True:
+            p = _parent(p)
+            if p in want:
+                out[want[p]] += e.size
+            if p == b".":
+                break
+    return out
+
+
+def _zip_members(chosen: list[IndexEntry], base: bytes, top_name: str) -> list[Member]:
+    """The zip members of a folder download, in the index's (the archive's) order, under one folder named
+    like the downloaded one ("home" for the whole home). Files, folders, and symbolic links as links (the
+    target is the index's text: never resolved). Hard links are left out: their content is another
+    member's, which the single pass over the archive has already sent."""
+    prefix = b"home" if base == b"." else os.fsencode(top_name)
+    out = []
+    for e in chosen:
+        if e.type not in ("file", "dir", "symlink"):
+            continue
+        rel = b"" if e.path == base else (e.path if base == b"." else e.path[len(base) + 1:])
+        name = prefix + b"/" + rel
+        if e.type == "dir":
+            out.append(Member(name=name.rstrip(b"/") + b"/", kind="dir", mtime=e.mtime, mode=e.mode))
+        elif e.type == "symlink":
+            out.append(Member(name=name, kind="symlink", mtime=e.mtime, link=e.link))
+        else:
+            out.append(Member(name=name, kind="file", mtime=e.mtime, mode=e.mode, size=e.size, key=e.path))
+    return out
 
 
 def _read_one(service: Any, manifest: Manifest, item: VolumeItem, entry: IndexEntry) -> bytes:

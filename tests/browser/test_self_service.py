@@ -80,13 +80,23 @@ def test_alice_finds_previews_downloads_and_restores_yesterdays_notebook(serve_h
     assert dl.value.suggested_filename == "thesis.ipynb"
     assert json.loads(saved.read_bytes()) == NOTEBOOK_V1
 
-    # And the project folder as a zip: what is in it is what is in alice's home (unchanged since).
+    # And the project folder as a zip: what is in it is what is in alice's home (unchanged since). The
+    # page's progress bar follows the response (its Content-Length is the zip's exact size) to 100 %.
     with page.expect_download() as dlz:
         row_of(page, "project").get_by_role("link", name="Zip").click()
     zpath = tmp_path / "project.zip"
     dlz.value.save_as(zpath)
+    assert dlz.value.suggested_filename == "project.zip"
+    progress = page.locator("#download-progress")
+    progress.locator(".pct").filter(has_text="100 %").wait_for()
+    bar = progress.locator("progress")
+    assert bar.evaluate("b => [b.value, b.max]") == [zpath.stat().st_size] * 2
+    assert "Downloaded project.zip" in progress.inner_text() and "ok" in (progress.get_attribute("class") or "")
+    screenshot(page, "download-progress")
     with zipfile.ZipFile(zpath) as z:
-        assert sorted(z.namelist()) == ["project/analysis.py", "project/data/table.csv"]
+        assert sorted(z.namelist()) == ["project/", "project/analysis.py", "project/data/",
+                                        "project/data/table.csv", "project/data/up-link", "project/passwd-link"]
+        assert z.read("project/passwd-link") == b"/etc/passwd"  # a link, as a link
         assert z.read("project/data/table.csv") == (home / "project/data/table.csv").read_bytes()
 
     # Preview: the notebook rendered read-only, yesterday's version (no chapter 2).
@@ -226,3 +236,54 @@ def test_bob_reaches_none_of_alices_urls(serve_hub: ServeHub, new_page, screensh
     bob.goto(urls["files"])  # what bob sees at alice's file browser
     screenshot(bob, "bob-refused")
     assert sorted(p.name for p in (serve_hub.home("alice") / "restored").iterdir()) == restored_before
+
+
+def test_the_admin_acts_for_alice_and_reads_the_audit_log_alice_cannot(serve_hub: ServeHub, new_page,
+                                                                       screenshot):
+    """The hub's admin (``admin:users``) picks alice on the users page, restores one of her files into
+    her home (bytes and owner checked on disk), and finds that restore in the audit log: who, for whom,
+    what, which run, when. Alice, no admin, reaches neither the picker nor the audit log."""
+    yesterday = serve_hub.runs[0]
+    home = serve_hub.home("alice")
+    page = new_page()
+    open_service_from_hub(page, serve_hub, "admin")
+    page.select_option("#pick-user", "alice")
+    page.click("#pick-go")
+    page.wait_for_url(f"{serve_hub.service}u/alice/")
+    assert "Backups of alice" in page.locator("h1").inner_text()
+    screenshot(page, "admin-users")
+
+    page.locator("table.runs tbody tr").nth(1).locator("a.open").click()
+    page.wait_for_url(re.compile(rf".*/u/alice/run/{re.escape(yesterday)}/.*"))
+    row_of(page, "notes").locator("a").first.click()
+    page.wait_for_url(re.compile(r".*&dir=\d+$"))
+    with serve_hub.hold_restores():  # held until the job page shows it running: its script sees the end
+        row_of(page, "todo.txt").get_by_role("button", name="Restore").click()
+        page.wait_for_url(re.compile(r".*/u/alice/job/[A-Za-z0-9_-]+$"))
+        assert page.locator("#job").get_attribute("data-state") == "running"
+    notice = page.locator("#notice")
+    notice.wait_for(state="visible")
+    assert "complete" in notice.inner_text(), page.locator("#job-status").inner_text()
+    m = re.search(r"in (\S+?)\.?$", page.locator("#job-status").inner_text().strip())
+    assert m, page.locator("#job-status").inner_text()
+    restored = Path(m.group(1)) / "notes" / "todo.txt"
+    assert restored.parent.parent.parent == home / "restored"
+    assert restored.read_bytes() == (home / "notes" / "todo.txt").read_bytes()
+    assert (restored.stat().st_uid, restored.stat().st_gid) == (SERVE_UIDS["alice"], 100)
+
+    page.get_by_role("link", name="Audit log").click()
+    page.wait_for_url(f"{serve_hub.service}audit")
+    rows = page.locator("table.audit tbody tr")
+    cells = [[c.strip() for c in rows.nth(i).locator("td").all_inner_texts()] for i in range(rows.count())]
+    mine = [c for c in cells if c[1:6] == ["admin", "alice", "restore", yesterday, "notes/todo.txt"]]
+    assert mine and mine[0][6] == "ok", cells[:5]
+    assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d", mine[0][0]), mine[0]  # when
+    screenshot(page, "audit")
+
+    alice = new_page()
+    open_service_from_hub(alice, serve_hub, "alice")
+    assert alice.locator("#pick-user").count() == 0 and alice.get_by_role("link", name="Audit log").count() == 0
+    for url in (f"{serve_hub.service}audit", f"{serve_hub.service}u/bob/", f"{serve_hub.service}u/admin/"):
+        resp = alice.goto(url)
+        assert resp is not None and resp.status == 403, (url, resp and resp.status)
+        assert "todo.txt" not in alice.content()

@@ -277,3 +277,30 @@ def test_two_thousand_runs(tmp_path: Path) -> None:
         assert len(rows) == 2000 and rows[0].id == manifests[-1].run
         assert found is not None
         assert listed < 5  # generous: the point is the printed figure, not a tight bound
+
+
+def test_lite_listing_equals_the_catalog_and_steps_aside_when_it_cannot(catalog: Catalog, tmp_path: Path) -> None:
+    """dr.catalog.lite (plain sqlite3, for `jdr list`) lists exactly what Catalog.runs does, and returns
+    None (the caller uses Catalog) for a stale, foreign, missing, older or non-file catalog."""
+    from dr.catalog import lite
+
+    assert lite.SCHEMA_VERSION == s.SCHEMA_VERSION
+    manifests = make_runs(30)
+    catalog.add_manifests(manifests)
+    ids = [m.run for m in manifests]
+    url = catalog.url
+    for user in (None, "alice", "bob", "carol", "émile@example.org", "nobody"):
+        got = lite.list_runs(url, ids, repository_url=REPO, repository_id="r1", user=user)
+        assert got == catalog.runs(user=user)
+    assert lite.list_runs(url, ids, repository_url=REPO, repository_id="r1")  # not vacuous
+    assert lite.list_runs(url, ids[1:], repository_url=REPO, repository_id="r1") is None  # stale
+    assert lite.list_runs(url, ids, repository_url="file:///elsewhere", repository_id="r1") is None
+    assert lite.list_runs(url, ids, repository_url=REPO, repository_id="r2") is None
+    assert lite.list_runs(f"sqlite:///{tmp_path / 'missing.sqlite'}", ids, repository_url=REPO,
+                          repository_id="r1") is None
+    assert not (tmp_path / "missing.sqlite").exists()  # never created
+    assert lite.list_runs("sqlite://", ids, repository_url=REPO, repository_id="r1") is None
+    assert lite.list_runs("postgresql://h/db", ids, repository_url=REPO, repository_id="r1") is None
+    with catalog.engine.begin() as conn:
+        conn.execute(update(s.meta).where(s.meta.c.key == "schema_version").values(value="0"))
+    assert lite.list_runs(url, ids, repository_url=REPO, repository_id="r1") is None

@@ -1,5 +1,6 @@
-"""Two roles, two credentials (docs/CREDENTIALS.md) on a real SeaweedFS that enforces the IAM policies of
-docs/policies/ exactly as written there (the ``roles`` fixture, tests/fixtures/roles.py).
+"""Two roles, two credentials, and the read-only serve role (docs/CREDENTIALS.md), on a real SeaweedFS that
+enforces the IAM policies of docs/policies/ exactly as written there (the ``roles`` fixture,
+tests/fixtures/roles.py).
 
 Every request goes through a recording proxy (tests/faultproxy.py), so that "jdr never tries to delete run
 data with the backup role" is checked on the wire, not inferred from a success: the server would refuse
@@ -182,3 +183,58 @@ def test_an_abort_the_store_refuses_is_left_to_prune(roles: Roles, caplog: pytes
     roles.proxy.clear()
     assert store(roles.prune).cleanup_incomplete(datetime.now(UTC) + timedelta(minutes=1)) == 1
     assert store(roles.prune).incomplete_uploads() == []
+
+
+def test_the_serve_role_reads_what_jdr_serve_shows_and_the_server_refuses_every_write(
+        roles: Roles, sb: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``jdr serve`` with the read-only serve role (docs/policies/serve-role.json): every read path of the
+    service works — list the runs (and the catalog built from them, a local file), read the manifest and
+    the index, read an archive whole (downloads) and by ranged reads — with no request the server refuses
+    and no write at all on the wire; every write or delete the key might be used for is refused by the
+    server, locks included. (The audit log and rate limits are the service's own: a local file and memory.)"""
+    from dr.serve.app import build_context
+    from dr.serve.audit import AuditRecord
+    from dr.settings import load_settings
+
+    notebook = sb.home("bob") / "notebooks" / "work.ipynb"
+    notebook.write_text(json.dumps(NOTEBOOK))
+    run = sb.jdr_json("backup")["run"]
+    roles.proxy.clear()
+
+    audit = sb.root / "serve-audit.jsonl"
+    sb.write_config(serve={"audit_log": str(audit)})
+    env = {**sb.env, **roles.serve}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    ctx = build_context(load_settings(sb.config, env))
+    service = ctx.service
+    [uv] = service.volumes_of("bob")
+    assert uv.run == run
+    manifest, item = service.volume("bob", run, uv.server)
+    entries = service.entries(item)
+    wanted = [e for e in entries if e.path == b"notebooks/work.ipynb"]
+    got = {e.path: b"".join(chunks) for e, chunks in service.read_files(manifest, item, wanted)}
+    assert got == {b"notebooks/work.ipynb": notebook.read_bytes()}
+    fetch, size = service.repo.artifact_range(item.archive)
+    assert fetch(0, 4) == b"\x28\xb5\x2f\xfd" and len(fetch(size - 10, 10)) == 10  # zstd magic; the tail
+    ctx.audit.record(AuditRecord(action="download", actor="bob", user="bob", run=run, server=uv.server,
+                                 path="notebooks/work.ipynb", entry=1, outcome="ok"))
+    assert audit.read_text().count('"download"') == 1  # written beside the service, not in the repository
+
+    seen = roles.proxy.requests()
+    assert seen and {s.method for s in seen} <= {"GET", "HEAD"}, sorted({(s.method, s.path) for s in seen})
+    assert roles.refused() == [], [(s.method, s.path) for s in roles.refused()]
+    assert any(k.lower() == "range" for s in seen for k in s.headers)  # the ranged reads went out
+
+    before = roles.stored()
+    serve = roles.client(roles.serve)
+    for key in (f"{PREFIX}/runs/{run}.json", f"{PREFIX}/locks/serve.json", f"{PREFIX}/runs/new.json",
+                f"{PREFIX}/{item.archive.key}"):
+        for attempt in (lambda k: serve.put_object(Bucket=BUCKET, Key=k, Body=b"{}"),
+                        lambda k: serve.delete_object(Bucket=BUCKET, Key=k)):
+            with pytest.raises(ClientError) as e:
+                attempt(key)
+            assert e.value.response["Error"]["Code"] == "AccessDenied", (key, e.value.response)
+    batch = serve.delete_objects(Bucket=BUCKET, Delete={"Objects": [{"Key": k} for k in before]})
+    assert {e["Code"] for e in batch.get("Errors", [])} == {"AccessDenied"} and not batch.get("Deleted")
+    assert roles.stored() == before

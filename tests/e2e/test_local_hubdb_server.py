@@ -13,7 +13,11 @@ import nbformat
 import pytest
 
 from dr.hubdb.schema import head_revision
-from tests.fixtures.dbservers import HUB_PASSWORD, MariadbServer, PostgresServer
+from dr.hubdb.server import scratch_name
+from dr.model import new_run_id
+from dr.operations.drill_sweep import lock_operation
+from dr.util.timefmt import utcnow
+from tests.fixtures.dbservers import HUB_PASSWORD, HUB_USER, MariadbServer, PostgresServer
 from tests.fixtures.sandbox import Sandbox, describe
 
 Server = PostgresServer | MariadbServer
@@ -46,6 +50,16 @@ def configure(sb: Sandbox, server: Server, database: str, **extra: Any) -> None:
 
 
 
+def hub_sandbox(srv: Server, make_sandbox: Any, repo_url: str) -> tuple[Sandbox, str]:
+    """A sandbox whose hub database is a new one on ``srv`` (returned), its password in the environment."""
+    sb: Sandbox = make_sandbox(repo_url)
+    sb.env["HUB_DB_PASSWORD"] = HUB_PASSWORD
+    db = srv.hub_database()
+    for nb in sb.root.glob("home/*/notebooks/*.ipynb"):  # the drill validates notebooks; these are stubs
+        nbformat.write(nbformat.v4.new_notebook(), str(nb))
+    return sb, db
+
+
 @pytest.fixture(params=["postgresql", "mysql"])
 def server(request: pytest.FixtureRequest) -> tuple[str, Server]:
     name = "postgres_server" if request.param == "postgresql" else "mariadb_server"
@@ -56,11 +70,7 @@ def server(request: pytest.FixtureRequest) -> tuple[str, Server]:
 def test_backup_and_restore_hub_on_a_database_server(server: tuple[str, Server], make_sandbox: Any,
                                                      repo_url: str) -> None:
     kind, srv = server
-    sb: Sandbox = make_sandbox(repo_url)
-    sb.env["HUB_DB_PASSWORD"] = HUB_PASSWORD
-    db = srv.hub_database()
-    for nb in sb.root.glob("home/*/notebooks/*.ipynb"):  # the drill validates notebooks; these are stubs
-        nbformat.write(nbformat.v4.new_notebook(), str(nb))
+    sb, db = hub_sandbox(srv, make_sandbox, repo_url)
     key = sb.root / "k.key"
     sb.jdr_json("key", "generate", str(key))
     configure(sb, srv, db, encryption={"key_file": str(key)})
@@ -133,3 +143,49 @@ def test_unreachable_server_and_wrong_password_exit_2_and_write_nothing(postgres
     assert "cannot be reached" in proc.stderr and "deployment.hub_db_url" in proc.stderr
     assert HUB_PASSWORD not in proc.stdout + proc.stderr
     assert not sb.keys("runs/") and not sb.keys("data/")
+
+
+@pytest.mark.parametrize("repo_url", ["file"], indirect=True)
+def test_a_killed_drills_scratch_database_is_dropped_by_the_next_drill(server: tuple[str, Server],
+                                                                      make_sandbox: Any, repo_url: str) -> None:
+    """A drill killed between making its scratch database and dropping it leaves the database; the next
+    drill drops it (by the dead drill's lock) and says so, and leaves alone a running drill's (live lock),
+    a young one without a lock, and a name jdr does not make. An old one without a lock goes too."""
+    kind, srv = server
+    sb, db = hub_sandbox(srv, make_sandbox, repo_url)
+    configure(sb, srv, db, drill={"scratch": str(sb.root / "scratch")})
+    proc = sb.run_jdr("backup")
+    assert proc.returncode == 0, describe(proc)
+
+    def create(name: str) -> str:
+        owner = f" OWNER {HUB_USER}" if kind == "postgresql" else ""
+        srv.admin(f'CREATE DATABASE {quote(kind, name)}{owner}')
+        return name
+
+    running = new_run_id(utcnow())
+    kept = {create("jdr_drill_notours"), create(scratch_name(new_run_id(utcnow()))),  # young, no lock
+            create(scratch_name(running))}
+    before = set(list_databases(kind, srv))
+
+    sb.kill_at("drill-scratch-db", "drill")
+    dead = sorted(set(list_databases(kind, srv)) - before)
+    assert len(dead) == 1 and dead[0].startswith("jdr_drill_"), dead
+    old = create(scratch_name("20200101T000000Z-0a0b0c"))  # after: the killed drill swept too
+
+    with sb.repo().lock(lock_operation(running), exclusive=False):  # a drill that runs (this process)
+        drill = sb.run_jdr("--json", "drill")
+    assert drill.returncode == 0, describe(drill)
+    report = json.loads(drill.stdout)
+    removed = report["leftovers_removed"]
+    for name in (*dead, old):
+        assert any(f"/{name}" in where and where.startswith("database ") for where in removed), report
+    after = set(list_databases(kind, srv))
+    assert kept <= after and not {old, *dead} & after
+    assert after == before  # the new drill dropped its own too
+    assert HUB_PASSWORD not in drill.stdout + drill.stderr
+    for name in kept:
+        srv.admin(f"DROP DATABASE {quote(kind, name)}")
+
+
+def quote(kind: str, name: str) -> str:
+    return f'"{name}"' if kind == "postgresql" else f"`{name}`"

@@ -6,13 +6,19 @@ sees; the limits and the audit trail."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
 import re
+import stat
 import zipfile
 from pathlib import Path
 
+import pytest
+
+from dr.serve.app import build_context
+from dr.settings import load_settings
 from tests.fixtures.hub_server import NOTEBOOK_V1, NOTEBOOK_V2, SERVE_UIDS, ServeHub, xsrf_of
 from tests.serveutil import entry_id, entry_url, listing, run_url, start_restore, user_url, wait_job
 
@@ -61,7 +67,8 @@ def test_browse_preview_and_search_every_version(serve_hub: ServeHub) -> None:
     assert "owner" not in r4.text and "bob" not in r4.text
 
 
-def test_download_a_file_and_a_folder_as_zip(serve_hub: ServeHub) -> None:
+def test_download_a_file_and_a_folder_as_zip(serve_hub: ServeHub, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
     s = serve_hub.service_session("alice")
     old = serve_hub.runs[0]
     eid = entry_id(s, serve_hub, "alice", old, "thesis.ipynb")
@@ -71,10 +78,25 @@ def test_download_a_file_and_a_folder_as_zip(serve_hub: ServeHub) -> None:
     folder = entry_id(s, serve_hub, "alice", old, "project")
     r = s.get(entry_url(serve_hub, "alice", old, folder, "download"), timeout=60)
     assert r.status_code == 200 and r.headers["Content-Type"] == "application/zip"
+    # The zip's size was known before its first byte (the browser's progress), and is exactly what came.
+    assert int(r.headers["Content-Length"]) == len(r.content)
+    # Every file's bytes are the index's (its SHA-256, read by jdr's own code); folders come as folders,
+    # links as links: the target is the entry's data, never what it points to (the server reads no
+    # /etc/passwd, whether the target is absolute or climbs out of the home).
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # the catalog this test's reader caches
+    ctx = build_context(load_settings(serve_hub.config, serve_hub.env))
+    _, item = ctx.service.volume("alice", old, "")
+    index = {e.path.decode(): e for e in ctx.service.entries(item)}
     with zipfile.ZipFile(io.BytesIO(r.content)) as z:
-        assert sorted(z.namelist()) == ["project/analysis.py", "project/data/table.csv"]
-        home = serve_hub.home("alice")
-        assert z.read("project/data/table.csv") == (home / "project/data/table.csv").read_bytes()
+        assert sorted(z.namelist()) == ["project/", "project/analysis.py", "project/data/",
+                                        "project/data/table.csv", "project/data/up-link", "project/passwd-link"]
+        for name in ("project/analysis.py", "project/data/table.csv"):
+            assert hashlib.sha256(z.read(name)).hexdigest() == index[name].sha256, name
+        links = {n: z.read(n) for n in ("project/passwd-link", "project/data/up-link")}
+        assert links == {"project/passwd-link": b"/etc/passwd", "project/data/up-link": b"../../../etc/passwd"}
+        assert all(stat.S_ISLNK(z.getinfo(n).external_attr >> 16) for n in links)
+        assert z.getinfo("project/data/").is_dir()
+    assert Path("/etc/passwd").read_bytes()[:64] not in r.content
     audit = [a for a in serve_hub.audit() if a["action"] == "download" and a["actor"] == "alice"]
     assert {(a["path"], a["outcome"], a["run"]) for a in audit} >= {("thesis.ipynb", "ok", old),
                                                                       ("project", "ok", old)}
@@ -93,6 +115,9 @@ def test_restore_yesterdays_notebook_into_restored_then_replace(serve_hub: Serve
     assert page.status_code == 200 and 'id="job"' in page.text
     job = wait_job(s, job_page)
     assert job["state"] == "done", job
+    # The job page shown after the end carries the notice itself (no script needed to see it).
+    assert re.search(r'id="notice" class="notice ok">Your restore of thesis.ipynb is complete', s.get(
+        job_page, timeout=30).text)
     target = Path(job["target"])
     assert target.parent == home / "restored" and re.fullmatch(r"\d{4}-\d\d-\d\d(-\d+)?", target.name)
     restored = target / "thesis.ipynb"

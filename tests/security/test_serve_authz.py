@@ -122,14 +122,17 @@ def test_entry_ids_and_runs_from_the_client_are_only_ids(serve_hub: ServeHub) ->
     for run in ("%2E%2E", "...", "latest", quote("../runs", safe=""), "20990101T000000Z-ffffff"):
         r = alice.get(user_url(serve_hub, "alice") + f"run/{run}/", allow_redirects=False, timeout=30)
         assert r.status_code == 404, (run, r.status_code)
-    # A folder's zip holds that folder's files only: no link is followed (project/passwd-link points
-    # at /etc/passwd), no name climbs out.
+    # A folder's zip holds that folder's entries only: no link is followed (project/passwd-link points
+    # at /etc/passwd, project/data/up-link at ../../../etc/passwd: both are in the zip as links, their
+    # targets as data), no name climbs out.
     r = alice.get(entry_url(serve_hub, "alice", old, entry_id(alice, serve_hub, "alice", old, "project"),
                             "download"), timeout=60)
     assert r.status_code == 200
     with zipfile.ZipFile(io.BytesIO(r.content)) as z:
         names = z.namelist()
-    assert sorted(names) == ["project/analysis.py", "project/data/table.csv"]
+    assert sorted(names) == ["project/", "project/analysis.py", "project/data/", "project/data/table.csv",
+                             "project/data/up-link", "project/passwd-link"]
+    assert all(n.startswith("project/") and ".." not in n.split("/") for n in names)
     assert b"root:" not in r.content
 
 

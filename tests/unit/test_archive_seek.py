@@ -3,6 +3,7 @@ index, and ranged extraction of chosen entries that reads only their frames."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import random
@@ -227,3 +228,53 @@ def test_plan_merges_adjacent_frames_into_one_run(tmp_path: Path) -> None:
     p = plan(entries, path_matcher(["notebooks"]), len(data))
     assert len(p.runs) == 1
     assert p.compressed_bytes < len(data)
+
+
+def _alter_header(data: bytes, entries: list[IndexEntry], name: str, field: slice,
+                  value: bytes) -> tuple[bytes, list[IndexEntry]]:
+    """The archive with one field of ``name``'s ustar header replaced, its tar checksum and its frame's
+    zstd checksum recomputed (so neither catches it), and the index's later frame offsets moved to fit."""
+    e = next(x for x in entries if x.name == name)
+    later = sorted({x.frame for x in entries if x.frame > e.frame})
+    end = later[0] if later else len(data)
+    plain = bytearray(zstandard.ZstdDecompressor().decompress(data[e.frame:end]))
+    at = e.frame_offset
+    while plain[at + 156:at + 157] == b"x":  # skip the pax extended header before the ustar one
+        size = int(plain[at + 124:at + 136].rstrip(b"\0 ").decode(), 8)
+        at += 512 + -(-size // 512) * 512
+    block = bytearray(plain[at:at + 512])
+    block[field] = value.ljust(field.stop - field.start, b"\0")
+    block[148:156] = b" " * 8
+    block[148:156] = b"%06o\0 " % sum(block)
+    plain[at:at + 512] = block
+    frame = zstandard.ZstdCompressor(level=3, write_checksum=True, write_content_size=True).compress(bytes(plain))
+    delta = len(frame) - (end - e.frame)
+    moved = [x if x.frame <= e.frame else dataclasses.replace(x, frame=x.frame + delta) for x in entries]
+    return data[:e.frame] + frame + data[end:], moved
+
+
+@pytest.mark.parametrize(("name", "field", "value", "what"), [
+    ("data/sym", slice(157, 257), b"/etc/shadow", "link"),
+    ("notebooks/n20.ipynb", slice(100, 108), b"0000777", "mode"),
+    ("notebooks/n20.ipynb", slice(108, 116), b"0000000", "uid"),
+    ("z-last.txt", slice(136, 148), b"00000000001", "mtime"),
+])
+def test_ranged_restore_refuses_a_header_that_differs_from_the_index(tmp_path: Path, name: str, field: slice,
+                                                                     value: bytes, what: str) -> None:
+    """The whole-artifact SHA-256 does not cover a ranged read: the MAC-covered index must catch an altered
+    header (one whose tar and zstd checksums were recomputed)."""
+    home = tmp_path / "home"
+    _tree(home)
+    if what == "uid" and os.stat(home).st_uid == 0:
+        os.chown(home / name, 1, 1)
+    if what == "mtime":  # whole seconds: no pax mtime record, which would take priority over the field
+        os.utime(home / name, ns=(10**18, 10**18))
+    data, entries = _archive(home)
+    altered, moved = _alter_header(data, entries, name, field, value)
+    dest, _ = _ranged(tmp_path, altered, moved, ["data/big.bin"])  # other frames still restore
+    assert (dest / "data" / "big.bin").read_bytes() == (home / "data" / "big.bin").read_bytes()
+    with pytest.raises(IntegrityError, match=rf"{name}.*does not match the index \({what}"):
+        _ranged(tmp_path, altered, moved, [name])
+    # the unaltered archive restores the same entry
+    dest, _ = _ranged(tmp_path, data, entries, [name])
+    assert os.path.lexists(dest / name)

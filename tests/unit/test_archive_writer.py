@@ -55,6 +55,25 @@ def test_fingerprint_is_stable_and_sensitive_to_every_listed_attribute(home: Pat
         assert fingerprint(home)[0] != first[0]
 
 
+def test_the_archive_walk_computes_the_listing_fingerprint(home: Path) -> None:
+    """A first backup takes its fingerprint from the walk that archives (no second listing): it must be
+    exactly :func:`fingerprint`'s, with every kind of entry, excludes, and entries the archive skips."""
+    os.symlink("clean.csv", home / "data" / "link")
+    os.link(home / "data" / "clean.csv", home / "data" / "hard")
+    os.mkfifo(home / "pipe")
+    with open(home / "sparse", "wb") as f:  # holes: the SEEK_DATA path
+        f.truncate(3 << 20)
+        f.seek(1 << 20)
+        f.write(b"data")
+    for excludes in ((), (".cache", "*.pyc")):
+        _, _, stats = _archive(home, excludes=excludes)
+        assert stats.fingerprint == fingerprint(home, excludes)[0]
+    before = stats.fingerprint
+    (home / "data" / "clean.csv").write_text("12\n")
+    _, _, stats = _archive(home, excludes=excludes)
+    assert stats.fingerprint == fingerprint(home, excludes)[0] != before
+
+
 def test_fingerprint_ignores_content_but_not_size(home: Path) -> None:
     target = home / "data" / "clean.csv"
     before = fingerprint(home)

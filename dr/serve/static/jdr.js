@@ -1,4 +1,4 @@
-// jdr serve: dates in the browser's time zone, the admin's user picker, restore progress.
+// jdr serve: dates in the browser's time zone, the admin's user picker, restore and download progress.
 // Loaded from the service itself (CSP script-src 'self'); no inline script anywhere.
 "use strict";
 (function () {
@@ -70,9 +70,78 @@
     poll();
   }
 
+  // Downloads with a progress bar in the page: the response (whose Content-Length the service always sends:
+  // a file's size, or a folder zip's exact size) is read as a stream, the bar follows the bytes, then the
+  // bytes are handed to the browser as a blob to save. Nothing here needs more than CSP's default-src 'self'
+  // (fetch to the service, a blob: link clicked). Bigger downloads than BLOB_LIMIT are not held in the
+  // page: the link goes to the browser's own download manager, which shows progress from Content-Length.
+  var BLOB_LIMIT = 1024 * 1024 * 1024;
+
+  function downloads() {
+    var box = document.getElementById("download-progress");
+    if (!box || !window.fetch || !window.ReadableStream || !window.Blob) return;
+    var bar = box.querySelector("progress"), pct = box.querySelector(".pct"), what = box.querySelector(".what");
+    var busy = false;
+    function show(got, total) {
+      bar.max = Math.max(total, 1);
+      bar.value = Math.min(got, bar.max);
+      pct.textContent = total ? Math.floor(got * 100 / total) + " %" : fmt(got);
+    }
+    function failed(name, why) {
+      what.textContent = "Download of " + name + " failed: " + why;
+      box.className = "download-progress failed";
+    }
+    document.querySelectorAll("a[data-download]").forEach(function (a) {
+      a.addEventListener("click", function (ev) {
+        if (busy || Number(a.getAttribute("data-bytes") || 0) > BLOB_LIMIT) return;
+        ev.preventDefault();
+        busy = true;
+        var name = a.getAttribute("data-name") || "download";
+        box.hidden = false;
+        box.className = "download-progress running";
+        what.textContent = "Downloading " + name + "…";
+        show(0, 1);
+        fetch(a.href, {credentials: "same-origin", headers: {"X-XSRFToken": xsrfToken()}}).then(function (r) {
+          if (!r.ok) {  // the service's error page says why (size or rate limit): show its message
+            return r.text().then(function (html) {
+              var msg = new DOMParser().parseFromString(html, "text/html").querySelector(".message");
+              failed(name, msg ? msg.textContent : "HTTP " + r.status);
+            });
+          }
+          var total = Number(r.headers.get("Content-Length") || 0), got = 0, parts = [];
+          var reader = r.body.getReader();
+          function pump() {
+            return reader.read().then(function (x) {
+              if (x.done) return;
+              parts.push(x.value);
+              got += x.value.length;
+              show(got, total);
+              return pump();
+            });
+          }
+          return pump().then(function () {
+            if (total && got !== total) throw new Error("the download was cut short");
+            var url = URL.createObjectURL(new Blob(parts, {type: r.headers.get("Content-Type") || ""}));
+            var save = document.createElement("a");
+            save.href = url;
+            save.download = name;
+            document.body.appendChild(save);
+            save.click();
+            save.remove();
+            setTimeout(function () { URL.revokeObjectURL(url); }, 60000);
+            what.textContent = "Downloaded " + name + " (" + fmt(got) + ").";
+            box.className = "download-progress ok";
+          });
+        }).catch(function (e) { failed(name, e.message || "the connection failed"); })
+          .then(function () { busy = false; });
+      });
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     localTimes();
     picker();
     watchJob();
+    downloads();
   });
 })();
