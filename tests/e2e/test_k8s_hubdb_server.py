@@ -142,7 +142,7 @@ def test_mover_tasks_dump_and_restore_a_real_postgresql_hub(postgres_server: Pos
                                  replace=True)
     assert "bob" in info_from_doc(done["info"]).users and "jdr_previous_" in done["previous"]
     # a drill: a scratch database, recognisably named, dropped after
-    scratch = scratch_name("2026-12-02T061500Z")
+    scratch = scratch_name("20261202T061500Z-a1b2c3")
     done = restore_server_hub_db(repo, artifact=artifact, url_text=no_password, scratch=scratch)
     assert done["dropped"] and info_from_doc(done["info"]).users == info.users
     assert postgres_server.admin(f"SELECT count(*) FROM pg_database WHERE datname = '{scratch}'") == "0"
@@ -172,7 +172,7 @@ def test_mover_tasks_dump_and_restore_a_real_mariadb_hub(mariadb_server: Mariadb
     assert restored.server("alice") is not None and restored.server("alice").pvc_name == "claim-alice"  # type: ignore[union-attr]
     with pytest.raises(UsageError, match="not empty"):
         restore_server_hub_db(repo, artifact=artifact, url_text=mariadb_server.url(empty, password=None))
-    scratch = scratch_name("2026-12-02T063500Z")
+    scratch = scratch_name("20261202T063500Z-a1b2c3")
     done = restore_server_hub_db(repo, artifact=artifact, url_text=mariadb_server.url(source, password=None),
                                  scratch=scratch)
     assert done["dropped"] and info_from_doc(done["info"]).users == info.users

@@ -27,6 +27,7 @@ from dr.deployments.kubernetes.api import SECRETS, Kube, KubeError
 from dr.deployments.kubernetes.objects import MoverSpec, Security, short_name
 from dr.deployments.kubernetes.storage_layout import values_from_secret
 from dr.errors import ConfigError, UsageError
+from dr.hubdb.server import scratch_name  # the drills' naming, shared with local drills and their sweep
 from dr.hubdb.url import DbUrl, from_z2jh_values, parse_db_url
 from dr.model import Artifact
 
@@ -149,6 +150,5 @@ def restore_spec(db: ServerDb, op: str, artifact: Artifact, security: Security, 
                      secret_env=secret_env(db))
 
 
-def scratch_name(drill: str) -> str:
-    """The scratch database of drill ``drill`` (recognisable, so that a crashed drill's is found)."""
-    return f"jdr_drill_{drill}".replace("-", "_").lower()
+__all__ = ["PASSWORD_ENV", "PASSWORD_KEY", "ServerDb", "capture_spec", "check_spec", "decide_server_db",
+           "discover_server_db", "restore_spec", "scratch_name", "secret_env"]
