@@ -212,6 +212,52 @@ def capture_hub_db(ctx: Context, run: str, path: Path, level: int, result_file: 
     _run_task(ctx, run, "hub", result_file, lambda repo: tasks.capture_hub_db(repo, run=run, path=path, level=level))
 
 
+@agent.command("capture-server-hub-db")
+@click.option("--run", required=True)
+@click.option("--url", "url_text", required=True,
+              help="The hub database's URL, without a password (it comes from $JDR_HUB_DB_PASSWORD).")
+@click.option("--level", type=int, default=3)
+@_result_option
+@pass_ctx
+def capture_server_hub_db(ctx: Context, run: str, url_text: str, level: int, result_file: Path) -> None:
+    """Dump the hub's PostgreSQL/MySQL database with its own tool into the repository (the hub keeps running)."""
+    from dr.deployments.kubernetes import hubdb_agent as tasks
+
+    _run_task(ctx, run, "hub", result_file,
+              lambda repo: tasks.capture_server_hub_db(repo, run=run, url_text=url_text, level=level))
+
+
+@agent.command("check-server-hub-db")
+@click.option("--run", required=True, help="Id of the restore operation.")
+@click.option("--url", "url_text", required=True, help="The hub database's URL, without a password.")
+@_result_option
+@pass_ctx
+def check_server_hub_db(ctx: Context, run: str, url_text: str, result_file: Path) -> None:
+    """Whether the hub's PostgreSQL/MySQL database is reachable and empty (before a restore stops the hub)."""
+    from dr.deployments.kubernetes import hubdb_agent as tasks
+
+    _run_task(ctx, run, "hub-check", result_file, lambda repo: tasks.check_server_hub_db(url_text=url_text))
+
+
+@agent.command("restore-server-hub-db")
+@click.option("--run", required=True, help="Id of the restore operation (or drill).")
+@click.option("--url", "url_text", required=True, help="The hub database's URL, without a password.")
+@click.option("--artifact-json", required=True, help="The run's hub DB artifact (JSON).")
+@click.option("--replace", is_flag=True, help="Set the database's current tables aside and restore.")
+@click.option("--scratch", default="", help="Restore into this new database, inspect it, drop it (drills).")
+@_result_option
+@pass_ctx
+def restore_server_hub_db(ctx: Context, run: str, url_text: str, artifact_json: str, replace: bool, scratch: str,
+                          result_file: Path) -> None:
+    """Load the run's dump into the hub's PostgreSQL/MySQL database (the hub stopped), or into a scratch one."""
+    from dr.deployments.kubernetes import hubdb_agent as tasks
+
+    artifact = Artifact.from_dict(_json_arg(artifact_json, "--artifact-json"))
+    _run_task(ctx, run, "hub-restore", result_file,
+              lambda repo: tasks.restore_server_hub_db(repo, artifact=artifact, url_text=url_text, replace=replace,
+                                                       scratch=scratch))
+
+
 @agent.command("restore-hub-db")
 @click.option("--run", required=True, help="Id of the restore operation.")
 @click.option("--artifact-json", required=True, help="The run's hub DB artifact (JSON).")

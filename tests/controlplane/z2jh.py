@@ -29,6 +29,7 @@ import sqlite3
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from dataclasses import dataclass, field
@@ -125,7 +126,7 @@ class NullProxy(Proxy):
 
 c.JupyterHub.proxy_class = NullProxy
 c.JupyterHub.cleanup_servers = False
-c.JupyterHub.db_url = "sqlite:///jupyterhub.sqlite"
+c.JupyterHub.db_url = SETTINGS.get("db_url") or "sqlite:///jupyterhub.sqlite"
 c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{SETTINGS['hub_port']}"
 c.JupyterHub.hub_connect_url = f"http://127.0.0.1:{SETTINGS['hub_port']}"
 c.JupyterHub.bind_url = f"http://127.0.0.1:{SETTINGS['proxy_port']}"
@@ -222,7 +223,8 @@ class Z2JHNamespace:
                  running=("alice",), users=DEFAULT_USERS, slug_scheme: str = "safe",
                  workdir: Path | None = None, start_hub: bool = True, timeout: float = 90,
                  pod_security: str | None = "restricted", static: dict | None = None,
-                 extra_volumes: dict[str, str] | None = None, hub_values: dict | None = None):
+                 extra_volumes: dict[str, str] | None = None, hub_values: dict | None = None,
+                 hub_db: dict | None = None):
         self.k = cluster
         # hub_values: chart values under `hub` an operator adds (hub.services, hub.loadRoles, as documented
         # in cronjobs/README.md), merged into the Secret's values.yaml as Helm merges values files; when
@@ -238,6 +240,10 @@ class Z2JHNamespace:
         # extra_volumes: {volume name: PVC name} mounted into every server at /mnt/<name> (made here).
         self.static = dict(static) if static else None
         self.extra_volumes = dict(extra_volumes or {})
+        # hub_db: {"type": "postgres"|"mysql", "url": SQLAlchemy URL without password, "password": ...}: the
+        # hub on a database server as z2jh configures it (hub.db.type/url in values.yaml, the password in the
+        # Secret's key hub.db.password, given to the hub as PGPASSWORD/MYSQL_PWD); no hub-db-dir PVC then.
+        self.hub_db = dict(hub_db) if hub_db else None
         self.home_dirs: dict[str, str] = {}  # user key -> subdirectory of the static PVC
         self.namespace = name or f"z2jh-{uuid.uuid4().hex[:6]}"
         self.release = release or "jupyterhub"
@@ -410,7 +416,8 @@ class Z2JHNamespace:
                 "services": {"jdr": {"apiToken": self.token}},
                 "loadRoles": {"jdr": {"services": ["jdr"], "scopes": ["admin:users", "admin:servers",
                                                                      "admin:server_state"]}},
-                "db": {"type": "sqlite-pvc", "pvc": {"storage": "1Gi", "accessModes": ["ReadWriteOnce"]}},
+                "db": ({"type": self.hub_db["type"], "url": self.hub_db["url"]} if self.hub_db else
+                       {"type": "sqlite-pvc", "pvc": {"storage": "1Gi", "accessModes": ["ReadWriteOnce"]}}),
             },
             "singleuser": {"storage": self._storage_values(), "uid": 1000, "fsGid": 100},
         }
@@ -434,6 +441,7 @@ class Z2JHNamespace:
             "hub.config.CryptKeeper.keys": self.crypt_key,
             "hub.services.jdr.apiToken": self.token,
             **(self._service_tokens() if self.hub_values else {}),
+            **({"hub.db.password": self.hub_db["password"]} if self.hub_db and self.hub_db.get("password") else {}),
         }
         self.k.core.create_namespaced_secret(self.namespace, {
             "metadata": {"name": self.hub_secret, "labels": self._labels("hub")}, "type": "Opaque",
@@ -447,6 +455,7 @@ class Z2JHNamespace:
             "singleuser": str(HERE / "singleuser.py"), "storage_class": self.k.storage_class,
             "static": self.static,
             "render_values": bool(self.hub_values),
+            "db_url": self.hub_db["url"] if self.hub_db else "",
             "extra_volumes": [{"name": n, "persistentVolumeClaim": {"claimName": c}}
                               for n, c in self.extra_volumes.items()],
             "extra_volume_mounts": [{"name": n, "mountPath": f"/mnt/{n}"} for n in self.extra_volumes],
@@ -465,7 +474,8 @@ class Z2JHNamespace:
                      "storageClassName": self.k.storage_class}})
 
     def _hub_db_pvc(self) -> None:
-        self._pvc(self.hub_db_pvc, self._labels("hub"))
+        if not self.hub_db:
+            self._pvc(self.hub_db_pvc, self._labels("hub"))
 
     def _shared_pvcs(self) -> None:
         """The static layout's shared PVC, each user's home a subdirectory of it; the extra volumes."""
@@ -524,14 +534,22 @@ class Z2JHNamespace:
                 {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
             os.chown(d / "work", 1000, 100)
 
+    def _hub_db_url(self) -> str:
+        """The SQLAlchemy URL of the hub DB as this process reaches it (with the password)."""
+        if not self.hub_db:
+            return f"sqlite:///{self.pvc_dir(self.hub_db_pvc) / 'jupyterhub.sqlite'}"
+        head, tail = self.hub_db["url"].split("://", 1)
+        user, rest = tail.split("@", 1)
+        return f"{head}://{user}:{urllib.parse.quote(self.hub_db['password'], safe='')}@{rest}"
+
     def _hub_db(self) -> None:
-        """Make the hub DB with JupyterHub's ORM, in the hub-db-dir volume, owned by uid 1000."""
-        self.k.wait_pvc_bound(self.namespace, self.hub_db_pvc)
-        d = self.pvc_dir(self.hub_db_pvc)
-        db = d / "jupyterhub.sqlite"
+        """Make the hub DB with JupyterHub's ORM, in the hub-db-dir volume, owned by uid 1000 (or in the
+        database server of ``hub_db``)."""
         from jupyterhub import orm
 
-        session = orm.new_session_factory(f"sqlite:///{db}")()
+        if not self.hub_db:
+            self.k.wait_pvc_bound(self.namespace, self.hub_db_pvc)
+        session = orm.new_session_factory(self._hub_db_url())()
         try:
             # the hub's own OAuth client row (made at first start-up) is needed for API tokens
             if not session.query(orm.OAuthClient).filter_by(identifier="jupyterhub").first():
@@ -554,6 +572,10 @@ class Z2JHNamespace:
                 session.commit()
         finally:
             session.close()
+        if self.hub_db:
+            return
+        d = self.pvc_dir(self.hub_db_pvc)
+        db = d / "jupyterhub.sqlite"
         for p in d.iterdir():
             os.chown(p, 1000, 1000)
         os.chown(d, 1000, 1000)
@@ -594,12 +616,15 @@ class Z2JHNamespace:
                 {"name": "CONFIGPROXY_AUTH_TOKEN", "valueFrom": {"secretKeyRef": {
                     "name": self.hub_secret, "key": "hub.config.ConfigurableHTTPProxy.auth_token"}}},
                 {"name": "PATH", "value": f"{venv_bin}:/usr/local/bin:/usr/bin:/bin"},
+                *([{"name": "PGPASSWORD" if self.hub_db["type"] == "postgres" else "MYSQL_PWD",
+                    "valueFrom": {"secretKeyRef": {"name": self.hub_secret, "key": "hub.db.password"}}}]
+                  if self.hub_db and self.hub_db.get("password") else []),
             ],
             "volumeMounts": [
                 {"name": "config", "mountPath": "/usr/local/etc/jupyterhub/jupyterhub_config.py",
                  "subPath": "jupyterhub_config.py"},
                 {"name": "secret", "mountPath": "/usr/local/etc/jupyterhub/secret/"},
-                {"name": "pvc", "mountPath": "/srv/jupyterhub"},
+                {"name": "pvc", "mountPath": "/srv/jupyterhub"},  # an emptyDir with hub_db
             ],
             "readinessProbe": {"httpGet": {"path": "/hub/health", "port": "http"}, "periodSeconds": 2},
         }
@@ -618,7 +643,8 @@ class Z2JHNamespace:
                         "volumes": [
                             {"name": "config", "configMap": {"name": self.hub_configmap}},
                             {"name": "secret", "secret": {"secretName": self.hub_secret}},
-                            {"name": "pvc", "persistentVolumeClaim": {"claimName": self.hub_db_pvc}},
+                            {"name": "pvc", "persistentVolumeClaim": {"claimName": self.hub_db_pvc}}
+                            if not self.hub_db else {"name": "pvc", "emptyDir": {}},
                         ],
                         "containers": [container],
                     },

@@ -43,6 +43,7 @@ from dr.deployments.kubernetes.static import StaticHomes
 from dr.deployments.kubernetes.storage_layout import StorageLayout, discover_layout
 from dr.errors import ConfigError, DeploymentError, UsageError
 from dr.hubdb.capture import inspect_database
+from dr.hubdb.dumps import check_dump
 from dr.hubdb.info import DbInfo
 from dr.model import Artifact, Manifest, Snapshot, VolumeItem, new_run_id, volume_key
 from dr.repository.artifacts import drain
@@ -76,6 +77,7 @@ class KubernetesDeployment:
         self._layout: StorageLayout | None = None
         self._hub_ops: HubOps | None = None
         self._hub_stopped = False
+        self._replace_hub_db = False  # decided by prepare_hub_restore (--replace-hub-db), for a server hub DB
         self._users_without_volume: list[str] = []
         self.repo: Repository | None = None  # bound by capture_hub_database (and usable by hub_database)
         self.stats: dict[str, int] = {"movers": 0, "reused_inactive": 0, "snapshots": 0}  # see count()
@@ -109,7 +111,7 @@ class KubernetesDeployment:
 
     def hub(self, refresh: bool = False) -> Hub:
         if self._hub is None or refresh:
-            self._hub = find_hub(self.kube, self.k)
+            self._hub = find_hub(self.kube, self.k, self.settings.deployment.hub_db_url)
         return self._hub
 
     def layout(self, refresh: bool = False) -> StorageLayout:
@@ -161,7 +163,8 @@ class KubernetesDeployment:
         return {"kind": self.kind, "namespace": self.namespace,
                 "hub": {"deployment": hub.deployment, "db_claim": hub.db_claim, "db_path": hub.db_path,
                         "secret": hub.secret, "image": hub.image, "uid": hub.uid, "gid": hub.gid,
-                        "db_pvc": hub.db_pvc},
+                        "db_pvc": hub.db_pvc,
+                        **({"db": hub.server_db.describe()} if hub.server_db else {})},
                 "storage": self.layout().describe(),
                 "users_without_volume": list(self._users_without_volume)}
 
@@ -180,13 +183,16 @@ class KubernetesDeployment:
         if keep:
             self.sweep_leftovers(repo, run)
         hub = self.hub(refresh=True)
-        result = self.hub_ops.capture(hub, repo, run, level)
+        server_info: DbInfo | None = None
+        if hub.server_db is not None:
+            artifact, server_info = self.hub_ops.capture_server(hub, repo, run, level)
+        else:
+            artifact = Artifact.from_dict(self.hub_ops.capture(hub, repo, run, level)["artifact"])
         self.count("movers")
-        artifact = Artifact.from_dict(result["artifact"])
         try:
             with tempfile.TemporaryDirectory(prefix="jdr-hubdb-") as tmp:
-                db_file = Path(tmp) / "jupyterhub.sqlite"
-                info = _download_db(repo, artifact, db_file)
+                db_file = Path(tmp) / ("jupyterhub.sqlite" if server_info is None else "jupyterhub.dump")
+                info = _download_db(repo, artifact, db_file, server_info)
                 yield CapturedHub(db_file=db_file, info=info, artifact=artifact if keep else None)
         finally:
             if not keep:
@@ -224,6 +230,22 @@ class KubernetesDeployment:
         raise DeploymentError("on Kubernetes the hub database is restored from its artifact by a mover",
                               hint="use restore_hub_database_from(repo, manifest)")
 
+    def prepare_hub_restore(self, info: DbInfo, *, replace: bool = False) -> None:
+        """Refuse, before the hub is stopped, a run whose hub database this hub cannot take (an SQLite file
+        for a hub on PostgreSQL, a dump of another database kind …), and, without ``replace``, a server
+        database that holds tables (a check mover: the hub keeps running; the restore mover checks again)."""
+        db = self.hub(refresh=True).server_db
+        mine = db.dump_format if db is not None else "sqlite"
+        if info.dump_format != mine:
+            raise UsageError(f"the run's hub database is {info.kind} ({info.dump_format}); this hub's is "
+                             f"{db.url.kind if db else 'an SQLite file on a PVC'}",
+                             hint="restore into a hub of the same kind (hub.db.type), or set deployment.hub_db_url")
+        if db is not None and not replace and not self.hub_ops.check_server_empty(self.hub(), new_run_id(utcnow())):
+            raise UsageError(f"the hub database {db.url_text()} is not empty; nothing was restored (the hub keeps "
+                             "running)", hint="restore into an empty database, or pass --replace-hub-db to set "
+                                              "its current tables aside")
+        self._replace_hub_db = replace
+
     def restore_hub_database_from(self, repo: Repository, manifest: Manifest) -> str:
         """Write the run's hub DB into the hub's volume (the hub stopped); returns where the old one is."""
         if manifest.hub is None or manifest.hub.db is None:
@@ -237,7 +259,12 @@ class KubernetesDeployment:
             log.warning("the hub database comes from namespace %s and is restored into %s: KubeSpawner will "
                         "start the servers of users who ever had one in %s; restore into a namespace of the "
                         "same name for a working hub", old_ns, self.namespace, old_ns)
-        result = self.hub_ops.restore_db(self.hub(), repo, manifest.hub.db, op, recorded)
+        hub = self.hub()
+        if hub.server_db is not None:
+            result = self.hub_ops.restore_server(hub, repo, manifest.hub.db, op, users=manifest.hub.users,
+                                                 replace=self._replace_hub_db)
+            return str(result.get("previous") or "")
+        result = self.hub_ops.restore_db(hub, repo, manifest.hub.db, op, recorded)
         return str(result.get("previous") or "")
 
     def restore_hub_secret(self, data: bytes) -> None:
@@ -369,7 +396,9 @@ def extra_volumes(kube: Kube, layout: StorageLayout, volumes: list[Volume], runn
     return found
 
 
-def _download_db(repo: Repository, artifact: Artifact, dest: Path) -> DbInfo:
+def _download_db(repo: Repository, artifact: Artifact, dest: Path, server_info: DbInfo | None = None) -> DbInfo:
+    """Download the hub DB artifact to ``dest``; an SQLite file is inspected, a server dump checked and
+    described by what its mover reported (``server_info``)."""
     import zstandard
 
     with repo.open_artifact(artifact) as src, open(dest, "wb") as out:
@@ -377,6 +406,9 @@ def _download_db(repo: Repository, artifact: Artifact, dest: Path) -> DbInfo:
         while chunk := reader.read(1 << 20):
             out.write(chunk)
         drain(src)
+    if server_info is not None:
+        check_dump(dest, server_info.dump_format)
+        return server_info
     return inspect_database(dest)
 
 

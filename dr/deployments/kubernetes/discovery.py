@@ -16,6 +16,7 @@ from typing import Any
 
 from dr.deployments.base import Volume
 from dr.deployments.kubernetes.api import DEPLOYMENTS, PVCS, SECRETS, Kube, Obj
+from dr.deployments.kubernetes.hubdb_server import ServerDb, discover_server_db
 from dr.deployments.kubernetes.objects import SERVERNAME_ANNOTATION, USERNAME_ANNOTATION, pvc_record
 from dr.errors import UsageError
 from dr.hubdb.info import DbInfo
@@ -43,14 +44,16 @@ class Hub:
     fs_group: int | None = HUB_UID
     image: str = ""
     db_pvc: dict[str, Any] = field(default_factory=dict)  # pvc_record of the DB claim
+    server_db: ServerDb | None = None  # hub.db.type postgres/mysql: no DB claim, the database server instead
 
     @property
     def db_dir(self) -> str:
         return posixpath.dirname(self.db_path)
 
 
-def find_hub(kube: Kube, settings: KubernetesSettings) -> Hub:
-    """The hub Deployment by ``hub_selector`` (and release), with its DB claim and Secret.
+def find_hub(kube: Kube, settings: KubernetesSettings, db_url: str = "") -> Hub:
+    """The hub Deployment by ``hub_selector`` (and release), with its DB claim (SQLite) or database server
+    (``hub.db`` in the hub Secret, or ``db_url``: the setting ``deployment.hub_db_url``) and Secret.
 
     Raises UsageError when several hub Deployments match, or when the hub keeps its database elsewhere
     than in an SQLite file on a PVC. Returns a Hub with ``deployment=""`` when none exists (a namespace
@@ -66,12 +69,13 @@ def find_hub(kube: Kube, settings: KubernetesSettings) -> Hub:
                          hint="set deployment.kubernetes.release (or hub_selector) to pick one")
     if not found:
         # Names then come from the settings, else (restores) from what the run recorded.
-        return Hub(deployment="", db_claim=settings.hub_db_claim, db_path=settings.hub_db_path,
-                   secret=settings.hub_secret)
-    return hub_from_deployment(found[0], settings, kube)
+        server_db = discover_server_db(kube, settings.hub_secret, db_url)
+        return Hub(deployment="", db_claim="" if server_db else settings.hub_db_claim, db_path=settings.hub_db_path,
+                   secret=settings.hub_secret, server_db=server_db)
+    return hub_from_deployment(found[0], settings, kube, db_url)
 
 
-def hub_from_deployment(dep: Obj, settings: KubernetesSettings, kube: Kube | None = None) -> Hub:
+def hub_from_deployment(dep: Obj, settings: KubernetesSettings, kube: Kube | None = None, db_url: str = "") -> Hub:
     name = dep["metadata"]["name"]
     spec = dep.get("spec") or {}
     tpl = (spec.get("template") or {}).get("spec") or {}
@@ -82,8 +86,10 @@ def hub_from_deployment(dep: Obj, settings: KubernetesSettings, kube: Kube | Non
                                                for m in c.get("volumeMounts") or [])),
                  containers[0] if containers else {})
     volumes = {v["name"]: v for v in tpl.get("volumes") or []}
-    claim = settings.hub_db_claim
-    if not claim:
+    secret = settings.hub_secret or _secret_name(name, hub_c, volumes)
+    server_db = discover_server_db(kube, secret, db_url) if kube is not None else None
+    claim = "" if server_db else settings.hub_db_claim
+    if not claim and not server_db:
         mount = next((m for m in hub_c.get("volumeMounts") or [] if m.get("mountPath", "").rstrip("/") == db_dir),
                      None)
         vol = volumes.get(mount["name"]) if mount else None
@@ -92,20 +98,19 @@ def hub_from_deployment(dep: Obj, settings: KubernetesSettings, kube: Kube | Non
                              "database is an SQLite file on a PVC (z2jh hub.db.type: sqlite-pvc)",
                              hint="set deployment.kubernetes.hub_db_claim and hub_db_path if it lives elsewhere")
         claim = vol["persistentVolumeClaim"]["claimName"]
-    secret = settings.hub_secret or _secret_name(name, hub_c, volumes)
     psc = tpl.get("securityContext") or {}
     csc = hub_c.get("securityContext") or {}
     uid = int(csc.get("runAsUser", psc.get("runAsUser", HUB_UID)))
     gid = int(csc.get("runAsGroup", psc.get("runAsGroup", uid)))
     fs_group = psc.get("fsGroup")
     db_pvc: dict[str, Any] = {}
-    if kube is not None:
+    if kube is not None and claim:
         pvc = kube.get_or_none(PVCS, claim)
         db_pvc = pvc_record(pvc) if pvc else {}
     return Hub(deployment=name, pod_selector=",".join(f"{k}={v}" for k, v in sorted(labels.items())),
                replicas=int(spec.get("replicas", 1) or 0), db_claim=claim, db_path=settings.hub_db_path,
                secret=secret, uid=uid, gid=gid, fs_group=int(fs_group) if fs_group is not None else gid,
-               image=str(hub_c.get("image", "")), db_pvc=db_pvc)
+               image=str(hub_c.get("image", "")), db_pvc=db_pvc, server_db=server_db)
 
 
 def _secret_name(deployment: str, container: Obj, volumes: dict[str, Obj]) -> str:

@@ -14,7 +14,8 @@ RoleBindings. :class:`KubernetesDrillTarget` implements :class:`dr.deployments.d
   credentials and the age identity): a pod can only read Secrets of its own namespace.
 - ``restore_hub_db``: the hub database is downloaded by the drill process itself and checked there
   (integrity, schema, users), as on ``local``: no hub is started in the scratch namespace (KubeSpawner
-  would spawn into the namespace its state names, i.e. production).
+  would spawn into the namespace its state names, i.e. production). A PostgreSQL/MySQL dump is restored
+  into a scratch database on the hub's own database server and dropped after (:mod:`.hubdb_drill`).
 - ``restore_volume`` creates a PVC in the scratch namespace shaped like the recorded one (size, access
   modes; class ``drill_storage_class``, else as recorded, else ``storage_class``, else the cluster default)
   and runs the adapter's restore mover into it, as the volume's owner (every file's size and SHA-256 checked
@@ -265,7 +266,12 @@ class KubernetesDrillTarget:
     def restore_hub_db(self, fetch: Callable[[Path], DbInfo]) -> DbInfo:
         """Download and check the hub database in the drill process (why not in a PVC: the module doc)."""
         self._tmp = Path(tempfile.mkdtemp(prefix="jdr-drill-hubdb-"))
-        return fetch(self._tmp / "jupyterhub.sqlite")
+        info = fetch(self._tmp / "jupyterhub.sqlite")
+        if info.dump_format == "sqlite":
+            return info
+        from dr.deployments.kubernetes.hubdb_drill import drill_server_db
+
+        return drill_server_db(self.kube, self.settings, self._tmp / "jupyterhub.sqlite", info, self.drill)
 
     def restore_volume(self, repo: Repository, item: VolumeItem) -> RestoredVolume:
         ns = self._ns()

@@ -20,7 +20,9 @@ from typing import Any
 
 from dr.deployments.kubernetes.api import DEPLOYMENTS, PVCS, SECRETS, Kube, KubeConflict, KubeNotFound
 from dr.deployments.kubernetes.discovery import Hub
-from dr.deployments.kubernetes.mover import Movers, PodCache
+from dr.deployments.kubernetes.hubdb_agent import info_from_doc
+from dr.deployments.kubernetes.hubdb_server import ServerDb, capture_spec, check_spec, restore_spec
+from dr.deployments.kubernetes.mover import MoverFailed, Movers, PodCache
 from dr.deployments.kubernetes.objects import (
     Mount,
     MoverSpec,
@@ -31,7 +33,8 @@ from dr.deployments.kubernetes.objects import (
     secret_record,
     short_name,
 )
-from dr.errors import DeploymentError, UsageError
+from dr.errors import DeploymentError, IntegrityError, UsageError
+from dr.hubdb.info import DbInfo
 from dr.model import Artifact
 from dr.repository.repository import Repository
 from dr.util.timefmt import utcnow
@@ -80,6 +83,43 @@ class HubOps:
                          mounts=(Mount(hub.db_claim, hub.db_dir, read_only=False),), security=hub_security(hub),
                          node_name=self.cache.node_of(hub.db_claim))
         return self.movers.run(spec, repo)
+
+    def capture_server(self, hub: Hub, repo: Repository, run: str, level: int) -> tuple[Artifact, DbInfo]:
+        """Dump a PostgreSQL/MySQL hub database from a mover pod into ``repo`` (:mod:`.hubdb_server`)."""
+        assert hub.server_db is not None
+        result = self._run_server(capture_spec(hub.server_db, run, level, hub_security(hub)), repo, hub.server_db)
+        return Artifact.from_dict(result["artifact"]), info_from_doc(result["info"])
+
+    def check_server_empty(self, hub: Hub, op: str) -> bool:
+        """Whether the hub's database server is reachable (else UsageError) and its database empty."""
+        assert hub.server_db is not None
+        return bool(self._run_server(check_spec(hub.server_db, op, hub_security(hub)), None, hub.server_db)["empty"])
+
+    def restore_server(self, hub: Hub, repo: Repository, artifact: Artifact, op: str, *, users: tuple[str, ...],
+                       replace: bool = False, scratch: str = "") -> dict[str, Any]:
+        """Load a run's dump into the hub's database server from a mover pod (``scratch``: into a new database,
+        dropped after); then the checks of an SQLite restore: healthy, and the users the run recorded.
+        Returns the mover's result with ``info`` as a DbInfo."""
+        assert hub.server_db is not None
+        spec = restore_spec(hub.server_db, op, artifact, hub_security(hub), replace=replace, scratch=scratch)
+        result = self._run_server(spec, repo, hub.server_db)
+        info = info_from_doc(result["info"])
+        if info.integrity != "ok":
+            raise IntegrityError(f"the restored hub database failed its check: {info.integrity}")
+        if sorted(info.users) != sorted(users):
+            raise IntegrityError(f"the restored hub database has {len(info.users)} users; the run recorded "
+                                 f"{len(users)}", hint="the dump does not match the run's manifest: restore "
+                                                       "another run")
+        return {**result, "info": info}
+
+    def _run_server(self, spec: Any, repo: Repository | None, db: ServerDb) -> dict[str, Any]:
+        try:
+            return self.movers.run(spec, repo)
+        except MoverFailed as e:  # the database's own refusals keep their exit code 2 (a setting to fix)
+            if e.kind in ("UsageError", "ConfigError", "UnreachableDatabase", "LoginRefused"):
+                raise UsageError(e.message, hint=e.hint or f"the hub database is {db.url.redacted()} "
+                                                            f"({db.origin})") from e
+            raise
 
     # --- stop / start ----------------------------------------------------------------------------
 

@@ -240,6 +240,8 @@ class MoverSpec:
     node_name: str = ""
     annotations: dict[str, str] = field(default_factory=dict)
     decrypts: bool = False  # reads artifacts back: gets the age identity (else only public recipients)
+    # (env name, Secret, key): values the pod gets through ``secretKeyRef`` only (a hub database password)
+    secret_env: tuple[tuple[str, str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -361,6 +363,8 @@ def _env(spec: MoverSpec, cfg: MoverConfig) -> list[Obj]:
                                                                         "key": cfg.key_env}}})
     elif cfg.recipients:
         env.append({"name": "JDR_AGENT_RECIPIENTS", "value": ",".join(cfg.recipients)})
+    env += [{"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+            for name, secret, key in spec.secret_env]
     return env
 
 

@@ -1,0 +1,136 @@
+"""A z2jh hub on PostgreSQL on the test control plane (``hub.db.type: postgres``, ``hub.db.url`` in the hub
+Secret's values.yaml, the password in its key ``hub.db.password``, given to the real JupyterHub as
+``PGPASSWORD``): no hub-db-dir PVC, the hub's database on a real PostgreSQL 15 server
+(tests/fixtures/dbservers.py, on 127.0.0.1, which the node agent's pods share).
+
+One scenario: backup (the dump made by a mover pod with pg_dump; server version and alembic revision in the
+manifest), an incremental backup, restore one user, restore the hub (a dropped table comes back, users
+checked; ``--replace-hub-db`` keeps the replaced tables aside), restore everything, a drill (a scratch
+database on the same server, dropped after); and the password nowhere: not in the mover pods' specs (only
+a ``secretKeyRef``), jdr's output and logs, or the repository's manifests.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from tests.fixtures.dbservers import HUB_PASSWORD, HUB_USER, PostgresServer
+from tests.k8s.conftest import jdr_objects
+from tests.k8s.test_drill_k8s import drill, drill_ns  # noqa: F401 (a fixture)
+from tests.k8s.test_mover_security import MoverSpy
+
+pytestmark = [pytest.mark.k8s, pytest.mark.s3]
+
+USERS = ({"name": "alice"}, {"name": "bob"})
+
+
+def tables(pg: PostgresServer, db: str) -> set[str]:
+    return set(pg.admin("SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'",
+                        db).split())
+
+
+def test_postgres_hub_backup_incremental_restore_and_drill(k8s_cluster, z2jh_namespace, jdr_k8s, drill_ns,  # noqa: F811
+                                                           postgres_server: PostgresServer):
+    t0 = time.monotonic()
+    pg = postgres_server
+    db = pg.new_database()
+    ns = z2jh_namespace(users=USERS, running=("alice",),
+                        hub_db={"type": "postgres", "url": f"postgresql+psycopg2://{HUB_USER}@127.0.0.1:{pg.port}/{db}",
+                                "password": HUB_PASSWORD})
+    assert {"api_tokens", "users", "spawners"} <= tables(pg, db)
+    assert not k8s_cluster.core.list_namespaced_persistent_volume_claim(
+        ns.namespace, field_selector=f"metadata.name={ns.hub_db_pvc}").items  # no hub-db-dir: the DB is on PG
+    ns.write_file(ns.users["alice"].pvc_name, "work/a.txt", "alice's work\n")
+    spy = MoverSpy(k8s_cluster, ns.namespace)
+    jdr = jdr_k8s(ns.namespace, hub=ns, kubernetes={"drill_namespace": drill_ns})
+    outputs: list[str] = []
+
+    def run(*args: str) -> dict:
+        res = jdr.run("--json", *args)
+        outputs.append(res.stdout + res.stderr)
+        return json.loads(res.stdout)
+
+    t1 = time.monotonic()
+    first = run("backup")
+    t2 = time.monotonic()
+    assert first["status"] == "complete", first
+    hub = first["manifest"]["hub"]
+    assert hub["db_kind"] == "postgresql" and hub["dump_format"] == "pg_dump-custom"
+    assert hub["server_version"].startswith("15") and hub["alembic_revision"]
+    assert sorted(hub["users"]) == ["alice", "bob"]
+    assert hub["db"]["key"].endswith("/hub/jupyterhub.pgdump.zst")
+    recorded = first["manifest"]["deployment"]["hub"]["db"]
+    assert recorded["kind"] == "postgresql" and recorded["password_secret"] == ns.hub_secret
+    assert recorded["origin"] == "the hub Secret's values.yaml"
+    assert {i["user"] for i in first["manifest"]["volumes"]} == {"alice", "bob"}  # mapped through the dump's state
+
+    second = run("backup")
+    t3 = time.monotonic()
+    assert second["status"] == "complete", second
+    bob = next(i for i in second["manifest"]["volumes"] if i["user"] == "bob")
+    assert bob["reused_from"] == first["run"]  # inactive: referenced without a mover
+
+    # restore one user
+    ns.write_file(ns.users["alice"].pvc_name, "work/a.txt", "damaged")
+    assert run("restore", "--user", "alice", "--yes")["status"] == "done"
+    assert ns.read_file(ns.users["alice"].pvc_name, "work/a.txt") == b"alice's work\n"
+    t4 = time.monotonic()
+
+    # restore the hub: a database with tables is refused without --replace-hub-db before the hub is stopped
+    alice_token = ns.users["alice"].token
+    assert ns.api("GET", "/user", token=alice_token)[0] == 200
+    hub_pod = ns.hub_pod().metadata.uid
+    pg.admin("DROP TABLE api_tokens CASCADE", db)
+    refused = jdr.run("--json", "restore", "--hub", "--yes", check=False)
+    outputs.append(refused.stdout + refused.stderr)
+    assert refused.code == 2, refused.stderr[-3000:]
+    assert "--replace-hub-db" in refused.stdout + refused.stderr
+    assert not pg.admin("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'jdr_previous_%'", db)
+    assert ns.hub_pod().metadata.uid == hub_pod  # never stopped
+    assert "api_tokens" not in tables(pg, db)
+    res = run("restore", "--hub", "--replace-hub-db", "--yes")
+    assert res["status"] == "done", res
+    kept = pg.admin("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'jdr_previous_%'", db).split()
+    assert len(kept) == 1  # the replaced tables, set aside
+    ns.wait_hub_ready()
+    assert ns.api("GET", "/user", token=alice_token)[0] == 200  # the dropped table came back, with its rows
+    status, body = ns.api("GET", "/users")
+    assert status == 200 and sorted(u["name"] for u in body) == ["alice", "bob"]
+    t5 = time.monotonic()
+
+    # restore everything (the hub again, replacing; every home)
+    ns.write_file(ns.users["bob"].pvc_name, "README.md", "damaged")
+    res = run("restore", "--all", "--replace-hub-db", "--yes")
+    assert res["status"] == "done", res
+    assert b"home of bob" in ns.read_file(ns.users["bob"].pvc_name, "README.md")
+    ns.wait_hub_ready()
+    t6 = time.monotonic()
+
+    # a drill: a scratch database on the same server, gone after
+    rc, doc, err = drill(jdr)
+    outputs.append(json.dumps(doc) + err)
+    assert rc == 0 and doc["ok"], (doc.get("failures"), err[-4000:])
+    assert sorted(doc["users"]["db"]) == ["alice", "bob"]
+    assert pg.admin("SELECT count(*) FROM pg_database WHERE datname LIKE 'jdr_drill_%'") == "0"
+    t7 = time.monotonic()
+
+    # the password: only ever a secretKeyRef in the movers' pod specs, never in output, logs or manifests
+    spy.stop()
+    dumps = spy.by_purpose("hub-capture") + spy.by_purpose("hub-restore")
+    assert len(dumps) >= 4, [p.metadata.name for p in spy.pods]
+    for pod in dumps:
+        env = {e.name: e for e in pod.spec.containers[0].env or []}
+        ref = env["JDR_HUB_DB_PASSWORD"].value_from.secret_key_ref
+        assert (ref.name, ref.key) == (ns.hub_secret, "hub.db.password") and env["JDR_HUB_DB_PASSWORD"].value is None
+        assert HUB_PASSWORD not in json.dumps(k8s_cluster.api.sanitize_for_serialization(pod))
+    for text in outputs:
+        assert HUB_PASSWORD not in text
+    repo = jdr.repo()
+    for run_id in repo.run_ids():
+        assert HUB_PASSWORD not in json.dumps(repo.load_manifest(run_id).to_dict())
+    assert jdr_objects(k8s_cluster, ns.namespace) == {"pods": [], "pvcs": [], "snapshots": []}
+    print(f"\nnamespace {t1 - t0:.1f}s, backup {t2 - t1:.1f}s, incremental {t3 - t2:.1f}s, restore alice "
+          f"{t4 - t3:.1f}s, restore hub {t5 - t4:.1f}s, restore all {t6 - t5:.1f}s, drill {t7 - t6:.1f}s")
