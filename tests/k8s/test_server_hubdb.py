@@ -109,10 +109,13 @@ def test_postgres_hub_backup_incremental_restore_and_drill(k8s_cluster, z2jh_nam
     ns.wait_hub_ready()
     t6 = time.monotonic()
 
-    # a drill: a scratch database on the same server, gone after
+    # a drill: a scratch database on the same server, gone after; and the one an earlier drill left when it
+    # was killed (no lock, started long ago) is swept first, as on a local hub (dr/operations/drill_sweep.py)
+    pg.admin(f"CREATE DATABASE jdr_drill_20260101t000000z_0a0b0c OWNER {HUB_USER}")
     rc, doc, err = drill(jdr)
     outputs.append(json.dumps(doc) + err)
     assert rc == 0 and doc["ok"], (doc.get("failures"), err[-4000:])
+    assert any("jdr_drill_20260101t000000z_0a0b0c" in w for w in doc["leftovers_removed"]), doc["leftovers_removed"]
     assert sorted(doc["users"]["db"]) == ["alice", "bob"]
     assert pg.admin("SELECT count(*) FROM pg_database WHERE datname LIKE 'jdr_drill_%'") == "0"
     t7 = time.monotonic()

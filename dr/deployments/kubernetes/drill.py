@@ -223,7 +223,23 @@ class KubernetesDrillTarget:
                                                       "started": ann.get(STARTED_ANNOTATION, ""),
                                                       "kept": ann.get(KEPT_ANNOTATION) == "true"})]
 
+    def scratch_databases(self) -> list[Leftover]:
+        """Scratch databases of earlier drills on the production hub's database server (none for an SQLite
+        hub); the drill's sweep decides by the repository's drill locks which to drop."""
+        from dr.deployments.kubernetes.hubdb_drill import production_server, scratch_leftovers
+
+        server = production_server(self.kube, self.settings)
+        return [] if server is None else scratch_leftovers(server, own=self.drill)
+
     def remove_leftover(self, leftover: Leftover) -> None:
+        if leftover.details.get("database"):
+            from dr.deployments.kubernetes.hubdb_drill import drop_scratch, production_server
+
+            server = production_server(self.kube, self.settings)
+            if server is None:
+                raise DeploymentError(f"{leftover.where}: the hub has no database server any more; not touching it")
+            drop_scratch(server, leftover)
+            return
         ns = str(leftover.details.get("namespace") or "")
         if ns != self.scratch:
             raise DeploymentError(f"namespace {ns} is not the drill namespace {self.scratch}; not touching it")
