@@ -127,6 +127,10 @@ class NullProxy(Proxy):
 c.JupyterHub.proxy_class = NullProxy
 c.JupyterHub.cleanup_servers = False
 c.JupyterHub.db_url = SETTINGS.get("db_url") or "sqlite:///jupyterhub.sqlite"
+if SETTINGS.get("db_url", "").startswith("mysql+pymysql") and os.environ.get("MYSQL_PWD"):
+    # The chart gives the password as MYSQL_PWD, which only libmysqlclient reads; PyMySQL (the hub image's
+    # MySQL driver) ignores it, so a z2jh hub on PyMySQL hands it over in hub.extraConfig, as here.
+    c.JupyterHub.db_kwargs = {"connect_args": {"password": os.environ["MYSQL_PWD"]}}
 c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{SETTINGS['hub_port']}"
 c.JupyterHub.hub_connect_url = f"http://127.0.0.1:{SETTINGS['hub_port']}"
 c.JupyterHub.bind_url = f"http://127.0.0.1:{SETTINGS['proxy_port']}"
