@@ -97,9 +97,9 @@ def _redact_raw(url: str) -> str:
 def from_z2jh_values(values: dict[str, object], password: str | None = None) -> DbUrl | None:
     """The hub database a z2jh release configures: its ``hub.db`` values (from the ``values.yaml`` key of
     the ``hub`` Secret z2jh renders) and the Secret's ``hub.db.password``. None for ``sqlite-pvc`` (the
-    default) and ``sqlite-memory``; a :class:`DbUrl` for ``postgres``/``mysql`` (z2jh passes the password
-    to the hub as ``PGPASSWORD``/``MYSQL_PWD``, not in ``hub.db.url``); ConfigError (exit 2, naming the
-    value) for a type or URL jdr cannot use."""
+    default) and ``sqlite-memory``; a :class:`DbUrl` for ``postgres``/``mysql`` (z2jh's jupyterhub_config.py
+    sets the password as ``PGPASSWORD``/``MYSQL_PWD`` in the hub's environment, not in ``hub.db.url``);
+    ConfigError (exit 2, naming the value) for a type or URL jdr cannot use."""
     hub = values.get("hub") if isinstance(values.get("hub"), dict) else {}
     db = hub.get("db") if isinstance(hub, dict) and isinstance(hub.get("db"), dict) else {}
     assert isinstance(db, dict)

@@ -127,9 +127,13 @@ class NullProxy(Proxy):
 c.JupyterHub.proxy_class = NullProxy
 c.JupyterHub.cleanup_servers = False
 c.JupyterHub.db_url = SETTINGS.get("db_url") or "sqlite:///jupyterhub.sqlite"
-if SETTINGS.get("db_url", "").startswith("mysql+pymysql") and os.environ.get("MYSQL_PWD"):
-    # The chart gives the password as MYSQL_PWD, which only libmysqlclient reads; PyMySQL (the hub image's
-    # MySQL driver) ignores it, so a z2jh hub on PyMySQL hands it over in hub.extraConfig, as here.
+# as the chart's jupyterhub_config.py (since z2jh 1.0): hub.db.password from the mounted Secret into the
+# environment the database client reads
+if (SECRET / "hub.db.password").exists():
+    os.environ["MYSQL_PWD" if SETTINGS["db_type"] == "mysql" else "PGPASSWORD"] = secret("hub.db.password")
+if SETTINGS["db_type"] == "mysql" and os.environ.get("MYSQL_PWD"):
+    # only libmysqlclient reads MYSQL_PWD; PyMySQL (the MySQL driver in z2jh's hub image) ignores it, so a
+    # z2jh hub on PyMySQL hands it over in hub.extraConfig, as here (jdr's refusal hint says so)
     c.JupyterHub.db_kwargs = {"connect_args": {"password": os.environ["MYSQL_PWD"]}}
 c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{SETTINGS['hub_port']}"
 c.JupyterHub.hub_connect_url = f"http://127.0.0.1:{SETTINGS['hub_port']}"
@@ -246,7 +250,7 @@ class Z2JHNamespace:
         self.extra_volumes = dict(extra_volumes or {})
         # hub_db: {"type": "postgres"|"mysql", "url": SQLAlchemy URL without password, "password": ...}: the
         # hub on a database server as z2jh configures it (hub.db.type/url in values.yaml, the password in the
-        # Secret's key hub.db.password, given to the hub as PGPASSWORD/MYSQL_PWD); no hub-db-dir PVC then.
+        # Secret's key hub.db.password, which the hub's config sets as PGPASSWORD/MYSQL_PWD); no hub-db-dir PVC.
         self.hub_db = dict(hub_db) if hub_db else None
         self.home_dirs: dict[str, str] = {}  # user key -> subdirectory of the static PVC
         self.namespace = name or f"z2jh-{uuid.uuid4().hex[:6]}"
@@ -460,6 +464,7 @@ class Z2JHNamespace:
             "static": self.static,
             "render_values": bool(self.hub_values),
             "db_url": self.hub_db["url"] if self.hub_db else "",
+            "db_type": self.hub_db["type"] if self.hub_db else "sqlite-pvc",
             "extra_volumes": [{"name": n, "persistentVolumeClaim": {"claimName": c}}
                               for n, c in self.extra_volumes.items()],
             "extra_volume_mounts": [{"name": n, "mountPath": f"/mnt/{n}"} for n in self.extra_volumes],
@@ -620,9 +625,6 @@ class Z2JHNamespace:
                 {"name": "CONFIGPROXY_AUTH_TOKEN", "valueFrom": {"secretKeyRef": {
                     "name": self.hub_secret, "key": "hub.config.ConfigurableHTTPProxy.auth_token"}}},
                 {"name": "PATH", "value": f"{venv_bin}:/usr/local/bin:/usr/bin:/bin"},
-                *([{"name": "PGPASSWORD" if self.hub_db["type"] == "postgres" else "MYSQL_PWD",
-                    "valueFrom": {"secretKeyRef": {"name": self.hub_secret, "key": "hub.db.password"}}}]
-                  if self.hub_db and self.hub_db.get("password") else []),
             ],
             "volumeMounts": [
                 {"name": "config", "mountPath": "/usr/local/etc/jupyterhub/jupyterhub_config.py",

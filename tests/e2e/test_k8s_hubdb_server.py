@@ -85,6 +85,20 @@ def test_discovery_refuses_what_it_cannot_back_up(values: dict, setting: str, na
     assert "pw@" not in e.value.message
 
 
+def test_a_mysql_url_with_a_password_is_refused_with_what_a_pymysql_hub_needs() -> None:
+    """Moving the password from hub.db.url to hub.db.password is not enough for z2jh's hub image, whose
+    PyMySQL ignores MYSQL_PWD: the hint says what else the hub needs (the control-plane MariaDB hub in
+    tests/k8s/test_server_hubdb.py runs with exactly that); a PostgreSQL hub (libpq reads PGPASSWORD) does not."""
+    values = {"hub": {"db": {"type": "mysql", "url": "mysql+pymysql://u:pw@h/db"}}}
+    with pytest.raises(UsageError) as e:
+        decide_server_db(values, _secret(values), "hub")
+    assert e.value.exit_code == EXIT_USAGE and "hub.db.password" in e.value.hint
+    assert "PyMySQL" in e.value.hint and "c.JupyterHub.db_kwargs" in e.value.hint and "pw" not in e.value.message
+    with pytest.raises(UsageError) as e:
+        decide_server_db(_pg_values("postgresql://u:pw@h/db"), _secret({}), "hub")
+    assert "PyMySQL" not in e.value.hint
+
+
 def test_the_password_reaches_the_mover_only_as_a_secret_key_ref() -> None:
     values = _pg_values("postgresql://hubuser@db.example/hubdb")
     db = decide_server_db(values, _secret(values), "hub-secret")

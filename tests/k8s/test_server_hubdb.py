@@ -1,7 +1,8 @@
 """A z2jh hub on a database server on the test control plane (``hub.db.type: postgres`` or ``mysql``,
-``hub.db.url`` in the hub Secret's values.yaml, the password in its key ``hub.db.password``, given to the
-real JupyterHub as ``PGPASSWORD``/``MYSQL_PWD``): no hub-db-dir PVC, the hub's database on a real
-PostgreSQL 15 or MariaDB server (tests/fixtures/dbservers.py, on 127.0.0.1, which the node agent's pods share).
+``hub.db.url`` in the hub Secret's values.yaml, the password in its key ``hub.db.password``, which the real
+JupyterHub's config sets as ``PGPASSWORD``/``MYSQL_PWD``, as the chart's does): no hub-db-dir PVC, the hub's
+database on a real PostgreSQL 15 or MariaDB server (tests/fixtures/dbservers.py, on 127.0.0.1, which the node
+agent's pods share).
 
 PostgreSQL: backup (the dump made by a mover pod with pg_dump; server version and alembic revision in the
 manifest), an incremental backup, restore one user, restore the hub (a dropped table comes back, users
@@ -153,9 +154,11 @@ def mysql_tables(my: MariadbServer, db: str) -> set[str]:
 
 def test_mariadb_hub_backup_restore_and_drill(k8s_cluster, z2jh_namespace, jdr_k8s, drill_ns,  # noqa: F811
                                               mariadb_server: MariadbServer):
-    """The same hub on MariaDB (``hub.db.type: mysql``, PyMySQL, the password as ``MYSQL_PWD``), kept cheap:
-    backup (a mover runs mariadb-dump), ``restore --hub`` refused on tables then replacing them (the old ones
-    kept in ``<db>_jdr_replaced_<time>``), a drill (its scratch database dropped), the password nowhere."""
+    """The same hub on MariaDB (``hub.db.type: mysql``, PyMySQL, the password as ``MYSQL_PWD`` handed on
+    in ``db_kwargs`` as jdr's hint for a password in the URL says), kept cheap: backup (a mover runs
+    mariadb-dump), ``restore --hub`` refused on tables then replacing them (the old ones kept in
+    ``<db>_jdr_replaced_<time>``), a drill (a killed drill's scratch database swept, its own dropped), the
+    password nowhere."""
     t0 = time.monotonic()
     my = mariadb_server
     db = my.new_database()

@@ -2,12 +2,13 @@
 mover pods that dump and restore it with the database's own tools.
 
 Where: z2jh renders ``hub.db`` into the ``values.yaml`` key of the ``hub`` Secret, and ``hub.db.password``
-into that Secret's key ``hub.db.password`` (templates/hub/secret.yaml), which the hub Deployment passes to
-the hub as ``PGPASSWORD``/``MYSQL_PWD`` through ``secretKeyRef``. jdr reads the same two keys; its setting
+into that Secret's key ``hub.db.password`` (templates/hub/secret.yaml), which the chart's
+jupyterhub_config.py reads from the mounted Secret and sets as ``PGPASSWORD``/``MYSQL_PWD`` in the hub's
+environment (PyMySQL ignores ``MYSQL_PWD``: see ``_PYMYSQL_HINT``). jdr reads the same two keys; its setting
 ``deployment.hub_db_url`` overrides the URL (the password still comes from the Secret's key).
 ``sqlite-memory`` (nothing persists) and a type jdr does not know are refused (exit 2, naming the value).
 
-The password travels exactly as z2jh's own: the mover pod gets env ``JDR_HUB_DB_PASSWORD`` with
+The password travels only as a Secret reference: the mover pod gets env ``JDR_HUB_DB_PASSWORD`` with
 ``valueFrom.secretKeyRef`` (the ``hub`` Secret, key ``hub.db.password``). The URL given to the mover on its
 command line never holds a password; a ``hub.db.url`` that embeds one is refused (it would land in the pod
 spec), with a hint to move it to ``hub.db.password``. Nothing here logs or records a password.
@@ -34,6 +35,10 @@ from dr.model import Artifact
 log = logging.getLogger(__name__)
 
 PASSWORD_KEY = "hub.db.password"  # noqa: S105 - a key name; the hub Secret's key z2jh renders hub.db.password into
+# z2jh hands hub.db.password to the hub as MYSQL_PWD, which only libmysqlclient reads: PyMySQL (the driver in
+# z2jh's hub image) ignores it, so an operator who moves the password out of the URL must pass it on.
+_PYMYSQL_HINT = ("; z2jh's hub image connects with PyMySQL, which ignores MYSQL_PWD, so also give the hub "
+                 "hub.extraConfig: c.JupyterHub.db_kwargs = {'connect_args': {'password': os.environ['MYSQL_PWD']}}")
 PASSWORD_ENV = "JDR_HUB_DB_PASSWORD"  # noqa: S105 - a name; what the mover's container gets it as (secretKeyRef)
 DUMP_FORMATS = {"postgresql": "pg_dump-custom", "mysql": "mysqldump-sql"}
 
@@ -92,7 +97,7 @@ def decide_server_db(values: dict[str, Any] | None, secret: dict[str, Any] | Non
         raise UsageError(f"{'deployment.hub_db_url' if url_setting else 'hub.db.url'}: the URL holds a password, "
                          "which would reach the mover pod's command line",
                          hint=f"keep the password in hub.db.password (the hub Secret's key {PASSWORD_KEY}) and "
-                              "the URL without it")
+                              "the URL without it" + (_PYMYSQL_HINT if url.kind == "mysql" else ""))
     if not has_password:
         log.info("the hub Secret %s has no key %s: the hub database is reached without a password",
                  secret_name, PASSWORD_KEY)
