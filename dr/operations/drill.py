@@ -109,7 +109,6 @@ def run_drill(repo: Repository, target: DrillTarget, opts: DrillOptions,
             report.leftovers_removed.append(leftover.where)
         except (JdrError, OSError) as e:
             report.notes.append(f"could not remove the leftover {leftover.where}: {e}")
-    _sweep_scratch_databases(repo, target, report, now())
     try:
         run = repo.resolve_run(opts.run)
         manifest = repo.load_manifest(run)
@@ -124,6 +123,10 @@ def run_drill(repo: Repository, target: DrillTarget, opts: DrillOptions,
     if manifest.hub is None or manifest.hub.db is None:
         raise DrillError(f"run {manifest.run} holds no hub database; nothing to drill",
                          hint="drill a complete run with --run")
+    if manifest.hub.db_kind != "sqlite":
+        # only a drill of a server-database hub makes scratch databases, so only such a drill looks for
+        # those of killed drills (a drill of an SQLite hub asks the database server nothing)
+        _sweep_scratch_databases(repo, target, report, now())
     selected, restorable = _select(manifest, opts.users, drill)
     report.sample = {"requested": opts.users or "all", "restorable": len(restorable),
                      "sampled": len(selected) < len(restorable), "selected": [v.label for v in selected]}
