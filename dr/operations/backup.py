@@ -6,9 +6,10 @@ import contextlib
 import json
 import logging
 import shutil
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dr
@@ -73,6 +74,22 @@ class BackupResult:
         return d
 
 
+def _after_newest_run(repo: Repository, now: Callable[[], datetime]) -> datetime:
+    """The new run's start: now, or the next second when the newest committed run started in this same
+    second. Run ids order runs by their second (``new_run_id``), so a second run in one second could sort
+    before the first and be taken for the older one ("latest", the previous run, copies). With the real
+    clock this waits for that second; an injected clock (simulations) is moved on instead."""
+    started = now()
+    newest = next(iter(repo.run_ids()), "")
+    if newest[:16] != new_run_id(started)[:16]:
+        return started
+    nxt = started.replace(microsecond=0) + timedelta(seconds=1)
+    if now is utcnow:
+        time.sleep(max(0.0, (nxt - started).total_seconds()))
+        return max(utcnow(), nxt)
+    return nxt
+
+
 def run_backup(repo: Repository, deployment: Deployment, opts: BackupOptions,
                progress: Callable[[int, int], None] | None = None,
                now: Callable[[], datetime] = utcnow) -> BackupResult:
@@ -84,7 +101,7 @@ def run_backup(repo: Repository, deployment: Deployment, opts: BackupOptions,
     """
     if opts.method not in METHODS:
         raise UsageError(f"--method {opts.method!r}: not one of {', '.join(METHODS)}")
-    started = now()
+    started = _after_newest_run(repo, now)
     run = new_run_id(started)
     check_backup_keys(repo)  # a wrong key is refused before anything is written (docs/FORMAT.md, "Keys")
     if opts.dry_run:
