@@ -335,14 +335,8 @@ def os_error_text(e: OSError) -> str:
 def fetch_hub_db(repo: Repository, manifest: Manifest, dest: Path) -> DbInfo:
     """Download and decompress the run's hub DB to ``dest``; check integrity (an SQLite file), or that the
     dump is complete (PostgreSQL/MySQL, described from the manifest). Raises on any mismatch."""
-    import zstandard
-
     assert manifest.hub is not None and manifest.hub.db is not None
-    with repo.open_artifact(manifest.hub.db) as src, open(dest, "wb") as out:
-        reader = zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True, closefd=False)
-        while chunk := reader.read(1 << 20):
-            out.write(chunk)
-        drain(src)
+    repo.download_decompressed(manifest.hub.db, dest)
     if manifest.hub.dump_format != "sqlite":
         return dump_info(dest, manifest.hub)
     return inspect_database(dest)

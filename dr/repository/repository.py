@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from datetime import datetime
+from pathlib import Path
 from typing import Any, BinaryIO
 
 from dr.crypto.age import NoIdentityMatches, Recipient
@@ -31,7 +32,7 @@ from dr.errors import (
 from dr.model import Artifact, Manifest, is_run_id
 from dr.policy.object_lock import ObjectLockPolicy
 from dr.repository import layout, recipients
-from dr.repository.artifacts import ArtifactWriter, VerifiedReader, check_encodings, is_encrypted
+from dr.repository.artifacts import ArtifactWriter, VerifiedReader, check_encodings, drain, is_encrypted
 from dr.repository.lock import REFRESH_EVERY, RepositoryLock
 from dr.repository.store import ObjectInfo, Retention, Store
 from dr.util.timefmt import iso, real_utcnow, utcnow
@@ -291,6 +292,17 @@ class Repository:
         encoding = (f"{base_encoding}+age" if base_encoding != "identity" else "age") if enc else base_encoding
         return ArtifactWriter(self.store, key, run, encoding, self.encryptor if enc else None, to,
                               retention=self.run_retention(run))
+
+    def download_decompressed(self, artifact: Artifact, dest: Path) -> None:
+        """Write a zstd-compressed artifact's content, decompressed, to ``dest`` (read to the end, so a
+        stored copy that is not the recorded one raises IntegrityError)."""
+        import zstandard
+
+        with self.open_artifact(artifact) as src, open(dest, "wb") as out:
+            reader = zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True, closefd=False)
+            while chunk := reader.read(1 << 20):
+                out.write(chunk)
+            drain(src)
 
     def open_artifact(self, artifact: Artifact) -> BinaryIO:
         """Stream an artifact's content (decrypted, still zstd-compressed when its encoding says so).

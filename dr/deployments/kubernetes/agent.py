@@ -334,15 +334,9 @@ def capture_hub_db(repo: Repository, *, run: str, path: Path, level: int) -> dic
 
 def restore_hub_db(repo: Repository, *, artifact: Artifact, path: Path) -> dict[str, Any]:
     """Download the hub DB artifact, check it, and swap it in at ``path`` (the old one kept beside it)."""
-    import zstandard
-
     with tempfile.TemporaryDirectory(prefix="jdr-hubdb-") as tmp:
         db_file = Path(tmp) / "jupyterhub.sqlite"
-        with repo.open_artifact(artifact) as src, open(db_file, "wb") as out:
-            reader = zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True, closefd=False)
-            while chunk := reader.read(1 << 20):
-                out.write(chunk)
-            drain(src)
+        repo.download_decompressed(artifact, db_file)
         info = inspect_database(db_file)
         previous = swap_in_database(path, db_file)
     st = path.stat()

@@ -46,7 +46,6 @@ from dr.hubdb.capture import inspect_database
 from dr.hubdb.dumps import check_dump
 from dr.hubdb.info import DbInfo
 from dr.model import Artifact, Manifest, Snapshot, VolumeItem, new_run_id, volume_key
-from dr.repository.artifacts import drain
 from dr.repository.repository import Repository
 from dr.settings import Settings
 from dr.util.timefmt import utcnow
@@ -399,13 +398,7 @@ def extra_volumes(kube: Kube, layout: StorageLayout, volumes: list[Volume], runn
 def _download_db(repo: Repository, artifact: Artifact, dest: Path, server_info: DbInfo | None = None) -> DbInfo:
     """Download the hub DB artifact to ``dest``; an SQLite file is inspected, a server dump checked and
     described by what its mover reported (``server_info``)."""
-    import zstandard
-
-    with repo.open_artifact(artifact) as src, open(dest, "wb") as out:
-        reader = zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True, closefd=False)
-        while chunk := reader.read(1 << 20):
-            out.write(chunk)
-        drain(src)
+    repo.download_decompressed(artifact, dest)
     if server_info is not None:
         check_dump(dest, server_info.dump_format)
         return server_info

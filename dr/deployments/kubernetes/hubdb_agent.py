@@ -25,7 +25,6 @@ from dr.hubdb.server import ServerHubDb
 from dr.hubdb.url import parse_db_url
 from dr.model import Artifact
 from dr.repository import layout
-from dr.repository.artifacts import drain
 from dr.repository.repository import Repository
 from dr.util.timefmt import iso, parse_iso
 
@@ -91,16 +90,10 @@ def restore_server_hub_db(repo: Repository, *, artifact: Artifact, url_text: str
     """Load the run's dump into the hub database (refused when it holds tables, unless ``replace``: then
     they are set aside), or into a new database ``scratch`` that is dropped again once inspected (a drill).
     Returns what the restored database holds (``info``) and where the old tables went (``previous``)."""
-    import zstandard
-
     db = open_database(url_text)
     with tempfile.TemporaryDirectory(prefix="jdr-hubdb-") as tmp:
         dump = Path(tmp) / "jupyterhub.dump"
-        with repo.open_artifact(artifact) as src, open(dump, "wb") as out:
-            reader = zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True, closefd=False)
-            while chunk := reader.read(1 << 20):
-                out.write(chunk)
-            drain(src)
+        repo.download_decompressed(artifact, dump)
         db.check_dump(dump)
         if scratch:
             target = db.create_scratch(scratch)
