@@ -13,6 +13,7 @@ the ``Host`` header unchanged (the signature covers the host the client saw).
 from __future__ import annotations
 
 import http.client
+import itertools
 import socket
 import struct
 import threading
@@ -78,6 +79,8 @@ class Seen:
     headers: dict[str, str]
     fault: Action | None = None
     status: int | None = None  # the upstream's answer, once forwarded
+    arrived: int = 0  # when the request arrived, and
+    answered: int | None = None  # when the upstream answered it: ticks of one clock (order, not time)
 
 
 @dataclass
@@ -94,6 +97,7 @@ class FaultProxy:
         self._up_port = up.port or 80
         self._lock = threading.Lock()
         self._current = threading.local()  # the Seen of the request this handler thread serves
+        self._ticks = itertools.count(1)  # Seen.arrived / Seen.answered
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
@@ -136,7 +140,8 @@ class FaultProxy:
             for rule in self.rules:
                 if rule.matches(method, path, query, headers) and rule.should_fire() and chosen is None:
                     chosen = rule
-            self.seen.append(Seen(method, path, query, headers, chosen.action if chosen else None))
+            self.seen.append(Seen(method, path, query, headers, chosen.action if chosen else None,
+                                  arrived=next(self._ticks)))
             self._current.seen = self.seen[-1]
             return chosen
 
@@ -201,7 +206,9 @@ def _make_handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                 conn.request(method, self.path, body=body if body or method in ("PUT", "POST") else None,
                              headers=fwd)
                 resp = conn.getresponse()
-                proxy._current.seen.status = resp.status
+                with proxy._lock:
+                    proxy._current.seen.status = resp.status
+                    proxy._current.seen.answered = next(proxy._ticks)
                 self.send_response_only(resp.status, resp.reason)
                 for k, v in resp.getheaders():
                     if k.lower() not in _HOP_BY_HOP:

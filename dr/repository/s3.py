@@ -4,9 +4,10 @@ boto3's own configuration chain decides endpoint (``AWS_ENDPOINT_URL``, ``AWS_EN
 files), region and credentials; an explicit ``endpoint_url`` overrides it. Requests are retried by botocore
 (``standard`` mode); whatever still fails is translated into :mod:`dr.errors`.
 
-Streaming writes are multipart uploads that buffer one part at a time; an object smaller than one part is
-sent with a single ``PutObject`` at commit. Nothing is visible under the key before commit, and an upload
-abandoned by a killed process is found and aborted by :meth:`S3Store.cleanup_incomplete`.
+Streaming writes (:mod:`dr.repository.s3_upload`) are multipart uploads whose parts are sent in the
+background while the next is filled; an object smaller than one part is sent with a single ``PutObject`` at
+commit. Nothing is visible under the key before commit, and an upload abandoned by a killed process is found
+and aborted by :meth:`S3Store.cleanup_incomplete`.
 """
 
 from __future__ import annotations
@@ -44,23 +45,27 @@ from dr.errors import (
     TransientStorageError,
     UnreadableObjectError,
 )
-from dr.repository import s3_lock
+from dr.repository import readahead, s3_lock
+from dr.repository.s3_upload import (
+    DEFAULT_PART_SIZE,
+    MAX_PART_SIZE,
+    MAX_PARTS,
+    MIN_PART_SIZE,
+    PARTS_IN_FLIGHT,
+    S3Writer,
+    part_size,
+)
 from dr.repository.store import ObjectInfo, Retention, check_key
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
 
+__all__ = ["DEFAULT_PART_SIZE", "MAX_PARTS", "MAX_PART_SIZE", "MIN_PART_SIZE", "PARTS_IN_FLIGHT", "S3Reader",
+           "S3Store", "S3Writer", "part_size"]
+
 log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
-#: First part size of a multipart upload; S3's minimum for every part but the last is 5 MiB.
-DEFAULT_PART_SIZE = 8 * MiB
-MIN_PART_SIZE = 5 * MiB
-#: The part size doubles every this many parts, so that an object of up to 5 TiB needs fewer than
-#: S3's 10,000 parts (8 MiB x 1000 x (1 + 2 + … + 512) ≈ 8 TiB) while small objects keep small parts.
-PARTS_PER_SIZE_STEP = 1000
-MAX_PARTS = 10_000
-MAX_PART_SIZE = 5 * 1024 * MiB
 
 #: The work a streaming read may spend on one object when its body keeps breaking (S3Reader). A break
 #: resumes with a Range GET from the current offset. The budget is not renewed by every partial read: a
@@ -122,11 +127,6 @@ def _botocore_session() -> botocore.session.Session:
     else:
         session.register_component("data_loader", _shared_loader)
     return session
-
-
-def part_size(first: int, parts_done: int) -> int:
-    """Size of the part after ``parts_done`` parts: ``first``, doubled every PARTS_PER_SIZE_STEP parts."""
-    return min(first << (parts_done // PARTS_PER_SIZE_STEP), MAX_PART_SIZE)
 
 
 class S3Store:
@@ -308,12 +308,16 @@ class S3Store:
         return S3Writer(self, key, self._key(key), retention)
 
     def get(self, key: str) -> bytes:
-        with self.open_reader(key) as f:
-            return f.read()
+        with S3Reader(self, key, self._key(key)) as f:
+            return f.readall()
 
     def open_reader(self, key: str) -> BinaryIO:
+        """A streaming read; an object larger than one read-ahead chunk is read ahead by a thread
+        (:mod:`dr.repository.readahead`), so the network works while the caller does."""
         raw = S3Reader(self, key, self._key(key))
-        return io.BufferedReader(raw, buffer_size=1 * MiB)
+        if raw.size <= readahead.CHUNK:
+            return io.BufferedReader(raw, buffer_size=1 * MiB)
+        return io.BufferedReader(readahead.ReadAhead(raw, name="jdr-s3-read"), buffer_size=1 * MiB)
 
     def read_range(self, key: str, start: int, length: int) -> bytes:
         if start < 0 or length < 0:
@@ -427,109 +431,6 @@ class S3Store:
         self.resume_client.close()
 
 
-class S3Writer:
-    """A streaming upload (:class:`dr.repository.store.ObjectWriter`) holding at most one part in memory."""
-
-    def __init__(self, store: S3Store, key: str, s3_key: str, retention: Retention | None = None) -> None:
-        self._store = store
-        self._key = key
-        self._s3_key = s3_key
-        self._lock = s3_lock.lock_args(retention)
-        self._buf = bytearray()
-        self._part_size = part_size(store.part_size, 0)
-        self._parts: list[dict[str, Any]] = []
-        self._upload_id: str | None = None
-        self._written = 0
-        self._closed = False
-
-    @property
-    def upload_id(self) -> str | None:
-        """The multipart upload's id once the first part has been sent (None for a small object)."""
-        return self._upload_id
-
-    def write(self, data: bytes) -> int:
-        if self._closed:
-            raise ValueError("write after commit or abort")
-        view = memoryview(data)
-        n = len(view)
-        while view:
-            room = self._part_size - len(self._buf)
-            self._buf += view[:room]
-            view = view[room:]
-            if len(self._buf) >= self._part_size:
-                self._send_part()
-        self._written += n
-        return n
-
-    def _send_part(self) -> None:
-        store = self._store
-        try:
-            with store._errors("upload", self._key):
-                if self._upload_id is None:
-                    resp = store.client.create_multipart_upload(Bucket=store.bucket, Key=self._s3_key,
-                                                                **self._lock)
-                    self._upload_id = resp["UploadId"]
-                number = len(self._parts) + 1
-                if number > MAX_PARTS:
-                    raise RepositoryError(f"object {self._key!r} needs more than {MAX_PARTS} parts")
-                part = store.client.upload_part(
-                    Bucket=store.bucket, Key=self._s3_key, UploadId=self._upload_id,
-                    PartNumber=number, Body=_body(self._buf),
-                )
-            self._parts.append({"PartNumber": number, "ETag": part["ETag"]})
-        except BaseException:
-            self.abort()
-            raise
-        # A fresh buffer, not clear(): the old one may still be referenced by botocore's request.
-        self._buf = bytearray()
-        self._part_size = part_size(store.part_size, len(self._parts))
-
-    def commit(self) -> None:
-        if self._closed:
-            raise ValueError("commit after commit or abort")
-        store = self._store
-        try:
-            if self._upload_id is None:
-                with store._errors("write", self._key):
-                    store.client.put_object(Bucket=store.bucket, Key=self._s3_key, Body=_body(self._buf),
-                                            **self._lock)
-            else:
-                if self._buf:
-                    self._send_part()
-                with store._errors("complete the upload of", self._key):
-                    store.client.complete_multipart_upload(
-                        Bucket=store.bucket, Key=self._s3_key, UploadId=self._upload_id,
-                        MultipartUpload={"Parts": self._parts},  # type: ignore[typeddict-item]
-                    )
-                self._upload_id = None
-                with store._errors("check the upload of", self._key):
-                    size = store.client.head_object(Bucket=store.bucket, Key=self._s3_key)["ContentLength"]
-                if size != self._written:
-                    raise RepositoryError(
-                        f"S3 stored {size} bytes for {self._key!r} in {store.url}, "
-                        f"but {self._written} were written"
-                    )
-        except BaseException:
-            self.abort()
-            raise
-        self._closed = True
-        self._buf = bytearray()
-
-    def abort(self) -> None:
-        """Discard the upload. Never raises: if S3 cannot be told (it is down, say), the multipart
-        upload stays behind, invisible, until :meth:`S3Store.cleanup_incomplete` removes it."""
-        self._closed = True
-        self._buf = bytearray()
-        upload_id, self._upload_id = self._upload_id, None
-        if upload_id is not None:
-            store = self._store
-            try:
-                with store._errors("abort the upload of", self._key):
-                    store._abort_upload(self._s3_key, upload_id)
-            except RepositoryError as e:
-                log.warning("could not abort the upload of %s (left to cleanup_incomplete): %s", self._key, e)
-
-
 class S3Reader(io.RawIOBase):
     """A streaming read of one object; a body broken mid-way resumes with a Range GET, within a budget.
 
@@ -585,6 +486,11 @@ class S3Reader(io.RawIOBase):
         if self._etag is None:
             self._etag = resp.get("ETag")
             self._size = int(resp["ContentLength"])
+
+    @property
+    def size(self) -> int:
+        """The object's size, as the first response said."""
+        return self._size or 0
 
     def readable(self) -> bool:
         return True
@@ -682,9 +588,3 @@ def _server_error(e: BaseException) -> bool:
         status = int(cause.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
         return status in (500, 502, 504) or cause.response.get("Error", {}).get("Code") == "InternalError"
     return False
-
-
-def _body(buf: bytearray) -> bytes:
-    """The part buffer as a request body, without a copy: botocore sends any bytes-like object, and
-    copying a part would double the writer's memory (the stubs only name ``bytes``)."""
-    return cast(bytes, buf)

@@ -81,7 +81,9 @@ def test_persistent_upload_part_failure_aborts_and_leaves_nothing(
     w = store.open_writer("vol/bob.tar.zst")
     w.write(_payload(9 * MiB))  # part 1 is sent
     with pytest.raises(TransientStorageError, match=r"vol/bob\.tar\.zst") as exc:
-        w.write(_payload(8 * MiB))  # part 2 fails on every attempt
+        # Part 2 fails on every attempt, in the background: its error surfaces at the latest at commit.
+        w.write(_payload(8 * MiB))
+        w.commit()
     assert exc.value.hint
     assert len(proxy.requests("PUT", "partNumber=2")) == 3  # max_attempts
     w.abort()  # safe after a failure, and again
