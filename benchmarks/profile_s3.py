@@ -10,8 +10,9 @@ from ``wait4``) and peak RSS. Versions alternate within a round, so that the mac
     git archive BASE dr | tar -x -C /tmp/before          # the code before a change
     .venv/bin/python benchmarks/profile_s3.py --code /tmp/before --code . --rounds 3
 
-``--blocked`` instead runs one backup in this process per code directory and reports how long the backup's
-thread spent inside the S3 writer's ``write`` and ``commit`` (waiting for S3, as opposed to compressing).
+``--blocked`` instead runs the backup and the restore in one process each and reports how long jdr's own
+threads spent inside the S3 writer's ``write`` and ``commit`` (waiting for S3, as opposed to compressing),
+and inside reads of S3 objects (the read-ahead thread's own reads not counted).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from run import make_corpus, s3_client, seaweedfs  # benchmarks/run.py
 
 RUN_JDR = """
 import os, sys
+sys.path.insert(0, os.environ["PYTHONPATH"])  # before the current directory that -c puts first
 import dr
 assert dr.__file__.startswith(os.environ["PYTHONPATH"]), dr.__file__  # the code under test, not the installed
 if os.environ.get("JDR_PROFILE_IN_FLIGHT"):  # --in-flight: only code that uploads in the background has it
@@ -44,6 +46,7 @@ sys.exit(main())
 
 BLOCKED = """
 import json, os, sys, time
+sys.path.insert(0, sys.argv[1])
 import dr
 assert dr.__file__.startswith(sys.argv[1]), dr.__file__
 try:
@@ -51,9 +54,12 @@ try:
     mod.PARTS_IN_FLIGHT = int(os.environ.get("JDR_PROFILE_IN_FLIGHT") or mod.PARTS_IN_FLIGHT)
 except ImportError:
     import dr.repository.s3 as mod
+import threading
 spent = [0.0]
 def timed(fn):
     def wrapper(*a, **kw):
+        if threading.current_thread().name.startswith("jdr-s3-read"):
+            return fn(*a, **kw)  # the read-ahead thread's reads: not the restore waiting
         t = time.perf_counter()
         try:
             return fn(*a, **kw)
@@ -62,6 +68,13 @@ def timed(fn):
     return wrapper
 mod.S3Writer.write = timed(mod.S3Writer.write)
 mod.S3Writer.commit = timed(mod.S3Writer.commit)
+import dr.repository.s3 as s3
+s3.S3Reader.readinto = timed(s3.S3Reader.readinto)
+try:
+    import dr.repository.readahead as ra
+    ra.ReadAhead.readinto = timed(ra.ReadAhead.readinto)
+except ImportError:
+    pass
 from dr.cli.main import main
 sys.argv = ["jdr", *sys.argv[2:]]
 t0 = time.perf_counter()
@@ -113,7 +126,7 @@ def main() -> int:
             versions += [(args.code[-1].resolve(), k) for k in args.in_flight]
             for code, in_flight in versions:
                 n += 1
-                bucket = f"b{n}"
+                bucket = f"bench-{n}"
                 client.create_bucket(Bucket=bucket)
                 env = {**{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "JDR_"))}, **aws,
                        "PYTHONPATH": str(code)}
@@ -131,6 +144,18 @@ def main() -> int:
                     doc = json.loads(out.stderr.strip().splitlines()[-1])
                     print(f"round {rnd} {label:<45} backup blocked in S3Writer {doc['blocked']:6.2f} s "
                           f"of {doc['wall']:6.2f} s", flush=True)
+                    if not args.no_restore:
+                        target = place / "restore"
+                        (target / "home").mkdir(parents=True)
+                        cfg_r = config(place / "restore.yaml", bucket, target / "home",
+                                       target / "hub" / "hub.sqlite", place / "cat-r.sqlite")
+                        out = subprocess.run([sys.executable, "-c", BLOCKED, str(code), "--config", str(cfg_r),
+                                              "--json", "restore", "--all", "--yes"], env=env, capture_output=True,
+                                             text=True, check=False)
+                        doc = json.loads(out.stderr.strip().splitlines()[-1])
+                        print(f"round {rnd} {label:<45} restore waited for S3 reads {doc['blocked']:6.2f} s "
+                              f"of {doc['wall']:6.2f} s", flush=True)
+                    shutil.rmtree(place, ignore_errors=True)
                     continue
                 cmd = [sys.executable, "-c", RUN_JDR, "--config", str(cfg), "--json"]
                 with _env(env):

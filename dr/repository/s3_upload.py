@@ -35,10 +35,11 @@ MIN_PART_SIZE = 5 * MiB
 PARTS_PER_SIZE_STEP = 1000
 MAX_PARTS = 10_000
 MAX_PART_SIZE = 5 * 1024 * MiB
-#: Parts uploaded at once by one writer while the next is filled. Two keep the network busy while the
-#: caller compresses (one part's PUT rarely takes longer than filling the next); more would only add
-#: memory (one part each) to a backup that archives several volumes at once.
-PARTS_IN_FLIGHT = 2
+#: Parts uploaded at once by one writer while the next is filled. One already takes the PUTs off the
+#: compressing thread (benchmarks/RESULTS.md, "Session 6 — helper s3overlap": time blocked in the writer
+#: 6-7 s -> 1.3-1.9 s with 1 or 2); each more adds a part's memory per volume archived at once, and the
+#: backup's peak RSS is held to restic's.
+PARTS_IN_FLIGHT = 1
 
 
 def part_size(first: int, parts_done: int) -> int:
@@ -56,8 +57,9 @@ class S3Writer:
         self._s3_key = s3_key
         self._lock = s3_lock.lock_args(retention)
         self._part_size = part_size(store.part_size, 0)
-        self._buf = bytearray(self._part_size)  # the part being filled, up to self._fill
-        self._fill = 0
+        # The part being filled. It grows as bytes come: allocated whole up front, every writer (a small
+        # index too) would touch a part's worth of memory (calloc zeroes recycled heap memory).
+        self._buf = bytearray()
         self._sent = 0  # parts handed to the workers
         self._parts: list[dict[str, Any]] = []  # done, in order: what CompleteMultipartUpload lists
         self._in_flight: deque[Future[dict[str, Any]]] = deque()
@@ -78,12 +80,10 @@ class S3Writer:
         view = memoryview(data).cast("B")
         n = len(view)
         while view:
-            room = self._part_size - self._fill
-            take = min(room, len(view))
-            self._buf[self._fill:self._fill + take] = view[:take]
-            self._fill += take
-            view = view[take:]
-            if self._fill == self._part_size:
+            room = self._part_size - len(self._buf)
+            self._buf += view[:room]
+            view = view[room:]
+            if len(self._buf) >= self._part_size:
                 self._send_part()
         self._written += n
         return n
@@ -113,19 +113,15 @@ class S3Writer:
                 raise RepositoryError(f"object {self._key!r} needs more than {MAX_PARTS} parts")
             while len(self._in_flight) >= PARTS_IN_FLIGHT:
                 self._reap(wait=True)
-            body = self._buf
-            if self._fill < len(body):
-                del body[self._fill:]  # the last part: shrink in place, no copy
             assert self._pool is not None
-            self._in_flight.append(self._pool.submit(self._upload_part, number, body))
+            self._in_flight.append(self._pool.submit(self._upload_part, number, self._buf))
         except BaseException:
             self.abort()
             raise
         self._sent = number
         self._part_size = part_size(store.part_size, self._sent)
         # A fresh buffer: the old one is the worker's request body until its part is stored.
-        self._buf = bytearray(self._part_size)
-        self._fill = 0
+        self._buf = bytearray()
 
     def _upload_part(self, number: int, body: bytearray) -> dict[str, Any]:
         """In a worker thread: store one part (botocore retries it); errors are translated to dr.errors."""
@@ -155,12 +151,11 @@ class S3Writer:
         store = self._store
         try:
             if self._upload_id is None:
-                del self._buf[self._fill:]  # shrink in place: no copy of the object
                 with store._errors("write", self._key):
                     store.client.put_object(Bucket=store.bucket, Key=self._s3_key, Body=_body(self._buf),
                                             **self._lock)
             else:
-                if self._fill:
+                if self._buf:
                     self._send_part()
                 self.flush()
                 with store._errors("complete the upload of", self._key):
@@ -207,7 +202,6 @@ class S3Writer:
 
     def _release(self) -> None:
         self._buf = bytearray()
-        self._fill = 0
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=False)  # its parts are done (commit and abort waited for them)

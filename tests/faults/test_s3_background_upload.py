@@ -60,7 +60,7 @@ def test_a_part_failing_in_the_background_fails_a_later_write_and_leaves_nothing
     w = store.open_writer("vol/frank.tar.zst")
     chunk = os.urandom(MiB)
     written = 0
-    # Part 1 fails on every attempt in a worker while parts 2 and 3 are filled: at the latest, handing
+    # Part 1 fails on every attempt in a worker while the next parts are filled: at the latest, handing
     # over the part after the PARTS_IN_FLIGHT in flight waits for part 1 and raises its error.
     limit = (upload.PARTS_IN_FLIGHT + 1) * 8 * MiB
     with pytest.raises(TransientStorageError, match=r"upload 'vol/frank\.tar\.zst'.*after retries") as exc:
