@@ -20,9 +20,12 @@ from collections import deque
 from typing import Any
 
 MiB = 1024 * 1024
-#: Bytes the thread asks of the source per read, and chunks it may hold ahead of the caller.
-CHUNK = 1 * MiB
-DEPTH = 4
+#: Bytes the thread asks of the source per read, and chunks it may hold ahead of the caller: 2 MiB ahead.
+#: Every MiB ahead costs ~1-2 MiB of peak RSS per volume restored at once (4 on a local restore): 1 MiB
+#: x 4 added 20-35 MiB, 256 KiB x 16 ~23 MiB, while halving the time the restore waits for S3
+#: (benchmarks/RESULTS.md, "Session 6 — helper s3overlap").
+CHUNK = 256 * 1024
+DEPTH = 8
 
 
 class ReadAhead(io.RawIOBase):

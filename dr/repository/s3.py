@@ -85,6 +85,9 @@ SAME_PLACE = 1 * MiB
 SAME_PLACE_LIMIT = 2
 READ_RESUME_BACKOFF = 0.2
 
+#: Objects larger than this are read ahead by a thread (open_reader); smaller ones are not worth one.
+READ_AHEAD_FROM = 1 * MiB
+
 _NOT_FOUND = {"NoSuchKey", "NotFound", "404"}
 _BAD_CREDENTIALS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken",
                     "InvalidClientTokenId", "AuthorizationHeaderMalformed"}
@@ -315,7 +318,7 @@ class S3Store:
         """A streaming read; an object larger than one read-ahead chunk is read ahead by a thread
         (:mod:`dr.repository.readahead`), so the network works while the caller does."""
         raw = S3Reader(self, key, self._key(key))
-        if raw.size <= readahead.CHUNK:
+        if raw.size <= READ_AHEAD_FROM:
             return io.BufferedReader(raw, buffer_size=1 * MiB)
         return io.BufferedReader(readahead.ReadAhead(raw, name="jdr-s3-read"), buffer_size=1 * MiB)
 
