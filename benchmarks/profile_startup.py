@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from anchors import clone_runs  # benchmarks/anchors.py: the cloned manifests of run.py's `jdr list` row
 from profile_backup import measure  # CPU seconds and peak RSS of one command, from wait4
-from run import make_corpus
+from run import compile_jdr, make_corpus
 
 
 def config(path: Path, repo: Path, homes: Path, hub_db: Path, catalog: Path) -> Path:
@@ -53,6 +53,7 @@ def main() -> int:
     p.add_argument("--scratch", type=Path, default=Path(tempfile.gettempdir()) / "jdr-profile-startup")
     args = p.parse_args()
     jdrs = dict(j.split("=", 1) for j in args.jdr)
+    compile_jdr()  # as run.py: measure jdr, not the compiler (PYTHONDONTWRITEBYTECODE); other trees: compileall
     args.scratch.mkdir(parents=True, exist_ok=True)
     corpus = make_corpus(args.scratch / "corpus", size_gb=args.size_gb, users=args.users, seed=args.seed)
     for dirpath, _dirs, files in os.walk(corpus.homes):  # warm the page cache
