@@ -294,9 +294,11 @@ class Repository:
         if enc and self.encryptor is None:
             raise UsageError("this repository is encrypted: configure `encryption.key_file` or "
                              "`encryption.key_env` to write to it")
-        from dr.crypto.age import Recipient
+        to = []
+        if enc:
+            from dr.crypto.age import Recipient
 
-        to = [Recipient.parse(e.recipient) for e in self.recipients] if enc else []
+            to = [Recipient.parse(e.recipient) for e in self.recipients]
         if enc and not to:
             raise KeyMismatchError(f"repository {self.url} does not record its recipients yet",
                                    hint="run `jdr backup` once with the repository's key configured: "
