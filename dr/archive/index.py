@@ -40,8 +40,12 @@ class IndexWriter:
         self._pending_bytes = 0
         self._line({"format": INDEX_FORMAT, "version": INDEX_VERSION, "root": root, "created": iso(created)})
 
-    def add(self, entry: IndexEntry) -> None:
-        self._line(entry.to_dict())
+    def add(self, entry: IndexEntry, frame: int = -1, frame_offset: int = -1) -> None:
+        """Add ``entry``'s line; ``frame`` and ``frame_offset``, when given, replace the entry's own."""
+        doc = entry.to_dict()
+        if frame >= 0:
+            doc["frame"], doc["frame_offset"] = frame, frame_offset  # last, as IndexEntry.to_dict puts them
+        self._line(doc)
 
     def close(self) -> None:
         """Finish the compressed stream; the sink itself is left open."""

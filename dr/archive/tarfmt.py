@@ -52,14 +52,16 @@ def _ustar(name: bytes, kind: bytes, mode: int, uid: int, gid: int, size: int, m
     """One ustar header block, byte for byte as ``tarfile`` writes it for a pax archive."""
     # One formatting operation for the numeric fields (mode, uid, gid: 8 bytes; size, mtime: 12).
     numbers = b"%07o\0%07o\0%07o\0%011o\0%011o\0" % (mode & 0o7777, uid, gid, size, mtime)
-    block = b"".join((name.ljust(100, b"\0"), numbers, b" " * 8, kind, linkname.ljust(100, b"\0"),
-                      _USTAR_MAGIC, _USTAR_TAIL))
-    chksum = sum(block)
-    return block[:148] + b"%06o\0" % chksum + block[155:]
+    # The checksum sums every byte of the block, its own field counted as spaces; the padding is zeros
+    # and the magic a constant, so only the variable fields are summed (not all 512 bytes, twice per file).
+    chksum = sum(name) + sum(numbers) + kind[0] + sum(linkname) + _CONSTANT_SUM
+    return b"".join((name.ljust(100, b"\0"), numbers, b"%06o\0 " % chksum, kind, linkname.ljust(100, b"\0"),
+                     _USTAR_MAGIC, _USTAR_TAIL))
 
 
 # Owner names (64), no device numbers (tarfile leaves them empty, 16), no prefix (155), then padding to 512.
 _USTAR_TAIL = b"\0" * (BLOCK - 100 - 48 - 8 - 1 - 100 - len(_USTAR_MAGIC))
+_CONSTANT_SUM = 8 * ord(" ") + sum(_USTAR_MAGIC)  # the checksum field (as spaces) and the magic
 
 
 def _pax_record(keyword: bytes, value: bytes) -> bytes:
