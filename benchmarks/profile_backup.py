@@ -108,6 +108,7 @@ def timeline(cfg: Path, step: float = 0.1, bucket: float = 0.5) -> None:
     settings = load_settings(cfg, environ=dict(os.environ))
     hz = os.sysconf("SC_CLK_TCK")
     names: dict[int, str] = {}
+    last: dict[int, int] = {}  # ticks of every thread seen, kept after it ends
     samples: list[tuple[float, dict[str, int]]] = []
     done = threading.Event()
 
@@ -116,8 +117,9 @@ def timeline(cfg: Path, step: float = 0.1, bucket: float = 0.5) -> None:
             for t in threading.enumerate():
                 if t.native_id is not None:
                     names[t.native_id] = _group(t.name)
+            last.update(_thread_ticks())
             by: dict[str, int] = {}
-            for tid, n in _thread_ticks().items():
+            for tid, n in last.items():
                 group = names.get(tid, "other")
                 by[group] = by.get(group, 0) + n
             samples.append((time.perf_counter(), by))

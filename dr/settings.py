@@ -261,8 +261,8 @@ class BackupSettings:
     """zstd level (1-19)."""
     threads: int = 0
     """Threads compressing the volumes' zstd frames while the backup reads and hashes files (0: one per
-    core). Local deployments: one pool of that many for all the homes archived at once, with at most two
-    more frames of ~4 MiB waiting than threads; a Kubernetes mover: its own, at most 4 frames waiting."""
+    core). Local deployments: one pool of that many for all the homes archived at once, with at most one
+    frame of ~4 MiB per thread waiting, in all; a Kubernetes mover: its own, at most 4 frames waiting."""
     parallel_volumes: int = 2
     """Local deployments: how many homes are archived at once (1: one after the other). One home's
     reading, hashing and compressing do not fill a machine of several cores, so two homes at once finish

@@ -48,16 +48,19 @@ class CompressionPool:
     """Compression workers shared by the archives written at once, and the bound on their frames in flight.
 
     ``workers`` threads (at least one) compress frames in the order they are submitted, whichever archive
-    cut them. At most ``in_flight`` frames (default: one per worker plus two, so that two archives each
-    hold a finished frame awaiting its write while every worker is busy) are taken at a time: a
-    :class:`FramedOut` takes a slot with :meth:`_acquire` before it submits a frame and gives it back
-    once that frame is written to its sink (or dropped). Use as a context manager, or call
-    :meth:`close`, which waits for the workers to stop.
+    cut them. At most ``in_flight`` frames (default: one per worker) are compressing or compressed and
+    awaiting their write at a time, across all the archives: a :class:`FramedOut` takes a slot with
+    :meth:`_acquire` before it submits a frame and gives it back once that frame is written to its sink
+    (or dropped), and writes a finished frame as soon as it notices one (:meth:`FramedOut.mark`), so a
+    slot is not held by a frame that is done. Memory is then what it was with one worker per archive and
+    two archives at once (each frame up to 8 MiB of tar plus its output), while one archive left alone
+    still gets every worker. Use as a context manager, or call :meth:`close`, which waits for the workers
+    to stop.
     """
 
     def __init__(self, workers: int, *, in_flight: int | None = None) -> None:
         self.workers = max(1, workers)
-        self.in_flight = max(1, in_flight if in_flight is not None else self.workers + 2)
+        self.in_flight = max(1, in_flight if in_flight is not None else self.workers)
         self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="jdr-zstd")
         self._slots = threading.BoundedSemaphore(self.in_flight)
         self._local = threading.local()
@@ -145,6 +148,8 @@ class FramedOut:
         will be: (frame number, offset in the frame's decompressed bytes); pass it to :meth:`entry`."""
         if len(self._buf) >= self._frame_size:
             self._cut()
+        elif self._shared and self._queue and self._queue[0].done():
+            self._write_oldest()  # frees its slot of the shared pool now, not at this archive's next cut
         self._marked = self._frame
         return self._frame, len(self._buf)
 
