@@ -87,13 +87,27 @@ def _fast_header(rel: bytes, kind: bytes, mode: int, uid: int, gid: int, mtime_n
             or mtime_ns < 0 or uid >= 8**7 or gid >= 8**7 or size >= 8**11 or mtime_ns // _NS >= 8**11
             or uid < 0 or gid < 0):
         return None
-    head = _ustar(name, kind, mode, uid, gid, size, mtime_ns // _NS, linkname)
-    if not mtime_ns % _NS:
+    sec, frac = divmod(mtime_ns, _NS)
+    head = _ustar(name, kind, mode, uid, gid, size, sec, linkname)
+    if not frac:
         return head
-    records = _pax_record(b"mtime", mtime_text(mtime_ns).encode("ascii"))
-    pad = -len(records) % BLOCK
-    return (_ustar(_PAX_NAME, tarfile.XHDTYPE, 0, 0, 0, len(records), 0, b"") + records
-            + b"\0" * pad + head)
+    value = b"%d.%09d" % (sec, frac)  # mtime_text for a positive time, as bytes
+    value = value.rstrip(b"0")
+    # The pax header before ``head`` depends only on the record's length: its ustar block and padding
+    # are made once per length (a handful of lengths in a whole backup), not twice per file.
+    cached = _PAX_MTIME.get(len(value))
+    if cached is None:
+        records = _pax_record(b"mtime", value)
+        length = int(records.split(b" ", 1)[0])
+        cached = _PAX_MTIME[len(value)] = (
+            _ustar(_PAX_NAME, tarfile.XHDTYPE, 0, 0, 0, len(records), 0, b"") + b"%d mtime=" % length,
+            b"\n" + b"\0" * (-len(records) % BLOCK))
+    return b"".join((cached[0], value, cached[1], head))
+
+
+#: Length of an mtime value -> (the pax header's ustar block and the record up to its value, the
+#: record's end and the padding to the next block); filled by :func:`_fast_header`.
+_PAX_MTIME: dict[int, tuple[bytes, bytes]] = {}
 
 
 def header(rel: bytes, kind: bytes, *, mode: int, uid: int, gid: int, mtime_ns: int, size: int = 0,
