@@ -162,7 +162,8 @@ class FramedOut:
     def entry(self, where: tuple[int, int], entry: IndexEntry) -> None:
         """Pass ``entry``, whose header was written at ``where`` (from :meth:`mark`), on to ``emit``."""
         self._held.append((where[0], where[1], entry))
-        self._release()
+        if self._held[0][0] < self._written:  # else nothing can be released before the next frame's write
+            self._release()
 
     def finish(self) -> None:
         """Compress and write the last frame and everything still in flight; emit the held entries."""
