@@ -208,9 +208,10 @@ class LocalDeployment:
         since one home alone leaves cores idle; each item is yielded as soon as it and those before it
         are done, and every volume started is finished before this returns, even when the caller stops.
 
-        All volumes share one compression pool of ``backup.threads`` workers (0: one per CPU) in all, not
-        per volume: when a home finishes, its workers go on with the others' frames, so the last, largest
-        home gets every core, and the frames held in memory are bounded across the homes."""
+        Homes start largest first by the previous run's sizes (:func:`start_order`). All volumes share one
+        compression pool of ``backup.threads`` workers (0: one per CPU) in all, not per volume: when a
+        home finishes, its workers go on with the others' frames, so the last home gets every core, and
+        the frames held in memory are bounded across the homes."""
         workers = max(1, min(ctx.parallel_volumes, len(volumes)))
         with CompressionPool(worker_count(ctx.threads if ctx.threads > 0 else -1)) as compress:
             if workers == 1:
@@ -218,7 +219,9 @@ class LocalDeployment:
                     yield self._backup_one(vol, ctx, compress)
                 return
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="jdr-backup") as pool:
-                futures = [pool.submit(self._backup_one, vol, ctx, compress) for vol in volumes]
+                started = {i: pool.submit(self._backup_one, volumes[i], ctx, compress)
+                           for i in start_order(volumes, ctx)}
+                futures = [started[i] for i in range(len(volumes))]
                 try:
                     for future in futures:
                         yield future.result()
@@ -329,6 +332,16 @@ def orphan_volume(home: Path) -> Volume:
 def _recorded_source(vol: Volume) -> dict[str, Any]:
     """What the manifest records as the item's source: the path (and whether it is an orphan)."""
     return {k: v for k, v in vol.source.items() if k in ("path", "orphan")}
+
+
+def start_order(volumes: Sequence[Volume], ctx: BackupContext) -> list[int]:
+    """The positions of ``volumes`` in the order to start archiving them when several go at once: those
+    the previous run does not know first (new homes, or a first backup: in their given order), then the
+    others by the bytes the previous run read, largest first, so that the home left to finish alone at
+    the end of a run is a small one."""
+    sizes = [(prev.bytes if (prev := _previous_item(ctx, v)) is not None and prev.status == "ok" else -1)
+             for v in volumes]
+    return sorted(range(len(volumes)), key=lambda i: (sizes[i] >= 0, -sizes[i], i))
 
 
 def _previous_item(ctx: BackupContext, vol: Volume) -> VolumeItem | None:
