@@ -77,8 +77,11 @@ def backup_tree(root: Path, repo: Repository, run: str, key: str, *, excludes: S
         if expect is not None:
             expect(files, size)  # the listing's totals, so that a progress bar can show an ETA
     enc = repo.encrypted
-    with repo.artifact_writer(layout.volume_archive_key(run, key, enc), run) as aw, \
-            repo.artifact_writer(layout.volume_index_key(run, key, enc), run) as iw:
+    # The index is opened first so that it is committed last: leaving the block commits the archive, whose
+    # last parts can still fail there (S3 uploads parts in the background), and a failed archive aborts the
+    # index too, instead of leaving a committed index without its archive in the run.
+    with repo.artifact_writer(layout.volume_index_key(run, key, enc), run) as iw, \
+            repo.artifact_writer(layout.volume_archive_key(run, key, enc), run) as aw:
         stats = write_archive(root, aw, iw, excludes=excludes, level=level, threads=zstd_threads,
                                progress=progress, pool=pool)
     # The fingerprint recorded is that of the walk that archived: the tree as archived, not as listed
