@@ -41,27 +41,34 @@ def _block(count: int) -> int:
     return -(-count // BLOCK) * BLOCK
 
 
-def _ustar(block: bytes) -> tuple[tarfile.TarInfo, int] | None:
-    """The member of one ustar header block and its data length in the stream, or None (tarfile's job).
+def _valid(block: bytes) -> re.Match[bytes] | None:
+    """The numeric fields of a ustar header block of the dialect above whose checksum is right, or None."""
+    m = _NUMBERS.fullmatch(block, 100, 157)
+    if m is None or block[257:265] != _MAGIC or block[329:345] != _NO_DEVICE or block[345] != 0:
+        return None
+    # tarfile accepts the unsigned or the signed sum, the checksum field counted as spaces; for an ASCII
+    # block the two agree. A block with high bytes is left to tarfile (jdr writes none).
+    if not block.isascii() or int(m[6], 8) != sum(block) - sum(block[148:156]) + 256:
+        return None
+    return m
+
+
+def _member(block: bytes, m: re.Match[bytes]) -> tuple[tarfile.TarInfo, int]:
+    """The member of a valid ustar header block and its data length in the stream.
 
     Applies what ``TarInfo.frombuf`` and ``_proc_builtin`` do for these types (a directory's trailing
     slashes dropped; data is skipped only for a regular file, whatever the size of another type).
     """
-    m = _NUMBERS.fullmatch(block, 100, 157)
-    if m is None or block[257:265] != _MAGIC or block[329:345] != _NO_DEVICE or block[345] != 0:
-        return None
-    chksum = int(m[6], 8)
-    # tarfile accepts the unsigned or the signed sum, the checksum field counted as spaces; for an ASCII
-    # block the two agree. A block with high bytes is left to tarfile (jdr writes none).
-    if not block.isascii() or chksum != sum(block) - sum(block[148:156]) + 256:
-        return None
     info = tarfile.TarInfo(_text(block, 0, 100))
     info.mode, info.uid, info.gid = int(m[1], 8), int(m[2], 8), int(m[3], 8)
-    info.size, info.mtime, info.chksum = int(m[4], 8), int(m[5], 8), chksum
+    info.size, info.mtime, info.chksum = int(m[4], 8), int(m[5], 8), int(m[6], 8)
     info.type = kind = m[7]
-    info.linkname = _text(block, 157, 257)
-    info.uname = _text(block, 265, 297)
-    info.gname = _text(block, 297, 329)
+    if block[157]:
+        info.linkname = _text(block, 157, 257)
+    if block[265]:
+        info.uname = _text(block, 265, 297)
+    if block[297]:
+        info.gname = _text(block, 297, 329)
     if kind == tarfile.DIRTYPE:
         info.name = info.name.rstrip("/")
     return info, (_block(info.size) if kind == tarfile.REGTYPE else 0)
@@ -112,17 +119,14 @@ def parse_member(peek: Callable[[int], bytes], offset: int) -> tuple[tarfile.Tar
     a global pax header (``tarfile`` applies those to every later member).
     """
     head = peek(BLOCK)
-    if len(head) < BLOCK:
+    if len(head) < BLOCK or (m := _valid(head)) is None:
         return None
-    first = _ustar(head)
-    if first is None:
-        return None
-    info, data_length = first
-    if info.type != tarfile.XHDTYPE:
+    if m[7] != tarfile.XHDTYPE:
+        info, data_length = _member(head, m)
         info.offset, info.offset_data = offset, offset + BLOCK
         return info, BLOCK, data_length
     # A pax extended header: its records, then the ustar header of the member they belong to.
-    size = info.size
+    size = int(m[4], 8)
     if size > _MAX_PAX:
         return None
     span = BLOCK + _block(size)
@@ -130,10 +134,11 @@ def parse_member(peek: Callable[[int], bytes], offset: int) -> tuple[tarfile.Tar
     if len(both) < span + BLOCK or both.count(0, BLOCK + size, span) != span - BLOCK - size:
         return None  # truncated, or not padded with NULs after the records
     records = _records(both[BLOCK:BLOCK + size])
-    second = _ustar(both[span:]) if records is not None else None
-    if records is None or second is None or second[0].type == tarfile.XHDTYPE:
+    block = both[span:]
+    m = _valid(block) if records is not None else None
+    if records is None or m is None or m[7] == tarfile.XHDTYPE:
         return None
-    info, data_length = second
+    info, data_length = _member(block, m)
     _apply(info, records)
     if "size" in records and info.type == tarfile.REGTYPE:
         data_length = _block(info.size)

@@ -88,13 +88,15 @@ class _Reader:
 
     def peek(self, n: int) -> bytes:
         """The next ``n`` bytes (fewer only at the end of the stream), not consumed."""
-        self._fill(n)
+        if self._pos + n > len(self._buf):
+            self._fill(n)
         return self._buf[self._pos:self._pos + n]
 
     def read(self, n: int = -1) -> bytes:
         if n is None or n < 0:
             raise io.UnsupportedOperation("read of a tar stream to its end")
-        self._fill(n)
+        if self._pos + n > len(self._buf):
+            self._fill(n)
         data = self._buf[self._pos:self._pos + n]
         self._pos += len(data)
         return data
@@ -102,8 +104,12 @@ class _Reader:
     def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
         if whence != io.SEEK_SET:
             raise io.UnsupportedOperation("seek relative to a tar stream's position or end")
-        if pos < self.tell():
+        ahead = pos - self._base - self._pos
+        if ahead < 0:
             raise tarfile.StreamError("seeking backwards is not allowed")
+        if self._pos + ahead <= len(self._buf):  # within what is buffered (a member's padding)
+            self._pos += ahead
+            return pos
         while self.tell() < pos and self._fill(1):
             self._pos += min(pos - self.tell(), len(self._buf) - self._pos)
         return self.tell()
