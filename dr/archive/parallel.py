@@ -198,7 +198,8 @@ class ParallelZstdSource(io.RawIOBase):
                 break
         end += checksum
         self._need(end)
-        frame = bytes(self._buf[:end])
+        with memoryview(self._buf) as view:  # one copy, not two (slicing a bytearray copies too)
+            frame = bytes(view[:end])
         del self._buf[:end]
         self._put(self._pool.submit(self._decompress, frame, content))
 

@@ -275,6 +275,11 @@ def _write_sparse(fd: int, chunk: bytes, pos: int) -> int:
     """Write ``chunk`` at ``pos`` but its all-zero 64 KiB pieces; where the last write ended (0: none)."""
     end = 0
     size = len(chunk)
+    if 0 < size <= _HOLE:  # most files are one piece: no loop, no view
+        if chunk[0] or chunk[-1] or chunk != _ZEROS[:size]:
+            os.pwrite(fd, chunk, pos)
+            end = pos + size
+        return end
     view = memoryview(chunk)
     for start in range(0, size, _HOLE):
         stop = min(start + _HOLE, size)

@@ -164,9 +164,9 @@ class TarStream:
 
     def chunks(self, member: tarfile.TarInfo) -> Iterator[bytes]:
         """The data of the current member in chunks of up to 1 MiB; exactly ``member.size`` bytes."""
-        if member is self._fast:
-            yield from self._fast_chunks(member)
-            return
+        return self._fast_chunks(member) if member is self._fast else self._tar_chunks(member)
+
+    def _tar_chunks(self, member: tarfile.TarInfo) -> Iterator[bytes]:
         data = self._tar.extractfile(member)
         if data is None:
             return
