@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -32,6 +33,16 @@ USERS = ({"name": "alice"}, {"name": "bob"})
 def tables(pg: PostgresServer, db: str) -> set[str]:
     return set(pg.admin("SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'",
                         db).split())
+
+
+def json_runner(jdr, outputs: list[str]) -> Callable[..., dict]:
+    """``run(*args)``: ``jdr --json *args`` (must succeed), its output kept in ``outputs`` for the password
+    check, its JSON returned."""
+    def run(*args: str) -> dict:
+        res = jdr.run("--json", *args)
+        outputs.append(res.stdout + res.stderr)
+        return json.loads(res.stdout)
+    return run
 
 
 def assert_password_nowhere(k8s_cluster, spy: MoverSpy, ns, jdr, outputs: list[str], *, movers: int) -> None:
@@ -69,11 +80,7 @@ def test_postgres_hub_backup_incremental_restore_and_drill(k8s_cluster, z2jh_nam
     spy = MoverSpy(k8s_cluster, ns.namespace)
     jdr = jdr_k8s(ns.namespace, hub=ns, kubernetes={"drill_namespace": drill_ns})
     outputs: list[str] = []
-
-    def run(*args: str) -> dict:
-        res = jdr.run("--json", *args)
-        outputs.append(res.stdout + res.stderr)
-        return json.loads(res.stdout)
+    run = json_runner(jdr, outputs)
 
     t1 = time.monotonic()
     first = run("backup")
@@ -168,11 +175,7 @@ def test_mariadb_hub_backup_restore_and_drill(k8s_cluster, z2jh_namespace, jdr_k
     spy = MoverSpy(k8s_cluster, ns.namespace)
     jdr = jdr_k8s(ns.namespace, hub=ns, kubernetes={"drill_namespace": drill_ns})
     outputs: list[str] = []
-
-    def run(*args: str) -> dict:
-        res = jdr.run("--json", *args)
-        outputs.append(res.stdout + res.stderr)
-        return json.loads(res.stdout)
+    run = json_runner(jdr, outputs)
 
     t1 = time.monotonic()
     first = run("backup")
