@@ -398,3 +398,9 @@ def test_a_huge_pax_size_ends_as_truncation_at_once() -> None:
     assert fast == 1 and got[1][4] == 10**23
     assert error == "IntegrityError: archive is truncated (data of member 2 ends early)"
     assert read_new(tar)[1] == "IntegrityError: archive: cannot read the data of 'big': unexpected end of data"
+
+
+@given(st.binary(min_size=512, max_size=512).map(lambda b: bytes(x & 0x7F for x in b)))
+def test_the_checksum_shortcut_is_the_byte_sum_of_any_ascii_block(block: bytes) -> None:
+    assert tarparse._byte_sum(block) == sum(block)
+    assert tarparse._byte_sum(b"\x7f" * 512) == 127 * 512  # the largest: Adler-32's modulo never applies
