@@ -35,6 +35,7 @@ _MAX_PAX = 1 << 16  # a larger pax header (not written by jdr) is left to tarfil
 _INT_FIELDS = frozenset({"size", "uid", "gid"})
 _STR_FIELDS = frozenset({"path", "linkpath", "uname", "gname", "atime", "ctime"})
 _MTIME = re.compile(rb"-?[0-9]+(?:\.[0-9]+)?")
+_MTIME_ONLY = re.compile(rb"([0-9]{1,20}) mtime=(-?[0-9]+(?:\.[0-9]+)?)\n")
 _KNOWN = _INT_FIELDS | _STR_FIELDS | {"mtime"}
 
 
@@ -93,6 +94,9 @@ def _text(block: bytes, start: int, end: int) -> str:
 def _records(data: bytes) -> dict[str, str] | None:
     """The records of a pax extended header's data (its ``size`` bytes), when every one is well formed
     (``"%d %s=%s\\n"`` with the right length, a known keyword, a plain number where one is expected)."""
+    one = _MTIME_ONLY.fullmatch(data)
+    if one is not None:  # what jdr writes for nearly every member: a single mtime record
+        return {"mtime": one[2].decode("ascii")} if int(one[1]) == len(data) else None
     if b"hdrcharset=" in data:  # tarfile looks for it anywhere, even inside another record's value
         return None
     records: dict[str, str] = {}
