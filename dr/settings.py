@@ -260,12 +260,13 @@ class BackupSettings:
     compression_level: int = 3
     """zstd level (1-19)."""
     threads: int = 0
-    """Threads compressing a volume's zstd frames while the backup reads and hashes its files (0: one per
-    core; at most 4 frames of ~4 MiB wait at a time, whatever the number)."""
+    """Threads compressing the volumes' zstd frames while the backup reads and hashes files (0: one per
+    core). Local deployments: one pool of that many for all the homes archived at once, with at most one
+    frame of ~4 MiB per thread waiting, in all; a Kubernetes mover: its own, at most 4 frames waiting."""
     parallel_volumes: int = 2
     """Local deployments: how many homes are archived at once (1: one after the other). One home's
     reading, hashing and compressing do not fill a machine of several cores, so two homes at once finish
-    sooner; each one adds its own buffers and zstd workers to the memory used."""
+    sooner; each one adds its own buffers to the memory used (the compression threads are shared)."""
 
 
 @dataclass(frozen=True)

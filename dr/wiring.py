@@ -97,25 +97,25 @@ def make_copy_store(settings: Settings, to: str | None = None) -> Store:
 
 def make_encryptor(settings: Settings) -> Keyring | None:
     """The keys configured under ``encryption``: None when encryption is off (no key_file/key_env)."""
+    enc = settings.encryption
+    if enc.key_file and enc.key_env:
+        raise ConfigError("encryption: set key_file or key_env, not both")
+    if not (enc.key_file or enc.key_env):
+        if enc.identities:
+            raise ConfigError("encryption.identities: set encryption.key_file or key_env as well",
+                              hint="identities only add keys to decrypt with; the installation key writes")
+        return None  # decided before importing cryptography: an unencrypted `jdr list` needs none of it
     from dr.crypto.age import Recipient
     from dr.crypto.keyring import Keyring
     from dr.crypto.keys import load_identities
 
-    enc = settings.encryption
-    if enc.key_file and enc.key_env:
-        raise ConfigError("encryption: set key_file or key_env, not both")
     if enc.key_file:
         identities = load_identities(path=Path(enc.key_file))
-    elif enc.key_env:
+    else:
         text = os.environ.get(enc.key_env)
         if not text:
             raise ConfigError(f"encryption.key_env: the environment variable {enc.key_env} is not set")
         identities = load_identities(text=text)
-    else:
-        if enc.identities:
-            raise ConfigError("encryption.identities: set encryption.key_file or key_env as well",
-                              hint="identities only add keys to decrypt with; the installation key writes")
-        return None
     if enc.identities and settings.deployment.kind == "kubernetes":
         raise ConfigError("encryption.identities: mover pods cannot read key files of the jdr pod",
                           hint="on Kubernetes put every key in the Secret behind encryption.key_env, one "

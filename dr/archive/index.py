@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Iterator
 from datetime import datetime
 from typing import IO, Any, BinaryIO, cast
@@ -40,8 +41,16 @@ class IndexWriter:
         self._pending_bytes = 0
         self._line({"format": INDEX_FORMAT, "version": INDEX_VERSION, "root": root, "created": iso(created)})
 
-    def add(self, entry: IndexEntry) -> None:
-        self._line(entry.to_dict())
+    def add(self, entry: IndexEntry, frame: int = -1, frame_offset: int = -1) -> None:
+        """Add ``entry``'s line; ``frame`` and ``frame_offset``, when given, replace the entry's own."""
+        line = _plain_line(entry, frame, frame_offset) if frame >= 0 else None
+        if line is not None:
+            self._append(line)
+            return
+        doc = entry.to_dict()
+        if frame >= 0:
+            doc["frame"], doc["frame_offset"] = frame, frame_offset  # last, as IndexEntry.to_dict puts them
+        self._line(doc)
 
     def close(self) -> None:
         """Finish the compressed stream; the sink itself is left open."""
@@ -49,7 +58,9 @@ class IndexWriter:
         self._out.flush(zstandard.FLUSH_FRAME)
 
     def _line(self, doc: dict[str, Any]) -> None:
-        line = _ENCODER.encode(doc).encode("utf-8") + b"\n"
+        self._append(_ENCODER.encode(doc).encode("utf-8") + b"\n")
+
+    def _append(self, line: bytes) -> None:
         self._pending.append(line)
         self._pending_bytes += len(line)
         if self._pending_bytes >= _BATCH:
@@ -61,6 +72,28 @@ class IndexWriter:
             self._out.write(b"".join(self._pending))
             self._pending.clear()
             self._pending_bytes = 0
+
+
+#: Paths JSON writes as they are: printable ASCII but ``"`` and ``\\``.
+_PLAIN = re.compile(rb'[ !#-\[\]-~]*')
+_TYPES = frozenset(("file", "dir", "symlink", "hardlink"))
+_LINE = b'{"path":"%s","type":"%s","size":%d,"mode":%d,"uid":%d,"gid":%d,"mtime":%s'
+
+
+def _plain_line(entry: IndexEntry, frame: int, frame_offset: int) -> bytes | None:
+    """The index line of ``entry`` at ``frame``/``frame_offset`` formatted directly, the same bytes as
+    ``_ENCODER`` makes of its :meth:`~dr.model.IndexEntry.to_dict` (tests/unit/test_index_lines.py);
+    None when the entry needs the encoder (a path or link that JSON escapes, or that is not UTF-8)."""
+    sha = entry.sha256
+    if (entry.link or not _PLAIN.fullmatch(entry.path) or entry.type not in _TYPES
+            or type(entry.mtime) is not float or entry.mtime - entry.mtime != 0.0  # NaN and infinities
+            or (sha and not (sha.isascii() and sha.isalnum()))):
+        return None
+    line = _LINE % (entry.path, entry.type.encode(), entry.size, entry.mode, entry.uid, entry.gid,
+                    float.__repr__(entry.mtime).encode())
+    if sha:
+        line += b',"sha256":"%s"' % sha.encode()
+    return line + b',"frame":%d,"frame_offset":%d}\n' % (frame, frame_offset)
 
 
 def read_index(src: BinaryIO) -> Iterator[IndexEntry]:

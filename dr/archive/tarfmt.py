@@ -52,14 +52,16 @@ def _ustar(name: bytes, kind: bytes, mode: int, uid: int, gid: int, size: int, m
     """One ustar header block, byte for byte as ``tarfile`` writes it for a pax archive."""
     # One formatting operation for the numeric fields (mode, uid, gid: 8 bytes; size, mtime: 12).
     numbers = b"%07o\0%07o\0%07o\0%011o\0%011o\0" % (mode & 0o7777, uid, gid, size, mtime)
-    block = b"".join((name.ljust(100, b"\0"), numbers, b" " * 8, kind, linkname.ljust(100, b"\0"),
-                      _USTAR_MAGIC, _USTAR_TAIL))
-    chksum = sum(block)
-    return block[:148] + b"%06o\0" % chksum + block[155:]
+    # The checksum sums every byte of the block, its own field counted as spaces; the padding is zeros
+    # and the magic a constant, so only the variable fields are summed (not all 512 bytes, twice per file).
+    chksum = sum(name) + sum(numbers) + kind[0] + sum(linkname) + _CONSTANT_SUM
+    return b"".join((name.ljust(100, b"\0"), numbers, b"%06o\0 " % chksum, kind, linkname.ljust(100, b"\0"),
+                     _USTAR_MAGIC, _USTAR_TAIL))
 
 
 # Owner names (64), no device numbers (tarfile leaves them empty, 16), no prefix (155), then padding to 512.
 _USTAR_TAIL = b"\0" * (BLOCK - 100 - 48 - 8 - 1 - 100 - len(_USTAR_MAGIC))
+_CONSTANT_SUM = 8 * ord(" ") + sum(_USTAR_MAGIC)  # the checksum field (as spaces) and the magic
 
 
 def _pax_record(keyword: bytes, value: bytes) -> bytes:
@@ -85,13 +87,27 @@ def _fast_header(rel: bytes, kind: bytes, mode: int, uid: int, gid: int, mtime_n
             or mtime_ns < 0 or uid >= 8**7 or gid >= 8**7 or size >= 8**11 or mtime_ns // _NS >= 8**11
             or uid < 0 or gid < 0):
         return None
-    head = _ustar(name, kind, mode, uid, gid, size, mtime_ns // _NS, linkname)
-    if not mtime_ns % _NS:
+    sec, frac = divmod(mtime_ns, _NS)
+    head = _ustar(name, kind, mode, uid, gid, size, sec, linkname)
+    if not frac:
         return head
-    records = _pax_record(b"mtime", mtime_text(mtime_ns).encode("ascii"))
-    pad = -len(records) % BLOCK
-    return (_ustar(_PAX_NAME, tarfile.XHDTYPE, 0, 0, 0, len(records), 0, b"") + records
-            + b"\0" * pad + head)
+    value = b"%d.%09d" % (sec, frac)  # mtime_text for a positive time, as bytes
+    value = value.rstrip(b"0")
+    # The pax header before ``head`` depends only on the record's length: its ustar block and padding
+    # are made once per length (a handful of lengths in a whole backup), not twice per file.
+    cached = _PAX_MTIME.get(len(value))
+    if cached is None:
+        records = _pax_record(b"mtime", value)
+        length = int(records.split(b" ", 1)[0])
+        cached = _PAX_MTIME[len(value)] = (
+            _ustar(_PAX_NAME, tarfile.XHDTYPE, 0, 0, 0, len(records), 0, b"") + b"%d mtime=" % length,
+            b"\n" + b"\0" * (-len(records) % BLOCK))
+    return b"".join((cached[0], value, cached[1], head))
+
+
+#: Length of an mtime value -> (the pax header's ustar block and the record up to its value, the
+#: record's end and the padding to the next block); filled by :func:`_fast_header`.
+_PAX_MTIME: dict[int, tuple[bytes, bytes]] = {}
 
 
 def header(rel: bytes, kind: bytes, *, mode: int, uid: int, gid: int, mtime_ns: int, size: int = 0,

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dr.archive import Writable, frames
-from dr.archive.frames import FramedOut
+from dr.archive.frames import CompressionPool, FramedOut
 from dr.archive.index import IndexWriter
 from dr.archive.tarfmt import BLOCK, RECORD, header, ns_to_float
 from dr.archive.walk import WalkEntry, walk
@@ -95,7 +95,7 @@ class _Fingerprint:
 def write_archive(root: Path, sink: Writable, index_sink: Writable, *, excludes: Sequence[str] = (),
                   level: int = 3, threads: int = 0,
                   progress: Callable[[int, int], None] | None = None,
-                  frame_size: int | None = None) -> ArchiveStats:
+                  frame_size: int | None = None, pool: CompressionPool | None = None) -> ArchiveStats:
     """Archive the tree at ``root``: a zstd-compressed pax tar to ``sink``, its index to ``index_sink``.
 
     The walk never follows a symlink and does not descend into other file systems (see
@@ -109,15 +109,16 @@ def write_archive(root: Path, sink: Writable, index_sink: Writable, *, excludes:
     ``threads`` set the compression (0 threads: compress in this thread; -1: one worker per CPU; n: n
     workers); every entry's index line records where its frame starts (docs/FORMAT.md, "Seekable
     archive"); a frame is cut every ``frame_size`` bytes of tar (default
-    :data:`dr.archive.frames.FRAME_SIZE`). ``progress(files, bytes)`` is called
-    every quarter second or so, and once at the end.
+    :data:`dr.archive.frames.FRAME_SIZE`). With ``pool``, the frames are compressed by that pool, shared
+    with other archives written at once, and ``threads`` is ignored; the bytes are the same either way.
+    ``progress(files, bytes)`` is called every quarter second or so, and once at the end.
 
     Raises OSError if ``root`` cannot be opened, and whatever the sinks raise.
     """
     stats = ArchiveStats()
     index = IndexWriter(index_sink, root=os.fsdecode(root), created=utcnow(), level=level)
     framed = FramedOut(sink, index.add, level=level, threads=threads,
-                       frame_size=frame_size or frames.FRAME_SIZE)
+                       frame_size=frame_size or frames.FRAME_SIZE, pool=pool)
     out = _TarOut(framed)
     links: dict[tuple[int, int], IndexEntry] = {}  # (st_dev, st_ino) -> first archived name
     buf = memoryview(bytearray(CHUNK))
@@ -127,8 +128,8 @@ def write_archive(root: Path, sink: Writable, index_sink: Writable, *, excludes:
         with closing(walk(root, excludes, stats.warnings.append)) as entries:
             for e in entries:
                 where = framed.mark()
-                entry = _archive_one(e, out, links, buf, stats)
                 kind = _kind(e.st.st_mode)
+                entry = _archive_one(e, kind, out, links, buf, stats)
                 # As fingerprint(): every entry of a kind archives hold, except a symlink it could not read.
                 if kind is not None and (entry is not None or kind != "symlink"):
                     fp.add(e, kind, entry.link if entry is not None and kind == "symlink" else b"")
@@ -170,11 +171,20 @@ def _entry(rel: bytes, kind: EntryType, st: os.stat_result, *, size: int = 0, sh
                       gid=st.st_gid, mtime=ns_to_float(st.st_mtime_ns), sha256=sha256, link=link)
 
 
-def _archive_one(e: WalkEntry, out: _TarOut, links: dict[tuple[int, int], IndexEntry], buf: memoryview,
-                 stats: ArchiveStats) -> IndexEntry | None:
-    """Write one walked entry; return its index entry, or None if it was skipped (with a warning)."""
-    st, rel, shown = e.st, e.rel, os.fsdecode(e.rel)
-    kind = _kind(st.st_mode)
+def _archive_one(e: WalkEntry, kind: EntryType | None, out: _TarOut, links: dict[tuple[int, int], IndexEntry],
+                 buf: memoryview, stats: ArchiveStats) -> IndexEntry | None:
+    """Write one walked entry of ``kind`` (:func:`_kind` of its mode); return its index entry, or None
+    if it was skipped (with a warning)."""
+    st, rel = e.st, e.rel
+    if kind == "file":
+        first = links.get((st.st_dev, st.st_ino)) if st.st_nlink > 1 else None
+        if first is not None:
+            out.write(_header(rel, tarfile.LNKTYPE, st, linkname=first.path))
+            return _entry(rel, "hardlink", st, link=first.path, size=first.size, sha256=first.sha256)
+        entry = _archive_file(e, out, buf, stats)
+        if entry is not None and st.st_nlink > 1:
+            links[(st.st_dev, st.st_ino)] = entry
+        return entry
     if kind == "dir":
         out.write(_header(rel, tarfile.DIRTYPE, st))
         return _entry(rel, "dir", st)
@@ -182,22 +192,13 @@ def _archive_one(e: WalkEntry, out: _TarOut, links: dict[tuple[int, int], IndexE
         try:
             target = e.readlink()
         except OSError as err:
-            stats.warnings.append(f"{shown}: symlink vanished or unreadable ({err.strerror}); skipped")
+            stats.warnings.append(f"{os.fsdecode(rel)}: symlink vanished or unreadable ({err.strerror}); skipped")
             return None
         out.write(_header(rel, tarfile.SYMTYPE, st, linkname=target))
         return _entry(rel, "symlink", st, link=target)
-    if kind is None:
-        what = "socket" if stat.S_ISSOCK(st.st_mode) else "FIFO" if stat.S_ISFIFO(st.st_mode) else "device"
-        stats.warnings.append(f"{shown}: {what} skipped (only files, directories and links are archived)")
-        return None
-    first = links.get((st.st_dev, st.st_ino)) if st.st_nlink > 1 else None
-    if first is not None:
-        out.write(_header(rel, tarfile.LNKTYPE, st, linkname=first.path))
-        return _entry(rel, "hardlink", st, link=first.path, size=first.size, sha256=first.sha256)
-    entry = _archive_file(e, out, buf, stats)
-    if entry is not None and st.st_nlink > 1:
-        links[(st.st_dev, st.st_ino)] = entry
-    return entry
+    what = "socket" if stat.S_ISSOCK(st.st_mode) else "FIFO" if stat.S_ISFIFO(st.st_mode) else "device"
+    stats.warnings.append(f"{os.fsdecode(rel)}: {what} skipped (only files, directories and links are archived)")
+    return None
 
 
 def _open_file(e: WalkEntry) -> int:

@@ -5,7 +5,7 @@ at any time (:meth:`Catalog.rebuild`, ``jdr catalog rebuild``), and no restore e
 ``list``, ``show``, ``--at`` and prune fast when a repository holds thousands of runs.
 
 :class:`Catalog` (SQLAlchemy) is imported on first use, so that :mod:`dr.catalog.lite`, the plain
-``sqlite3`` listing behind ``jdr list``, does not load SQLAlchemy.
+``sqlite3`` path behind ``jdr list`` and the backup's indexing of its new run, does not load SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from dr.catalog.rows import RunRow, SyncResult, run_set_digest
+from dr.catalog.tables import SCHEMA_VERSION
 
 if TYPE_CHECKING:
     from dr.catalog.index import Catalog
-    from dr.catalog.schema import SCHEMA_VERSION
 
 __all__ = ["SCHEMA_VERSION", "Catalog", "RunRow", "SyncResult", "run_set_digest"]
 
@@ -26,8 +26,4 @@ def __getattr__(name: str) -> Any:
         from dr.catalog.index import Catalog
 
         return Catalog
-    if name == "SCHEMA_VERSION":
-        from dr.catalog.schema import SCHEMA_VERSION
-
-        return SCHEMA_VERSION
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

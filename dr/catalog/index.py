@@ -25,52 +25,13 @@ from dr.catalog.rows import USABLE, RunRow, SyncResult, run_set_digest
 from dr.catalog.rows import from_us as _time
 from dr.catalog.rows import id_hash as _id_hash
 from dr.catalog.rows import make_digest as _digest
+from dr.catalog.rows import manifest_rows as _rows
 from dr.catalog.rows import parse_digest as _parse_digest
 from dr.catalog.rows import to_us as _us
 from dr.errors import ConfigError, RepositoryError
 from dr.model import Manifest
 
 log = logging.getLogger(__name__)
-
-def _canonical(m: Manifest) -> str:
-    return json.dumps(m.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def _rows(m: Manifest) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
-    """The rows that index one manifest."""
-    items: list[dict[str, Any]] = []
-    arts: dict[str, dict[str, Any]] = {}
-
-    def add_artifacts(item_key: str, found: Sequence[Any]) -> None:
-        for a in found:
-            arts.setdefault(a.key, {"run_id": m.run, "key": a.key, "item": item_key, "size": a.size,
-                                    "sha256": a.sha256, "encoding": a.encoding, "writer": a.run or m.run})
-
-    failed = 0
-    if m.hub is not None:
-        hub_arts = [a for a in (m.hub.db, m.hub.secret) if a is not None]
-        items.append({"run_id": m.run, "key": "hub", "kind": "hub", "user": None, "server": "",
-                      "status": m.hub.status, "method": "sqlite", "bytes": m.hub.db_bytes, "files": 0,
-                      "reused_from": None, "error": m.hub.error})
-        add_artifacts("hub", hub_arts)
-        failed += m.hub.status == "failed"
-    for v in m.volumes:
-        items.append({"run_id": m.run, "key": v.key, "kind": "volume", "user": v.user, "server": v.server,
-                      "status": v.status, "method": v.method, "bytes": v.bytes, "files": v.files,
-                      "reused_from": v.reused_from, "error": v.error})
-        add_artifacts(v.key, v.artifacts())
-        failed += v.status == "failed"
-    run = {
-        "id": m.run, "time_us": _us(m.started), "finished_us": _us(m.finished), "status": m.status,
-        "users": len({v.user for v in m.volumes if v.user is not None}), "volumes": len(m.volumes),
-        "failed": failed, "bytes": sum(v.bytes for v in m.volumes),
-        "stored": sum(a["size"] for a in arts.values() if a["writer"] == m.run),
-        "files": sum(v.files for v in m.volumes),
-        "hub": m.hub is not None and m.hub.db is not None, "jdr_version": m.jdr_version,
-        "manifest": _canonical(m),
-    }
-    return run, items, list(arts.values())
-
 
 class Catalog:
     """An index of one repository's runs in the database at ``url`` (any SQLAlchemy URL).

@@ -1,13 +1,17 @@
-"""The catalog's plain values (rows as ``jdr list`` shows them, the run-set digest), without SQLAlchemy:
-the SQLite read path (:mod:`dr.catalog.lite`) uses them without importing it."""
+"""The catalog's plain values (rows as ``jdr list`` shows them, the rows that index a manifest, the run-set
+digest), without SQLAlchemy: the SQLite path (:mod:`dr.catalog.lite`) uses them without importing it."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dr.model import Manifest
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MOD = 2**256
@@ -43,6 +47,51 @@ def make_digest(count: int, total: int) -> str:
 def parse_digest(text: str) -> tuple[int, int]:
     count, _, total = text.partition(":")
     return int(count), int(total, 16)
+
+
+def canonical(m: Manifest) -> str:
+    """The manifest as the catalog stores it (``jdr_runs.manifest``)."""
+    return json.dumps(m.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+Row = dict[str, Any]
+
+
+def manifest_rows(m: Manifest) -> tuple[Row, list[Row], list[Row]]:
+    """The rows that index one manifest: its ``jdr_runs`` row, its ``jdr_items`` and ``jdr_artifacts`` rows
+    (keys are the columns of :mod:`dr.catalog.tables`). Both writers (SQLAlchemy and plain sqlite3) use it."""
+    items: list[Row] = []
+    arts: dict[str, Row] = {}
+
+    def add_artifacts(item_key: str, found: Sequence[Any]) -> None:
+        for a in found:
+            arts.setdefault(a.key, {"run_id": m.run, "key": a.key, "item": item_key, "size": a.size,
+                                    "sha256": a.sha256, "encoding": a.encoding, "writer": a.run or m.run})
+
+    failed = 0
+    if m.hub is not None:
+        hub_arts = [a for a in (m.hub.db, m.hub.secret) if a is not None]
+        items.append({"run_id": m.run, "key": "hub", "kind": "hub", "user": None, "server": "",
+                      "status": m.hub.status, "method": "sqlite", "bytes": m.hub.db_bytes, "files": 0,
+                      "reused_from": None, "error": m.hub.error})
+        add_artifacts("hub", hub_arts)
+        failed += m.hub.status == "failed"
+    for v in m.volumes:
+        items.append({"run_id": m.run, "key": v.key, "kind": "volume", "user": v.user, "server": v.server,
+                      "status": v.status, "method": v.method, "bytes": v.bytes, "files": v.files,
+                      "reused_from": v.reused_from, "error": v.error})
+        add_artifacts(v.key, v.artifacts())
+        failed += v.status == "failed"
+    run = {
+        "id": m.run, "time_us": to_us(m.started), "finished_us": to_us(m.finished), "status": m.status,
+        "users": len({v.user for v in m.volumes if v.user is not None}), "volumes": len(m.volumes),
+        "failed": failed, "bytes": sum(v.bytes for v in m.volumes),
+        "stored": sum(a["size"] for a in arts.values() if a["writer"] == m.run),
+        "files": sum(v.files for v in m.volumes),
+        "hub": m.hub is not None and m.hub.db is not None, "jdr_version": m.jdr_version,
+        "manifest": canonical(m),
+    }
+    return run, items, list(arts.values())
 
 
 @dataclass(frozen=True)

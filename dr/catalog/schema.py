@@ -1,69 +1,38 @@
-"""The catalog's tables (SQLAlchemy Core). Bump SCHEMA_VERSION on any change: an older or unknown catalog
-is dropped and rebuilt from the manifests, never migrated (it is only a cache)."""
+"""The catalog's tables as SQLAlchemy Core tables, built from their one definition in
+:mod:`dr.catalog.tables` (which :mod:`dr.catalog.lite` turns into SQLite DDL without SQLAlchemy)."""
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, Column, Index, Integer, MetaData, String, Table, Text
+from typing import Any
 
-SCHEMA_VERSION = 1
+from sqlalchemy import BigInteger, Boolean, Column, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy.types import TypeEngine
+
+from dr.catalog import tables as t
+from dr.catalog.tables import SCHEMA_VERSION
 
 metadata = MetaData()
 
-# Key/value facts about the catalog itself: schema_version, repository_url, repository_id, run_set.
-meta = Table(
-    "jdr_meta", metadata,
-    Column("key", String(64), primary_key=True),
-    Column("value", Text, nullable=False),
-)
 
-# One row per run (manifest). Times are UTC microseconds since the epoch: exact, sortable, portable.
-runs = Table(
-    "jdr_runs", metadata,
-    Column("id", String(64), primary_key=True),
-    Column("time_us", BigInteger, nullable=False),  # started
-    Column("finished_us", BigInteger, nullable=False),
-    Column("status", String(16), nullable=False),
-    Column("users", Integer, nullable=False),  # distinct users with a volume in the run
-    Column("volumes", Integer, nullable=False),
-    Column("failed", Integer, nullable=False),  # items (volumes, hub) that failed
-    Column("bytes", BigInteger, nullable=False),  # file content read
-    Column("stored", BigInteger, nullable=False),  # bytes of the artifacts this run wrote itself
-    Column("files", BigInteger, nullable=False),
-    Column("hub", Boolean, nullable=False),  # the run holds a hub database
-    Column("jdr_version", String(64), nullable=False),
-    Column("manifest", Text, nullable=False),  # the manifest as canonical JSON
-    Index("jdr_runs_time", "time_us"),
-)
+def _type(c: t.Col) -> TypeEngine[Any]:
+    if c.kind == "string":
+        return String(c.length)
+    kinds: dict[str, type[TypeEngine[Any]]] = {"text": Text, "bigint": BigInteger, "int": Integer, "bool": Boolean}
+    return kinds[c.kind]()
 
-# One row per item of a run: the hub (kind "hub", key "hub") and each volume (kind "volume").
-items = Table(
-    "jdr_items", metadata,
-    Column("run_id", String(64), primary_key=True),
-    Column("key", String(255), primary_key=True),
-    Column("kind", String(16), nullable=False),
-    Column("user", Text, nullable=True),  # raw username; NULL for the hub and for PVCs without a user
-    Column("server", Text, nullable=False),
-    Column("status", String(16), nullable=False),
-    Column("method", String(32), nullable=False),
-    Column("bytes", BigInteger, nullable=False),
-    Column("files", BigInteger, nullable=False),
-    Column("reused_from", String(64), nullable=True),
-    Column("error", Text, nullable=True),
-    Index("jdr_items_user", "user"),
-)
 
-# One row per artifact a run references (its own, and those it reuses from earlier runs).
-artifacts = Table(
-    "jdr_artifacts", metadata,
-    Column("run_id", String(64), primary_key=True),
-    Column("key", String(1024), primary_key=True),
-    Column("item", String(255), nullable=False),
-    Column("size", BigInteger, nullable=False),
-    Column("sha256", String(64), nullable=False),
-    Column("encoding", String(32), nullable=False),
-    Column("writer", String(64), nullable=False),  # the run that wrote it
-    Index("jdr_artifacts_key", "key"),
-)
+def _table(d: t.Table) -> Table:
+    return Table(d.name, metadata,
+                 *(Column(c.name, _type(c), primary_key=c.primary_key, nullable=c.nullable) for c in d.columns),
+                 *(Index(name, column) for name, column in d.indexes))
+
+
+meta = _table(t.META)
+runs = _table(t.RUNS)
+items = _table(t.ITEMS)
+artifacts = _table(t.ARTIFACTS)
 
 TABLES = (meta, runs, items, artifacts)
 DATA_TABLES = (runs, items, artifacts)
+
+__all__ = ["DATA_TABLES", "SCHEMA_VERSION", "TABLES", "artifacts", "items", "meta", "metadata", "runs"]

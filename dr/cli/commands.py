@@ -66,9 +66,13 @@ def list_(ctx: Context, user: str | None) -> None:
     from dr.catalog import lite
 
     repo = wiring.open_repository(ctx.settings)
-    # An up-to-date SQLite catalog is read with sqlite3 alone (no SQLAlchemy: issue 12, `jdr list` in 0.5 s).
-    rows = lite.list_runs(wiring.default_catalog_url(ctx.settings), repo.run_ids(), repository_url=repo.url,
-                          repository_id=repo.id, user=user)
+    # A SQLite catalog is read, and built or synced when stale, with sqlite3 alone (no SQLAlchemy: issue 12,
+    # `jdr list` in 0.5 s); any other catalog database goes through Catalog.
+    url, ids, ident = wiring.default_catalog_url(ctx.settings), repo.run_ids(), (repo.url, repo.id)
+    rows = lite.list_runs(url, ids, repository_url=ident[0], repository_id=ident[1], user=user)
+    if rows is None:
+        rows = lite.synced_runs(url, ids, repo.load_manifest, repository_url=ident[0], repository_id=ident[1],
+                                user=user)
     if rows is None:
         from dr.operations.inspect import list_runs
 

@@ -48,11 +48,28 @@ def catalog_for(settings: Settings, repo: Repository | None) -> Iterator[Catalog
 def backup_done(settings: Settings, repo: Repository, result: BackupResult,
                 metrics: Metrics | None = None) -> None:
     if not _reports_anything(settings, metrics):
-        return  # nothing would read what follows: skip the catalog sync (and the import of SQLAlchemy)
+        # Nothing would read the repository facts: skip the catalog sync (and the import of SQLAlchemy),
+        # but index the new run in a SQLite catalog, so that the next `jdr list` finds it up to date.
+        _index_run(settings, repo, result)
+        return
     from dr.operations.reporting import after_backup
 
     with catalog_for(settings, repo) as catalog:
         after_backup(settings, repo, result, metrics, catalog)
+
+
+def _index_run(settings: Settings, repo: Repository, result: BackupResult) -> None:
+    """Add a committed run to an existing SQLite catalog of ``repo`` (dr/catalog/lite.py; not created here,
+    nor synced: that is the next listing's job). Never fails the backup: the catalog is only a cache."""
+    if result.manifest is None or result.status == "failed":
+        return  # nothing was committed
+    from dr.catalog import lite
+
+    try:
+        lite.add_run(wiring.default_catalog_url(settings), result.manifest, repository_url=repo.url,
+                     repository_id=repo.id)
+    except (JdrError, OSError) as e:
+        log.warning("could not index run %s in the catalog (%s); the next listing will", result.run, e)
 
 
 def _reports_anything(settings: Settings, metrics: Metrics | None) -> bool:

@@ -8,7 +8,6 @@ with the homes that exist.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fnmatch
 import logging
 import os
@@ -20,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from dr.archive.frames import CompressionPool, worker_count
 from dr.deployments.base import BackupContext, Volume, VolumeRestore, VolumeRestoreResult
 from dr.deployments.home_names import HomeLayout
 from dr.deployments.hubdb_swap import swap_in_database
@@ -206,26 +206,30 @@ class LocalDeployment:
         """One item per volume, in the order of ``volumes``. Up to ``ctx.parallel_volumes`` homes are
         archived at once (each in its own thread: reading, hashing and compression release the GIL),
         since one home alone leaves cores idle; each item is yielded as soon as it and those before it
-        are done, and every volume started is finished before this returns, even when the caller stops."""
-        workers = max(1, min(ctx.parallel_volumes, len(volumes)))
-        if workers > 1 and ctx.threads == 0:
-            # backup.threads 0 means one compression worker per CPU in all, not per volume: volumes
-            # archived at once share the CPUs (each more worker also holds frames in memory).
-            ctx = dataclasses.replace(ctx, threads=max(1, (os.cpu_count() or 1) // workers))
-        if workers == 1:
-            for vol in volumes:
-                yield self._backup_one(vol, ctx)
-            return
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="jdr-backup") as pool:
-            futures = [pool.submit(self._backup_one, vol, ctx) for vol in volumes]
-            try:
-                for future in futures:
-                    yield future.result()
-            finally:
-                for future in futures:
-                    future.cancel()  # the caller stopped (an error, ^C): start no further volume
+        are done, and every volume started is finished before this returns, even when the caller stops.
 
-    def _backup_one(self, vol: Volume, ctx: BackupContext) -> VolumeItem:
+        Homes start largest first by the previous run's sizes (:func:`start_order`). All volumes share one
+        compression pool of ``backup.threads`` workers (0: one per CPU) in all, not per volume: when a
+        home finishes, its workers go on with the others' frames, so the last home gets every core, and
+        the frames held in memory are bounded across the homes."""
+        workers = max(1, min(ctx.parallel_volumes, len(volumes)))
+        with CompressionPool(worker_count(ctx.threads if ctx.threads > 0 else -1)) as compress:
+            if workers == 1:
+                for vol in volumes:
+                    yield self._backup_one(vol, ctx, compress)
+                return
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="jdr-backup") as pool:
+                started = {i: pool.submit(self._backup_one, volumes[i], ctx, compress)
+                           for i in start_order(volumes, ctx)}
+                futures = [started[i] for i in range(len(volumes))]
+                try:
+                    for future in futures:
+                        yield future.result()
+                finally:
+                    for future in futures:
+                        future.cancel()  # the caller stopped (an error, ^C): start no further volume
+
+    def _backup_one(self, vol: Volume, ctx: BackupContext, compress: CompressionPool | None = None) -> VolumeItem:
         started = time.monotonic()
         home = Path(vol.source["path"])
         base = VolumeItem(key=vol.key, user=vol.user, server=vol.server, method="archive",
@@ -251,7 +255,7 @@ class LocalDeployment:
         try:
             reusable = decide_reuse(ctx, prev, vol.label).reusable
             tree = backup_tree(home, ctx.repo, ctx.run, vol.key, excludes=ctx.excludes, level=ctx.level,
-                               threads=ctx.threads, progress=ctx.progress,
+                               threads=ctx.threads, progress=ctx.progress, pool=compress,
                                previous_fingerprint=prev.fingerprint if reusable and prev else None)
             if tree.unchanged and prev is not None:
                 log.info("%s: unchanged since run %s, referencing its archive", vol.label,
@@ -328,6 +332,16 @@ def orphan_volume(home: Path) -> Volume:
 def _recorded_source(vol: Volume) -> dict[str, Any]:
     """What the manifest records as the item's source: the path (and whether it is an orphan)."""
     return {k: v for k, v in vol.source.items() if k in ("path", "orphan")}
+
+
+def start_order(volumes: Sequence[Volume], ctx: BackupContext) -> list[int]:
+    """The positions of ``volumes`` in the order to start archiving them when several go at once: those
+    the previous run does not know first (new homes, or a first backup: in their given order), then the
+    others by the bytes the previous run read, largest first, so that the home left to finish alone at
+    the end of a run is a small one."""
+    sizes = [(prev.bytes if (prev := _previous_item(ctx, v)) is not None and prev.status == "ok" else -1)
+             for v in volumes]
+    return sorted(range(len(volumes)), key=lambda i: (sizes[i] >= 0, -sizes[i], i))
 
 
 def _previous_item(ctx: BackupContext, vol: Volume) -> VolumeItem | None:

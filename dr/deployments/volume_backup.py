@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dr.archive.frames import CompressionPool
 from dr.archive.writer import fingerprint, write_archive
 from dr.deployments.volume_swap import unfinished_restore
 from dr.errors import DeploymentError
@@ -44,13 +45,15 @@ class TreeBackup:
 
 def backup_tree(root: Path, repo: Repository, run: str, key: str, *, excludes: Sequence[str] = (),
                 level: int = 3, threads: int = 0, previous_fingerprint: str | None = None,
-                progress: Callable[[int, int], None] | None = None) -> TreeBackup:
+                progress: Callable[[int, int], None] | None = None,
+                pool: CompressionPool | None = None) -> TreeBackup:
     """Archive the tree at ``root`` as volume ``key`` of ``run``, unless its fingerprint equals
     ``previous_fingerprint`` (pass it only when :func:`dr.deployments.reuse.decide_reuse` allows the
     previous archive to be referenced again: not damaged, not too old, present at its size).
 
     ``threads`` is the ``backup.threads`` setting: the threads compressing the archive's frames (0 means
     one per CPU), so that compression runs beside (not after) the reading of files, as in ``tar | zstd -T0``.
+    With ``pool`` (several trees archived at once), that shared pool compresses instead.
 
     Raises OSError when ``root`` cannot be read and JdrError for repository failures; an upload that
     fails is aborted (nothing appears under its key). Raises DeploymentError when a restore into the
@@ -77,7 +80,7 @@ def backup_tree(root: Path, repo: Repository, run: str, key: str, *, excludes: S
     with repo.artifact_writer(layout.volume_archive_key(run, key, enc), run) as aw, \
             repo.artifact_writer(layout.volume_index_key(run, key, enc), run) as iw:
         stats = write_archive(root, aw, iw, excludes=excludes, level=level, threads=zstd_threads,
-                               progress=progress)
+                               progress=progress, pool=pool)
     # The fingerprint recorded is that of the walk that archived: the tree as archived, not as listed
     # before (they differ only if the tree changed in between, and then the archive's is the true one).
     return TreeBackup(fingerprint=stats.fingerprint, files=stats.files, bytes=stats.bytes, archive=aw.artifact,

@@ -19,10 +19,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dr.crypto.age import AgeReader, Identity, NoIdentityMatches, Recipient
-from dr.crypto.keys import load_identity
 from dr.errors import ConfigError, IntegrityError, KeyMismatchError, UsageError
 from dr.model import Artifact, Manifest
 from dr.policy.keys import is_encrypted, key_usage, reusable_previous, run_keys
@@ -30,6 +28,9 @@ from dr.repository import recipients
 from dr.repository.recipients import RecipientEntry
 from dr.repository.repository import Repository, initial_recipients
 from dr.util.timefmt import iso, utcnow
+
+if TYPE_CHECKING:  # imported where used: a backup of an unencrypted repository needs no cryptography
+    from dr.crypto.age import Identity, Recipient
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +131,8 @@ def adopt_recipients(repo: Repository, now: Now = utcnow) -> list[RecipientEntry
 
 def _opens(repo: Repository, artifact: Artifact, identities: Sequence[Identity]) -> bool:
     """Whether one of ``identities`` opens ``artifact`` (reads and authenticates only its header)."""
+    from dr.crypto.age import AgeReader, NoIdentityMatches
+
     src = repo.store.open_reader(artifact.key)
     try:
         AgeReader(src, identities)
@@ -277,6 +280,9 @@ def new_recipient(new_key: Path | None, new_recipient_text: str | None) -> Recip
     """The recipient named by ``--new-key FILE`` (an age key file) or ``--new-recipient age1…``."""
     if (new_key is None) == (new_recipient_text is None):
         raise UsageError("give exactly one of --new-key FILE or --new-recipient AGE1…")
+    from dr.crypto.age import Recipient
+    from dr.crypto.keys import load_identity
+
     if new_key is not None:
         return load_identity(path=new_key).recipient
     assert new_recipient_text is not None

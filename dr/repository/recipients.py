@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dr.crypto.age import Recipient
 from dr.errors import ConfigError, RepositoryError
+
+if TYPE_CHECKING:  # imported where used (parsing a recipient): `jdr backup` of an unencrypted repository
+    from dr.crypto.age import Recipient  # and `jdr list` need no cryptography
 
 RECIPIENTS = "recipients"
 RETIRED = "retired_recipients"
@@ -33,6 +35,8 @@ class RecipientEntry:
     @classmethod
     def of(cls, recipient: Recipient | str, *, name: str = "", added: str = "") -> RecipientEntry:
         """An entry for ``recipient`` (parsed and checked when given as text; ConfigError if invalid)."""
+        from dr.crypto.age import Recipient
+
         rec = recipient if isinstance(recipient, Recipient) else Recipient.parse(recipient)
         return cls(recipient=rec.text(), fingerprint=rec.fingerprint, name=name, added=added)
 
@@ -55,6 +59,8 @@ class RecipientEntry:
         """Raises RepositoryError for an entry that is not a valid recipient or whose fingerprint lies."""
         if not isinstance(d, dict) or not isinstance(d.get("recipient"), str):
             raise RepositoryError("config.json: a recipient entry is malformed")
+        from dr.crypto.age import Recipient
+
         try:
             rec = Recipient.parse(d["recipient"])
         except ConfigError as e:

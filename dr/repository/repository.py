@@ -14,11 +14,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-from dr.crypto.age import NoIdentityMatches, Recipient
-from dr.crypto.keyring import Keyring
-from dr.crypto.mac import MacKeyring
 from dr.errors import (
     IntegrityError,
     JdrError,
@@ -31,11 +28,16 @@ from dr.errors import (
 )
 from dr.model import Artifact, Manifest, is_run_id
 from dr.policy.object_lock import ObjectLockPolicy
-from dr.repository import layout, recipients
+from dr.repository import layout
 from dr.repository.artifacts import ArtifactWriter, VerifiedReader, check_encodings, drain, is_encrypted
 from dr.repository.lock import REFRESH_EVERY, RepositoryLock
 from dr.repository.store import ObjectInfo, Retention, Store
 from dr.util.timefmt import iso, real_utcnow, utcnow
+
+if TYPE_CHECKING:  # imported where used: `jdr list` of an unencrypted repository needs no cryptography
+    from dr.crypto.keyring import Keyring
+    from dr.crypto.mac import MacKeyring
+    from dr.repository import recipients
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,8 @@ REPO_VERSION = 1
 
 def initial_recipients(keyring: Keyring, added: str) -> list[recipients.RecipientEntry]:
     """The recipients of a new repository: the installation key, then ``encryption.recipients``."""
+    from dr.repository import recipients
+
     entries = [recipients.RecipientEntry.of(keyring.current.recipient, name="installation key", added=added)]
     entries += [recipients.RecipientEntry.of(r, name="from encryption.recipients", added=added)
                 for r in keyring.extra]
@@ -93,6 +97,8 @@ class Repository:
             config = {"format": REPO_FORMAT, "version": REPO_VERSION, "id": uuid.uuid4().hex,
                       "created": iso(utcnow()), "encrypted": encryptor is not None}
             if encryptor is not None:
+                from dr.repository import recipients
+
                 config = recipients.with_recipients(config, initial_recipients(encryptor, iso(utcnow())))
             store.put(layout.CONFIG, json.dumps(config, indent=2).encode())
             log.info("created repository %s", store.url)
@@ -128,6 +134,8 @@ class Repository:
     @property
     def recipients(self) -> list[recipients.RecipientEntry]:
         """The public keys every new artifact is encrypted to (empty if unencrypted or not recorded)."""
+        from dr.repository import recipients
+
         return recipients.current(self.config)
 
     def reload_config(self) -> None:
@@ -146,6 +154,8 @@ class Repository:
 
     def describe_keys(self, fingerprints: Iterable[str]) -> str:
         """``a1b2… (installation key, retired 2026-12-01), …`` for messages."""
+        from dr.repository import recipients
+
         return recipients.describe(self.config, fingerprints)
 
     def missing_key(self, what: str, needed: Iterable[str]) -> KeyMismatchError:
@@ -284,7 +294,11 @@ class Repository:
         if enc and self.encryptor is None:
             raise UsageError("this repository is encrypted: configure `encryption.key_file` or "
                              "`encryption.key_env` to write to it")
-        to = [Recipient.parse(e.recipient) for e in self.recipients] if enc else []
+        to = []
+        if enc:
+            from dr.crypto.age import Recipient
+
+            to = [Recipient.parse(e.recipient) for e in self.recipients]
         if enc and not to:
             raise KeyMismatchError(f"repository {self.url} does not record its recipients yet",
                                    hint="run `jdr backup` once with the repository's key configured: "
@@ -316,6 +330,8 @@ class Repository:
             if self.encryptor is None or (artifact.recipients and
                                           not set(artifact.recipients) & set(self.encryptor.fingerprints)):
                 raise self.missing_key(what, artifact.recipients)
+            from dr.crypto.age import NoIdentityMatches
+
             raw = VerifiedReader(self.store.open_reader(artifact.key), artifact)
             try:
                 return self.encryptor.reader(raw)  # type: ignore[arg-type]
@@ -344,6 +360,8 @@ class Repository:
         if self.encryptor is None or (artifact.recipients and
                                       not set(artifact.recipients) & set(self.encryptor.fingerprints)):
             raise self.missing_key(what, artifact.recipients)
+        from dr.crypto.age import NoIdentityMatches
+
         try:
             reader = self.encryptor.range_reader(raw, artifact.size)
         except NoIdentityMatches as e:

@@ -1,5 +1,6 @@
 """``backup.parallel_volumes`` (issue 12): a local backup archives several homes at once, bounded, and
-records them in the same order, with the same content, as one after the other.
+records them in the same order, with the same content, as one after the other; the homes share one
+compression pool (tests/unit/test_frames_shared_pool.py tests the pool itself).
 
 Deterministic: a barrier inside the archiving of each home is passed only when two homes are being
 archived at the same time (with one at a time it breaks after its timeout and the test fails); a counter
@@ -44,6 +45,7 @@ def _watch(monkeypatch: pytest.MonkeyPatch, meet: threading.Barrier | None) -> d
     second_done = threading.Event()
     finished: list[str] = []
     started: list[str] = []
+    pools: set[object] = set()  # the compression pools the homes were given
 
     def backup_tree(root: Path, *args: Any, **kwargs: Any) -> Any:
         with mutex:
@@ -52,6 +54,7 @@ def _watch(monkeypatch: pytest.MonkeyPatch, meet: threading.Barrier | None) -> d
             seen["calls"] += 1
             call = seen["calls"]
             started.append(root.name)
+            pools.add(kwargs.get("pool"))
         try:
             if meet is not None and call <= 2:
                 meet.wait()  # BrokenBarrierError (a failed test) unless another home is archived meanwhile
@@ -66,7 +69,7 @@ def _watch(monkeypatch: pytest.MonkeyPatch, meet: threading.Barrier | None) -> d
                 second_done.set()
 
     monkeypatch.setattr(local_mod, "backup_tree", backup_tree)
-    seen["finished"], seen["started"] = finished, started  # type: ignore[assignment]
+    seen["finished"], seen["started"], seen["pools"] = finished, started, pools  # type: ignore[assignment]
     return seen
 
 
@@ -80,6 +83,8 @@ def test_homes_are_archived_two_at_a_time_in_order(tmp_path: Path, make_hub_db: 
     result = jobs.backup(_settings(tmp_path / "p", make_hub_db, 2))
     assert result.manifest is not None and result.manifest.status == "complete"
     assert seen["most"] == 2  # bounded by parallel_volumes, and really parallel (the barrier)
+    pools = seen["pools"]
+    assert len(pools) == 1 and None not in pools  # type: ignore[arg-type,operator]  # one compression pool for all
     parallel = _summary(result)
     assert sorted(u or "" for u, *_ in parallel) == sorted(USERS)
     first, second = seen["started"][:2]

@@ -12,7 +12,7 @@ import pytest
 
 from dr.cli import publishing
 from dr.metrics import Metrics
-from dr.settings import MetricsSettings, NotifySettings, Settings
+from dr.settings import CatalogSettings, MetricsSettings, NotifySettings, Settings
 
 
 @pytest.fixture
@@ -30,9 +30,25 @@ def opened(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     return calls
 
 
-def test_nothing_to_report_to_skips_the_catalog(opened: list[Any]) -> None:
-    publishing.backup_done(Settings(), "repo", None)  # type: ignore[arg-type]
+class _Repo:
+    url, id = "file:///srv/backups/jdr", "r1"
+
+
+def test_nothing_to_report_to_skips_the_catalog(opened: list[Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """No catalog sync; the committed run is indexed in a SQLite catalog with sqlite3 (dr/catalog/lite.py), so the
+    next `jdr list` finds it up to date; a run that committed nothing is not."""
+    from dr.catalog import lite
+    from dr.operations.backup import BackupResult
+
+    indexed: list[Any] = []
+    monkeypatch.setattr(lite, "add_run", lambda url, m, **ident: indexed.append((url, m, ident)))
+    settings = dataclasses.replace(Settings(), catalog=CatalogSettings(url="sqlite:////tmp/jdrtsu/c.sqlite"))
+    manifest = object()
+    publishing.backup_done(settings, _Repo(), BackupResult("r", "complete", manifest))  # type: ignore[arg-type]
+    publishing.backup_done(settings, _Repo(), BackupResult("r", "failed", manifest))  # type: ignore[arg-type]
     assert opened == []
+    assert indexed == [("sqlite:////tmp/jdrtsu/c.sqlite", manifest,
+                        {"repository_url": _Repo.url, "repository_id": "r1"})]
 
 
 @pytest.mark.parametrize("settings, metrics", [

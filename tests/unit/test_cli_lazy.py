@@ -3,36 +3,15 @@ need them (issue 12: ``jdr --version`` <= 0.15 s). Deterministic: it checks what
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import click
 
 from dr.cli.main import COMMAND_MODULES, cli, load_all_commands
-
-HEAVY = ("boto3", "botocore", "kubernetes", "sqlalchemy", "zstandard", "rich", "jupyterhub")
-
-_PROBE = """
-import json, sys
-sys.argv = ["jdr", *json.loads(sys.argv[1])]
-from dr.cli.main import main
-try:
-    main()
-except SystemExit:
-    pass
-print(json.dumps(sorted(sys.modules)), file=sys.stderr)
-"""
+from tests.importprobe import heavy as _heavy
+from tests.importprobe import run_probed
 
 
 def _modules_after(*argv: str) -> set[str]:
-    done = subprocess.run([sys.executable, "-c", _PROBE, json.dumps(list(argv))], capture_output=True,
-                          text=True, check=True)
-    return set(json.loads(done.stderr.strip().splitlines()[-1]))
-
-
-def _heavy(modules: set[str]) -> list[str]:
-    return sorted(m for m in modules if m.split(".")[0] in HEAVY)
+    return run_probed(*argv)[1]
 
 
 def test_version_imports_no_command_and_no_heavy_library() -> None:
@@ -42,12 +21,11 @@ def test_version_imports_no_command_and_no_heavy_library() -> None:
 
 
 def test_help_lists_every_command_without_heavy_libraries() -> None:
-    done = subprocess.run([sys.executable, "-c", _PROBE, json.dumps(["--help"])], capture_output=True,
-                          text=True, check=True)
+    done, modules = run_probed("--help")
     listed = {line.split()[0] for line in done.stdout.split("Commands:")[1].splitlines() if line.strip()}
     visible = {n for n in COMMAND_MODULES if n != "agent"}  # agent is hidden: for mover pods
     assert listed == visible
-    assert _heavy(set(json.loads(done.stderr.strip().splitlines()[-1]))) == []
+    assert _heavy(modules) == []
 
 
 def test_the_lazy_table_matches_what_the_modules_register() -> None:

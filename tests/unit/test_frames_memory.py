@@ -35,7 +35,7 @@ class _Gated(FramedOut):
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_frames_in_flight_are_one_more_than_the_workers(threads: int) -> None:
     out = io.BytesIO()
-    framed = _Gated(out, lambda _e: None, threads=threads, frame_size=512)
+    framed = _Gated(out, lambda *_: None, threads=threads, frame_size=512)
     try:
         for i in range(12):
             framed.mark()
