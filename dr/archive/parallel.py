@@ -46,6 +46,8 @@ class ParallelZstdSource(io.RawIOBase):
     it, or use it as a context manager); ``src`` is not closed.
     """
 
+    piece_size = MAX_FRAME  # a read of this size returns the rest of a frame, without a copy
+
     def __init__(self, src: BinaryIO, *, what: str, workers: int = 2, in_flight: int = IN_FLIGHT) -> None:
         super().__init__()
         self._src = src
@@ -65,23 +67,41 @@ class ParallelZstdSource(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
+    def read(self, size: int | None = -1) -> bytes:
+        """Up to ``size`` bytes, never more than what is left of the current frame (b"" at the end):
+        a slice of the frame, without the two copies of :meth:`io.RawIOBase.read`."""
+        if size is None or size < 0:
+            return super().read(-1) or b""
+        if not self._ready():
+            return b""
+        out, pos = self._out, self._pos
+        n = min(size, len(out) - pos)
+        self._pos = pos + n
+        return out if n == len(out) else out[pos:pos + n]
+
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        if not self._ready():
+            return 0
+        n = min(len(buffer), len(self._out) - self._pos)
+        buffer[:n] = memoryview(self._out)[self._pos:self._pos + n]
+        self._pos += n
+        return n
+
+    def _ready(self) -> bool:
+        """Have unread decompressed bytes in ``_out``; False at the end of the stream."""
         while self._pos == len(self._out):
             if self._done:
-                return 0
+                return False
             item = self._queue.get()
             if item is _EOF:
                 self._done = True
-                return 0
+                return False
             if isinstance(item, BaseException):
                 self._done = True
                 raise item
             assert isinstance(item, Future)
             self._out, self._pos = item.result(), 0
-        n = min(len(buffer), len(self._out) - self._pos)
-        buffer[:n] = memoryview(self._out)[self._pos:self._pos + n]
-        self._pos += n
-        return n
+        return True
 
     def close(self) -> None:
         if not self.closed:
@@ -178,7 +198,8 @@ class ParallelZstdSource(io.RawIOBase):
                 break
         end += checksum
         self._need(end)
-        frame = bytes(self._buf[:end])
+        with memoryview(self._buf) as view:  # one copy, not two (slicing a bytearray copies too)
+            frame = bytes(view[:end])
         del self._buf[:end]
         self._put(self._pool.submit(self._decompress, frame, content))
 

@@ -21,7 +21,7 @@ from typing import BinaryIO, cast
 
 from dr.archive import safety
 from dr.archive.parallel import ParallelZstdSource
-from dr.archive.tarfmt import member_entry, member_link, member_mtime_ns, member_name
+from dr.archive.tarfmt import member_entry, member_kind, member_link, member_mtime_ns, member_name
 from dr.archive.target import Attrs, Target
 from dr.archive.tarstream import TarStream
 from dr.archive.verify import VerifyReport, verify_archive
@@ -167,15 +167,14 @@ def _attrs(member: tarfile.TarInfo) -> Attrs:
 
 
 def _entry_for(member: tarfile.TarInfo, path: bytes, index: Mapping[bytes, IndexEntry] | None) -> IndexEntry:
-    own = member_entry(member, path, member_link(member))
     if index is None:
-        return own
+        return member_entry(member, path, member_link(member))
     found = index.get(path)
     if found is None:
         raise IntegrityError(f"archive entry {safety.shown(path)} is not in the index")
-    if found.type != own.type:
-        raise IntegrityError(f"archive entry {safety.shown(path)} is a {own.type}, "
-                             f"the index says {found.type}")
+    kind = member_kind(member)  # the member's type was checked (safety.check_type)
+    if found.type != kind:
+        raise IntegrityError(f"archive entry {safety.shown(path)} is a {kind}, the index says {found.type}")
     return found
 
 

@@ -109,7 +109,6 @@ class Target:
     def make_file(self, path: bytes, attrs: Attrs, size: int, chunks: Iterable[bytes]) -> None:
         """Write a regular file of ``size`` bytes from ``chunks``, leaving all-zero stretches as holes."""
         parent, name = self._parent(path)
-        where = self._where(path)
         try:
             try:
                 fd = os.open(name, _FILE_FLAGS, 0o600, dir_fd=parent)
@@ -117,19 +116,20 @@ class Target:
                 self._clear(parent, name, path)
                 fd = os.open(name, _FILE_FLAGS, 0o600, dir_fd=parent)
         except OSError as e:
-            raise _no_space(e, where) from e
+            raise _no_space(e, self._where(path)) from e
         try:
-            pos = 0
+            pos = end = 0
             for chunk in chunks:
-                _write_sparse(fd, chunk, pos)
+                end = _write_sparse(fd, chunk, pos) or end
                 pos += len(chunk)
-            os.ftruncate(fd, size)
+            if end < size:  # the file ends in a hole: give it its size (it was created empty)
+                os.ftruncate(fd, size)
             if self._same_owner:
                 os.fchown(fd, *self._owner(attrs))
             os.fchmod(fd, attrs.mode & ~_SETID)  # after chown, which would clear them anyway
             os.utime(fd, ns=(attrs.mtime_ns, attrs.mtime_ns))
         except OSError as e:
-            raise _no_space(e, where) from e
+            raise _no_space(e, self._where(path)) from e
         finally:
             os.close(fd)
 
@@ -271,8 +271,20 @@ class Target:
         return nxt
 
 
-def _write_sparse(fd: int, chunk: bytes, pos: int) -> None:
-    for start in range(0, len(chunk), _HOLE):
-        piece = chunk[start:start + _HOLE]
-        if piece != _ZEROS[:len(piece)]:
-            os.pwrite(fd, piece, pos + start)
+def _write_sparse(fd: int, chunk: bytes, pos: int) -> int:
+    """Write ``chunk`` at ``pos`` but its all-zero 64 KiB pieces; where the last write ended (0: none)."""
+    end = 0
+    size = len(chunk)
+    if 0 < size <= _HOLE:  # most files are one piece: no loop, no view
+        if chunk[0] or chunk[-1] or chunk != _ZEROS[:size]:
+            os.pwrite(fd, chunk, pos)
+            end = pos + size
+        return end
+    view = memoryview(chunk)
+    for start in range(0, size, _HOLE):
+        stop = min(start + _HOLE, size)
+        # A piece that starts or ends with a non-zero byte (most data) needs no full comparison.
+        if chunk[start] or chunk[stop - 1] or chunk[start:stop] != _ZEROS[:stop - start]:
+            os.pwrite(fd, view[start:stop], pos + start)
+            end = pos + stop
+    return end
