@@ -6,7 +6,9 @@ stream in a producer thread, cuts it at frame boundaries (walking the frame and 
 guessed), has a small pool decompress the frames (zstandard releases the GIL while it works), and hands
 the decompressed bytes out in order, so the caller's thread only parses tar and writes files. At most
 ``in_flight`` frames are queued, each at most :data:`MAX_FRAME` bytes decompressed, so memory stays
-bounded whatever the volume's size.
+bounded whatever the volume's size. Volumes restored at once share one budget of queued frames
+(:class:`FrameBudget`, one more than the CPUs): four volumes on two CPUs hold about what one holds, not four
+times as much. A source with no frame queued may always queue one, so sources never wait on each other.
 
 A frame without a content size, or a larger one (archives written before frames, one frame for the
 whole volume), is decompressed in the producer thread one zstd block at a time (a block decompresses to
@@ -18,6 +20,7 @@ before it was handed out, exactly as the sequential :class:`dr.archive.zstdio.Zs
 from __future__ import annotations
 
 import io
+import os
 import queue
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -38,6 +41,38 @@ _FCS_SIZE = (0, 2, 4, 8)
 _EOF = object()
 
 
+class FrameBudget:
+    """Frames queued (decompressing or decompressed, not yet taken by their reader) across every
+    :class:`ParallelZstdSource` of the process, at most ``limit`` — except that a source with none queued
+    may always queue one (so one source never waits for another's reader)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = max(1, limit)
+        self.used = 0
+        self._cond = threading.Condition()
+
+    def acquire(self, source: ParallelZstdSource) -> bool:
+        """Take a slot for ``source`` (False if it was closed while waiting)."""
+        with self._cond:
+            while not source._stop.is_set():
+                if self.used < self.limit or source._queued == 0:
+                    self.used += 1
+                    source._queued += 1
+                    return True
+                self._cond.wait(0.05)
+            return False
+
+    def release(self, source: ParallelZstdSource, n: int = 1) -> None:
+        with self._cond:
+            n = min(n, source._queued)
+            self.used -= n
+            source._queued -= n
+            self._cond.notify_all()
+
+
+BUDGET = FrameBudget((os.cpu_count() or 1) + 1)
+
+
 class ParallelZstdSource(io.RawIOBase):
     """The decompressed bytes of ``src`` (zstd frames), as a readable raw stream.
 
@@ -48,8 +83,11 @@ class ParallelZstdSource(io.RawIOBase):
 
     piece_size = MAX_FRAME  # a read of this size returns the rest of a frame, without a copy
 
-    def __init__(self, src: BinaryIO, *, what: str, workers: int = 2, in_flight: int = IN_FLIGHT) -> None:
+    def __init__(self, src: BinaryIO, *, what: str, workers: int = 2, in_flight: int = IN_FLIGHT,
+                 budget: FrameBudget | None = None) -> None:
         super().__init__()
+        self._budget = budget or BUDGET
+        self._queued = 0  # frames of this source holding a slot of the budget
         self._src = src
         self._what = what
         self._pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="jdr-unzstd")
@@ -100,6 +138,7 @@ class ParallelZstdSource(io.RawIOBase):
                 self._done = True
                 raise item
             assert isinstance(item, Future)
+            self._budget.release(self)
             self._out, self._pos = item.result(), 0
         return True
 
@@ -112,6 +151,7 @@ class ParallelZstdSource(io.RawIOBase):
                 except queue.Empty:
                     pass
             self._pool.shutdown(wait=True, cancel_futures=True)
+            self._budget.release(self, self._queued)
         super().close()
 
     # --- the producer thread ------------------------------------------------------------------------
@@ -201,7 +241,10 @@ class ParallelZstdSource(io.RawIOBase):
         with memoryview(self._buf) as view:  # one copy, not two (slicing a bytearray copies too)
             frame = bytes(view[:end])
         del self._buf[:end]
-        self._put(self._pool.submit(self._decompress, frame, content))
+        if not self._budget.acquire(self):
+            return
+        if not self._put(self._pool.submit(self._decompress, frame, content)):
+            self._budget.release(self)
 
     def _decompress(self, frame: bytes, content: int) -> bytes:
         dctx = getattr(self._local, "dctx", None)

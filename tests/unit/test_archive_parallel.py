@@ -154,3 +154,40 @@ def test_full_extraction_restores_every_file(tmp_path: Path) -> None:
     for p in home.rglob("*"):
         if p.is_file():
             assert (dest / p.relative_to(home)).read_bytes() == p.read_bytes()
+
+
+def _plain(n: int, size: int = 64 << 10) -> bytes:
+    return b"".join(bytes([i % 256]) * size for i in range(n))
+
+
+def _frames(n: int, size: int = 64 << 10) -> bytes:
+    """``n`` independent zstd frames with their content size, ``size`` bytes each (frame i of byte i)."""
+    cctx = zstandard.ZstdCompressor(write_content_size=True, write_checksum=True)
+    return b"".join(cctx.compress(bytes([i % 256]) * size) for i in range(n))
+
+
+def test_sources_share_one_budget_of_queued_frames_and_never_wait_on_each_other():
+    """Volumes restored at once share the budget: with a limit of 1, three sources hold at most one queued
+    frame each beyond it (a source with none queued may always queue one), and one source read to its end
+    while the others are left unread (their frames queued, their readers busy elsewhere) never blocks."""
+    budget = parallel.FrameBudget(1)
+    seen: list[int] = []
+    release = budget.release
+
+    def watch(source, n=1):
+        seen.append(budget.used)
+        release(source, n)
+
+    budget.release = watch  # type: ignore[method-assign]
+    counts = [6, 5, 7]
+    data = [_frames(n) for n in counts]
+    sources = [ParallelZstdSource(io.BytesIO(d), what=f"v{i}", workers=2, in_flight=4, budget=budget)
+               for i, d in enumerate(data)]
+    try:
+        for n, source in zip(counts, sources, strict=True):  # one after the other: the unread ones hold frames
+            assert source.read(-1) == _plain(n)
+        assert seen and max(seen) <= budget.limit + len(sources)
+    finally:
+        for source in sources:
+            source.close()
+    assert budget.used == 0  # every slot back once the sources are closed
