@@ -741,7 +741,7 @@ process tree (every read(), Python's modules included).
 """
     (OUT / "RESULTS.md").write_text(text)
     if not args.quick:
-        (HERE / "RESULTS.md").write_text(text)
+        (HERE / "RESULTS.md").write_text(text + _earlier(HERE / "RESULTS.md"))
     print("\n" + table(ordered) + "\n\n" + ratio_table(rs) + "\n")
     print(f"written: {OUT / 'results.json'}, {OUT / 'RESULTS.md'}" + ("" if args.quick else f", {HERE / 'RESULTS.md'}"))
 
@@ -755,6 +755,24 @@ def compile_jdr() -> None:
     import dr
 
     compileall.compile_dir(str(Path(dr.__file__).parent), quiet=1)
+
+
+EARLIER = "# Earlier runs and measurements"
+
+
+def _earlier(path: Path) -> str:
+    """What ``path`` (the committed record) held before this run, below one heading: the new run's tables
+    replace only the top of the file; the run before and every analysis written under it stay."""
+    if not path.exists():
+        return ""
+    old = path.read_text()
+    if old.startswith("# Benchmark results"):
+        old = old.split("\n", 1)[1]
+    top, _, older = old.partition(EARLIER)
+    parts = ["## The run before\n\n" + top.strip() + "\n"]
+    if older:
+        parts.append(older.split("\n", 1)[-1].strip() + "\n")
+    return f"\n\n{EARLIER}\n\n" + "\n".join(parts)
 
 
 def main() -> int:
