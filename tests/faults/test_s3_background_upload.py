@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,23 +20,6 @@ from tests.fixtures.s3 import S3Server
 pytestmark = [pytest.mark.faults, pytest.mark.s3]
 
 MiB = 1024 * 1024
-
-
-@pytest.fixture(params=["seaweedfs", "moto"])
-def upstream(request: pytest.FixtureRequest) -> S3Server:
-    server: S3Server = request.getfixturevalue("s3_server" if request.param == "seaweedfs" else "moto_server")
-    return server
-
-
-@pytest.fixture
-def bucket(upstream: S3Server) -> str:
-    return upstream.new_bucket()
-
-
-@pytest.fixture
-def proxy(upstream: S3Server) -> Iterator[FaultProxy]:
-    with FaultProxy(upstream.endpoint_url) as p:
-        yield p
 
 
 def _store(upstream: S3Server, bucket: str, proxy: FaultProxy, **kw: Any) -> S3Store:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,18 +33,6 @@ pytestmark = [pytest.mark.faults, pytest.mark.s3]
 
 MiB = 1 << 20
 KiB = 1 << 10
-
-
-@pytest.fixture(params=["seaweedfs", "moto"])
-def upstream(request: pytest.FixtureRequest) -> S3Server:
-    server: S3Server = request.getfixturevalue("s3_server" if request.param == "seaweedfs" else "moto_server")
-    return server
-
-
-@pytest.fixture
-def proxy(upstream: S3Server) -> Iterator[FaultProxy]:
-    with FaultProxy(upstream.endpoint_url) as p:
-        yield p
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,24 +20,6 @@ from tests.fixtures.s3 import S3Server, free_port
 pytestmark = [pytest.mark.faults, pytest.mark.s3]
 
 MiB = 1024 * 1024
-
-
-@pytest.fixture(params=["seaweedfs", "moto"])
-def upstream(request: pytest.FixtureRequest) -> S3Server:
-    name = "s3_server" if request.param == "seaweedfs" else "moto_server"
-    server: S3Server = request.getfixturevalue(name)
-    return server
-
-
-@pytest.fixture
-def bucket(upstream: S3Server) -> str:
-    return upstream.new_bucket()
-
-
-@pytest.fixture
-def proxy(upstream: S3Server) -> Iterator[FaultProxy]:
-    with FaultProxy(upstream.endpoint_url) as p:
-        yield p
 
 
 def _store(upstream: S3Server, bucket: str, proxy: FaultProxy, **kw: Any) -> S3Store:
