@@ -39,7 +39,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run import BIN, Corpus, make_corpus, run_pipeline  # benchmarks/run.py: the corpus generator, the anchor's runner
+from run import (  # benchmarks/run.py: the corpus generator, the anchor's runner
+    BIN,
+    Corpus,
+    make_corpus,
+    read_tree,
+    run_pipeline,
+)
 
 
 def config(scratch: Path, repo: Path, homes: Path, hub_db: Path, settings: list[str]) -> Path:
@@ -206,11 +212,7 @@ def main() -> int:
         sys.setswitchinterval(args.switch_interval)
     args.scratch.mkdir(parents=True, exist_ok=True)
     corpus = make_corpus(args.scratch / "corpus", size_gb=args.size_gb, users=args.users, seed=args.seed)
-    for dirpath, _dirs, files in os.walk(corpus.homes):  # warm the page cache
-        for f in files:
-            with open(os.path.join(dirpath, f), "rb") as fh:
-                while fh.read(1 << 20):
-                    pass
+    read_tree(corpus.homes)  # warm the page cache
     jdr = str(BIN / "jdr") if (BIN / "jdr").exists() else (shutil.which("jdr") or "jdr")
     if args.timeline:
         repo = args.scratch / "repo-timeline"

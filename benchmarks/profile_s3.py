@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from profile_backup import measure  # benchmarks/profile_backup.py
-from run import make_corpus, s3_client, seaweedfs  # benchmarks/run.py
+from run import make_corpus, read_tree, s3_client, seaweedfs  # benchmarks/run.py
 
 RUN_JDR = """
 import os, sys
@@ -111,11 +111,7 @@ def main() -> int:
     args = p.parse_args()
     args.scratch.mkdir(parents=True, exist_ok=True)
     corpus = make_corpus(args.scratch / "corpus", size_gb=args.size_gb, users=args.users, seed=args.seed)
-    for dirpath, _dirs, files in os.walk(corpus.homes):  # warm the page cache
-        for f in files:
-            with open(os.path.join(dirpath, f), "rb") as fh:
-                while fh.read(1 << 20):
-                    pass
+    read_tree(corpus.homes)  # warm the page cache
     weed_dir = args.scratch / "weed"
     shutil.rmtree(weed_dir, ignore_errors=True)
     n = 0

@@ -18,7 +18,6 @@ median per executable and measurement.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import sys
@@ -29,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from anchors import clone_runs  # benchmarks/anchors.py: the cloned manifests of run.py's `jdr list` row
 from profile_backup import measure  # CPU seconds and peak RSS of one command, from wait4
-from run import compile_jdr, make_corpus
+from run import compile_jdr, make_corpus, read_tree
 
 
 def config(path: Path, repo: Path, homes: Path, hub_db: Path, catalog: Path) -> Path:
@@ -56,11 +55,7 @@ def main() -> int:
     compile_jdr()  # as run.py: measure jdr, not the compiler (PYTHONDONTWRITEBYTECODE); other trees: compileall
     args.scratch.mkdir(parents=True, exist_ok=True)
     corpus = make_corpus(args.scratch / "corpus", size_gb=args.size_gb, users=args.users, seed=args.seed)
-    for dirpath, _dirs, files in os.walk(corpus.homes):  # warm the page cache
-        for f in files:
-            with open(os.path.join(dirpath, f), "rb") as fh:
-                while fh.read(1 << 20):
-                    pass
+    read_tree(corpus.homes)  # warm the page cache
     repo = args.scratch / "repo"
     shutil.rmtree(repo, ignore_errors=True)
     configs = {label: config(args.scratch / f"{label}.yaml", repo, corpus.homes, corpus.hub_db,

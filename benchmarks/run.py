@@ -409,7 +409,7 @@ class Bench:
             self.cold = False
         if not self.cold:
             # Warm: read the corpus once, so that every tool finds it in the page cache.
-            _read_tree(self.corpus.homes)
+            read_tree(self.corpus.homes)
 
     def record(self, tool: str, op: str, store: str, ran: Ran, *, stored: int | None = None,
                note: str = "", corpus_bytes: int | None = None) -> Measure:
@@ -588,7 +588,8 @@ class Bench:
             shutil.rmtree(target)
 
 
-def _read_tree(root: Path) -> None:
+def read_tree(root: Path) -> None:
+    """Read every file under ``root`` once (warms the page cache)."""
     for dirpath, _dirs, files in os.walk(root):
         for name in files:
             with contextlib.suppress(OSError), open(os.path.join(dirpath, name), "rb") as f:
